@@ -1,0 +1,146 @@
+"""ChatSession: a conversation with a model, and the terminal REPL around it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from rejoinder.dialogue import Turn
+from rejoinder.errors import RejoinderError
+
+HELP = """commands:
+  /reset            forget the conversation
+  /history          show the conversation so far
+  /set key=value    set a decoding option, e.g. /set do_sample=true top_p=0.9
+  /set              show the decoding options
+  /help             this text
+  /quit or quit     leave (Ctrl-D and Ctrl-C too)"""
+
+
+class ChatSession:
+    """The history of one conversation and the decoding options used to continue it.
+
+    The whole history is kept; the model sees the most recent turns that fit its
+    context (the format truncates them).
+    """
+
+    def __init__(self, model, **options: Any):
+        self.model = model
+        self.options: dict[str, Any] = dict(options)
+        self.history: list[Turn] = []
+
+    def send(self, text: str) -> str:
+        """Adds the user's message, and returns (and remembers) the model's reply."""
+        if not text.strip():
+            raise RejoinderError("say something: the message is empty")
+        self.history.append(Turn(text, speaker="user"))
+        try:
+            reply = self.model.generate(self.history, **self.options)
+        except Exception:
+            self.history.pop()  # a failed reply leaves the conversation as it was
+            raise
+        if isinstance(reply, list):  # several return sequences: the first continues the chat
+            reply = reply[0]
+        if reply.strip():
+            self.history.append(Turn(reply, speaker="bot"))
+        return reply
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    def set_options(self, assignments: str) -> dict[str, Any]:
+        """Parses "key=value key=value"; values are JSON where they parse (true, 0.9, [..])."""
+        new = {}
+        for item in assignments.split():
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise RejoinderError(f"/set takes key=value pairs, got {item!r}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            new[key] = None if raw.lower() in ("none", "null") else value
+        trial = {**self.options, **new}
+        self.model._options(trial)  # refuse unknown names before keeping them
+        self.options = {k: v for k, v in trial.items() if v is not None}
+        return self.options
+
+    def command(self, line: str) -> tuple[list[str], bool]:
+        """Runs a /command; returns the lines to print and whether to quit."""
+        name, _, rest = line.strip().partition(" ")
+        if name in ("/quit", "/exit", "quit", "exit"):
+            return [], True
+        if name == "/reset":
+            self.reset()
+            return ["(conversation reset)"], False
+        if name == "/history":
+            return [f"{t.speaker or '?'} >> {t.text}" for t in self.history] or [
+                "(no history)"
+            ], False
+        if name == "/set":
+            opts = self.set_options(rest) if rest.strip() else self.options
+            return [json.dumps(opts, sort_keys=True)], False
+        if name == "/help":
+            return HELP.splitlines(), False
+        raise RejoinderError(f"unknown command {name!r}; /help lists the commands")
+
+
+def is_command(line: str) -> bool:
+    return line.startswith("/") or line.strip().lower() in ("quit", "exit")
+
+
+def repl(
+    session: ChatSession,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    interactive: bool | None = None,
+) -> int:
+    """Chats on a terminal with `usr >>` / `bot >>`; from a pipe, one reply a line.
+
+    From a pipe (stdin not a terminal) each input line is a message and each reply is
+    printed on one line, so `printf 'Hello\\nquit\\n' | rejoinder chat DIR` works in
+    scripts; an empty line gets an empty reply line, keeping lines aligned.
+    """
+    if interactive is None:
+        interactive = stdin.isatty()
+    if interactive:
+        print("Chatting. /help lists commands; /quit or Ctrl-D leaves.", file=stdout)
+    while True:
+        try:
+            if interactive:
+                line = input("usr >> ")
+            else:
+                line = stdin.readline()
+                if not line:
+                    return 0
+                line = line.rstrip("\n")
+        except (EOFError, KeyboardInterrupt):
+            if interactive:
+                print(file=stdout)
+            return 0
+        try:
+            if is_command(line):
+                lines, leave = session.command(line)
+                for out in lines:
+                    print(out, file=stdout)
+                if leave:
+                    return 0
+                continue
+            if not line.strip():
+                if not interactive:
+                    print(file=stdout)
+                continue
+            reply = session.send(line)
+        except RejoinderError as e:
+            print(f"error: {e}", file=stdout if interactive else sys.stderr)
+            if not interactive:
+                print(file=stdout)
+            continue
+        except KeyboardInterrupt:
+            print(file=stdout)
+            return 0
+        if interactive:
+            print(f"bot >> {reply}", file=stdout)
+        else:
+            print(" ".join(reply.split()), file=stdout, flush=True)

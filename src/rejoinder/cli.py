@@ -1,0 +1,235 @@
+"""`rejoinder <verb>`: a table from each verb to the plain function that does it.
+
+Each verb's arguments are declared next to its function below. Heavy libraries are
+imported inside the functions, so `rejoinder --help` answers at once. Errors a user
+can fix (RejoinderError) print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rejoinder.errors import RejoinderError
+
+
+def _quiet_libraries() -> None:
+    """Silences transformers' progress bars and advice: the CLI prints what matters."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _read_corpus(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise RejoinderError(f"corpus file {path} does not exist")
+    lines = [
+        line
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines()
+        if line.strip()
+    ]
+    if not lines:
+        raise RejoinderError(f"corpus file {path} has no text")
+    return lines
+
+
+def _format_settings(args) -> dict:
+    settings = {}
+    for item in getattr(args, "format_option", None) or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise RejoinderError(f"--format-option takes key=value, got {item!r}")
+        try:
+            settings[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key] = raw
+    if getattr(args, "reverse", False):
+        settings["reverse"] = True
+    return settings
+
+
+def cmd_init(args) -> int:
+    """Creates a randomly initialised GPT-2 checkpoint."""
+    from rejoinder.modeling import init_checkpoint
+
+    out = init_checkpoint(
+        args.out,
+        size=args.size,
+        tokenizer=args.tokenizer,
+        format=args.format,
+        corpus=_read_corpus(args.corpus),
+        seed=args.seed,
+        format_settings=_format_settings(args),
+        overwrite=args.force,
+    )
+    print(f"wrote {args.size} {args.format} checkpoint to {out}")
+    return 0
+
+
+def cmd_import_dialogpt(args) -> int:
+    """Converts an original DialoGPT pickle (medium_ft.pkl, small_reverse.pkl) into a checkpoint."""
+    from rejoinder.modeling.dialogpt import import_dialogpt
+
+    out = import_dialogpt(
+        args.pickle, args.out, size=args.size, direction=args.direction, overwrite=args.force
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    """Prints, as JSON, the token ids a model sees for some turns."""
+    if args.model:
+        from rejoinder.modeling import load_checkpoint
+
+        ckpt = load_checkpoint(args.model)
+        fmt = ckpt.format
+        if args.reverse:
+            from rejoinder.formats import format_from_dict
+
+            fmt = format_from_dict({**fmt.to_dict(), "reverse": True}, ckpt.tokenizer)
+    else:
+        from rejoinder.formats import get_format
+        from rejoinder.tokenizers import build_tokenizer
+
+        tok = build_tokenizer(args.tokenizer, _read_corpus(args.corpus))
+        fmt = get_format(args.format, tok, **_format_settings(args))
+    if args.loss_on:
+        enc = fmt.training_example(args.turns, loss_on=args.loss_on, max_tokens=args.max_tokens)
+    else:
+        enc = fmt.encode(args.turns, max_tokens=args.max_tokens)
+    out = enc.to_dict()
+    if args.tokens:
+        out["tokens"] = [fmt.tokenizer.decode([i]) for i in enc.input_ids]
+    print(json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def cmd_chat(args) -> int:
+    """Chats with a checkpoint in the terminal (or one reply a line from a pipe)."""
+    from rejoinder.chat import ChatSession, repl
+    from rejoinder.generation import ConversationModel
+
+    model = ConversationModel.from_pretrained(args.model, device=args.device)
+    session = ChatSession(model)
+    if args.set:
+        session.set_options(" ".join(args.set))
+    return repl(session)
+
+
+def _add_format_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.formats import FORMATS
+
+    p.add_argument(
+        "--format",
+        default="dialogpt",
+        choices=list(FORMATS),
+        help="conversation format (default: dialogpt)",
+    )
+    p.add_argument(
+        "--format-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a setting of the format, e.g. sep_token=<sep> (repeatable)",
+    )
+    p.add_argument("--reverse", action="store_true", help="reverse turn order (backward model)")
+
+
+def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tokenizer",
+        default="gpt2",
+        metavar="KIND",
+        help="gpt2 (GPT-2's BPE, offline), bpe:N (learnt from --corpus) or char",
+    )
+    p.add_argument(
+        "--corpus", metavar="FILE", help="text file, a line per text, for bpe:N and char"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rejoinder import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rejoinder",
+        description="GPT-2-style multi-turn conversational response generation.",
+        epilog="`rejoinder VERB --help` describes a verb.",
+    )
+    parser.add_argument("--version", action="version", version=f"rejoinder {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = verb("init", cmd_init)
+    p.add_argument("--size", default="tiny", help="tiny, small, 124M, 345M or 762M (default: tiny)")
+    _add_tokenizer_args(p)
+    _add_format_args(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    p = verb("import-dialogpt", cmd_import_dialogpt)
+    p.add_argument("pickle", metavar="FILE.pkl", help="an original DialoGPT pickle")
+    p.add_argument("--size", help="small, medium or large; checked against the weights")
+    p.add_argument(
+        "--direction",
+        default="auto",
+        choices=["auto", "forward", "reverse"],
+        help="reverse for a backward model (auto: from the file name)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    p = verb("encode", cmd_encode)
+    p.add_argument("turns", nargs="*", metavar="TURN", help="the conversation, oldest turn first")
+    p.add_argument("--model", metavar="DIR", help="use this checkpoint's tokenizer and format")
+    _add_tokenizer_args(p)
+    _add_format_args(p)
+    p.add_argument("--max-tokens", type=int, help="token budget; the oldest turns go first")
+    p.add_argument(
+        "--loss-on",
+        choices=["responses", "last", "all"],
+        help="print a training example with labels instead of the reply prompt",
+    )
+    p.add_argument("--tokens", action="store_true", help="also print each token's text")
+
+    p = verb("chat", cmd_chat)
+    p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
+    p.add_argument("--device", help="cpu, cuda, … (default: cpu)")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="decoding options, as with /set, e.g. --set do_sample=true top_p=0.9",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        return args.fn(args)
+    except RejoinderError as e:
+        print(f"rejoinder {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Checkpoint directories: a Hugging Face model directory plus `rejoinder.json`.
+
+A checkpoint holds `config.json`, `model.safetensors`, `generation_config.json`, the
+tokenizer files and `rejoinder.json`, which records the conversation format with its
+settings, the tokenizer kind, any extra heads and how the checkpoint was made.
+`transformers.AutoModelForCausalLM.from_pretrained(dir)` loads it as it is.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rejoinder.errors import RejoinderError
+from rejoinder.formats import Format, format_from_dict, get_format
+
+META_FILE = "rejoinder.json"
+
+SIZES: dict[str, dict[str, int]] = {
+    # A two-layer model for tests and demos: the embeddings are most of it.
+    "tiny": {"n_layer": 2, "n_embd": 32, "n_head": 2},
+    # Sized to train on a laptop CPU in minutes.
+    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4},
+    # GPT-2's sizes, which are DialoGPT's small, medium and large.
+    "124M": {"n_layer": 12, "n_embd": 768, "n_head": 12},
+    "345M": {"n_layer": 24, "n_embd": 1024, "n_head": 16},
+    "762M": {"n_layer": 36, "n_embd": 1280, "n_head": 20},
+}
+DIALOGPT_SIZES = {"small": "124M", "medium": "345M", "large": "762M"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rejoinder")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model, its tokenizer, its format and rejoinder.json."""
+
+    model: Any
+    tokenizer: Any
+    format: Format
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+
+def gpt2_config(size: str, vocab_size: int, n_positions: int = 1024, **overrides):
+    """A GPT2Config of a named size (see SIZES) for a vocabulary of `vocab_size`."""
+    from transformers import GPT2Config
+
+    if size not in SIZES:
+        raise RejoinderError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    return GPT2Config(vocab_size=vocab_size, n_positions=n_positions, **SIZES[size], **overrides)
+
+
+def save_checkpoint(
+    model,
+    tokenizer,
+    fmt: Format,
+    out: str | os.PathLike,
+    *,
+    made_by: dict[str, Any] | None = None,
+    tokenizer_kind: str = "gpt2",
+    heads: list[dict[str, Any]] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes a checkpoint directory atomically: it appears complete or not at all.
+
+    Everything is written to a temporary directory beside `out`, then renamed into
+    place, so an interrupted save never leaves a half-written checkpoint at `out`.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise RejoinderError(
+            f"{out} already exists and is not empty; choose another --out or remove it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    eos = fmt.stop_ids
+    model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    meta = {
+        "rejoinder_version": _version(),
+        "format": fmt.to_dict(),
+        "tokenizer": {"kind": tokenizer_kind},
+        "heads": heads or [],
+        "made_by": {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **(made_by or {}),
+        },
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def init_checkpoint(
+    out: str | os.PathLike,
+    size: str = "tiny",
+    tokenizer: str = "gpt2",
+    format: str = "dialogpt",
+    corpus: list[str] | None = None,
+    seed: int = 0,
+    format_settings: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    **config_overrides,
+) -> Path:
+    """A randomly initialised GPT-2 model of `size`, saved as a checkpoint at `out`.
+
+    Args:
+        out: the checkpoint directory to write.
+        size: one of SIZES: "tiny" (2 layers, for tests), "small", "124M", "345M", "762M".
+        tokenizer: "gpt2", "bpe:N" or "char" (the last two learn from `corpus`).
+        format: the conversation format the model will be trained in.
+        corpus: texts to learn a tokenizer from.
+        seed: seeds the random weights, so the same arguments give the same model.
+        format_settings: keyword arguments of the format (e.g. {"reverse": True}).
+    """
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from rejoinder.tokenizers import build_tokenizer
+
+    if size not in SIZES:
+        raise RejoinderError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    tok = build_tokenizer(tokenizer, corpus)
+    fmt = get_format(format, tok, **(format_settings or {}))  # may add special tokens
+    config = gpt2_config(
+        size,
+        len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **config_overrides,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    made_by = {"command": "init", "size": size, "seed": seed}
+    return save_checkpoint(
+        model, tok, fmt, out, made_by=made_by, tokenizer_kind=tokenizer, overwrite=overwrite
+    )
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta_file = path / META_FILE
+    if not meta_file.exists():
+        # A plain Hugging Face directory (gpt2, DialoGPT): DialoGPT's format fits both.
+        return {"format": {"name": "dialogpt"}, "tokenizer": {"kind": "unknown"}, "heads": []}
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RejoinderError(
+            f"{meta_file} is not valid JSON ({e}); the checkpoint is corrupt"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("format", {}), dict):
+        raise RejoinderError(f"{meta_file} does not describe a rejoinder checkpoint")
+    return meta
+
+
+def _looks_like_hub_name(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def load_checkpoint(
+    path_or_name: str | os.PathLike, device: str | None = None, dtype=None
+) -> Checkpoint:
+    """Loads a checkpoint directory, or a model by hub name (`gpt2`, `microsoft/DialoGPT-medium`).
+
+    A directory without rejoinder.json (an original GPT-2 or DialoGPT download) chats
+    in DialoGPT's format. Every way this can fail ends in one RejoinderError naming
+    the directory and what is wrong with it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = str(path_or_name)
+    path = Path(name)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise RejoinderError(
+                f"{path} is not a checkpoint directory (no config.json); make one with "
+                "`rejoinder init` or `rejoinder import-dialogpt`"
+            )
+        meta = _read_meta(path)
+        source = str(path)
+    elif path.exists():
+        raise RejoinderError(f"{path} is a file, not a checkpoint directory")
+    elif _looks_like_hub_name(name):
+        meta, source = None, name
+    else:
+        raise RejoinderError(f"checkpoint directory {path} does not exist")
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+    except Exception as e:  # transformers raises many kinds for one cause: a bad directory
+        if path.is_dir():
+            raise RejoinderError(
+                f"cannot load the checkpoint in {path}: {type(e).__name__}: {str(e)[:300]}; "
+                "the directory is incomplete or corrupt"
+            ) from None
+        raise RejoinderError(
+            f"{name!r} is neither a local checkpoint directory nor a model that could be "
+            f"fetched from the hub ({type(e).__name__}); give a directory that exists"
+        ) from None
+    if meta is None:
+        meta = {"format": {"name": "dialogpt"}, "tokenizer": {"kind": "unknown"}, "heads": []}
+    if tok.eos_token_id is None:
+        raise RejoinderError(f"the tokenizer of {name} has no end-of-text token")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    fmt = format_from_dict(meta.get("format", {"name": "dialogpt"}), tok)
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        raise RejoinderError(
+            f"the tokenizer of {name} has {len(tok)} tokens but the model only "
+            f"{model.get_input_embeddings().num_embeddings} embeddings; the checkpoint is inconsistent"
+        )
+    if device:
+        model.to(device)
+    model.eval()
+    return Checkpoint(model, tok, fmt, meta, str(path) if path.is_dir() else name)
