@@ -165,10 +165,8 @@ def as_context(context: Any) -> list[Turn]:
         )
     turns = []
     for i, item in enumerate(context):
-        if isinstance(item, str) and not item.strip():
+        text = item.get("text", item.get("content")) if isinstance(item, Mapping) else item
+        if isinstance(text, str) and not text.strip():
             continue
-        if isinstance(item, Mapping) and isinstance(item.get("text", item.get("content")), str):
-            if not item.get("text", item.get("content")).strip():
-                continue
         turns.append(to_turn(item, i))
     return turns

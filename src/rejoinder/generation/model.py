@@ -135,7 +135,7 @@ class ConversationModel:
         reserved = sorted(set(options) & _RESERVED)
         if reserved:
             raise RejoinderError(
-                f"option {reserved[0]!r} is set from the checkpoint's format and cannot be overridden"
+                f"option {reserved[0]!r} comes from the checkpoint's format; it cannot be set"
             )
         kwargs = {k: v for k, v in options.items() if k not in _OWN_OPTIONS and v is not None}
         kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)

@@ -233,7 +233,7 @@ def load_checkpoint(
     if len(tok) > model.get_input_embeddings().num_embeddings:
         raise RejoinderError(
             f"the tokenizer of {name} has {len(tok)} tokens but the model only "
-            f"{model.get_input_embeddings().num_embeddings} embeddings; the checkpoint is inconsistent"
+            f"{model.get_input_embeddings().num_embeddings} embeddings; the checkpoint is corrupt"
         )
     if device:
         model.to(device)
