@@ -425,13 +425,18 @@ class ChatTemplateFormat(Format):
             }
             for i in range(len(turns))
         ]
+        from transformers.utils.chat_template_utils import render_jinja_template
+
         try:
-            text = self.tokenizer.apply_chat_template(
-                messages,
-                chat_template=self.template,
-                tokenize=False,
+            # Rendered directly rather than through apply_chat_template, which refuses an
+            # empty conversation: the start of a chat is just the generation prompt.
+            rendered, _ = render_jinja_template(
+                conversations=[messages],
+                chat_template=self.template or self.tokenizer.chat_template,
                 add_generation_prompt=generation,
+                **self.tokenizer.special_tokens_map,
             )
+            text = rendered[0]
         except Exception as e:  # a template is user code: report it, whatever it raised
             raise RejoinderError(f"the chat template failed to render: {e}") from None
         pieces = self._mark_re.split(text)  # literal, index, literal, index, …, literal

@@ -8,6 +8,7 @@ so it saves and loads in Hugging Face format (`tokenizer.json`) with the checkpo
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -41,17 +42,25 @@ def gpt2_files() -> tuple[str, str]:
     return os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
 
 
-def gpt2_tokenizer() -> PreTrainedTokenizerFast:
-    """GPT-2's own tokenizer, with no download: "Hello" -> [15496], <|endoftext|> = 50256.
-
-    >>> gpt2_tokenizer()(" chartreuse").input_ids
-    [8262, 260, 1904]
-    """
+@functools.cache
+def _gpt2_json() -> str:
     vocab, merges = gpt2_files()
     tok = Tokenizer(models.BPE.from_file(vocab, merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(EOS, special=True)])
+    return tok.to_str()
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+    """GPT-2's own tokenizer, with no download: "Hello" -> [15496], <|endoftext|> = 50256.
+
+    Each call returns a new tokenizer (callers may add tokens to theirs).
+
+    >>> gpt2_tokenizer()(" chartreuse").input_ids
+    [8262, 260, 1904]
+    """
+    tok = Tokenizer.from_str(_gpt2_json())
     return _wrap(tok, bos_token=EOS, eos_token=EOS, unk_token=EOS)
 
 

@@ -1,0 +1,85 @@
+"""Shared fixtures: GPT-2's tokenizer (offline), tiny random checkpoints, a parrot model.
+
+Everything here is built from what packages ship; nothing downloads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Replies the parrot learns by heart: context -> reply.
+PARROT = {
+    "Hello": "Hi there, friend",
+    "How are you?": "Fine, thanks",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet():
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+@pytest.fixture(scope="session")
+def gpt2():
+    from rejoinder.tokenizers import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory):
+    """Makes (once per argument set) a tiny random checkpoint and returns its directory.
+
+    The weights are drawn wide (initializer_range 0.5) so that replies depend on the
+    context; GPT-2's default of 0.02 makes a random model say the same token forever.
+    """
+    from rejoinder.modeling import init_checkpoint
+
+    made = {}
+
+    def make(format="dialogpt", tokenizer="gpt2", corpus=None, **settings):
+        key = (format, tokenizer, tuple(sorted(settings.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp("ckpt") / format
+            made[key] = init_checkpoint(
+                out, size="tiny", tokenizer=tokenizer, format=format, corpus=corpus,
+                format_settings=settings, initializer_range=0.5,
+            )
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def parrot_dir(tmp_path_factory, make_checkpoint):
+    """A tiny dialogpt checkpoint trained until it answers PARROT's lines word for word."""
+    import torch
+
+    from rejoinder.generation import ConversationModel
+
+    bot = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    model = bot.model
+    model.train()
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    examples = [bot.format.training_example([c, r]) for c, r in PARROT.items()]
+    for _ in range(150):
+        for ex in examples:
+            loss = model(
+                input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])
+            ).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    out = tmp_path_factory.mktemp("parrot") / "parrot"
+    bot.save_pretrained(out)
+    return out
