@@ -50,8 +50,13 @@ def make_checkpoint(tmp_path_factory):
         if key not in made:
             out = tmp_path_factory.mktemp("ckpt") / format
             made[key] = init_checkpoint(
-                out, size="tiny", tokenizer=tokenizer, format=format, corpus=corpus,
-                format_settings=settings, initializer_range=0.5,
+                out,
+                size="tiny",
+                tokenizer=tokenizer,
+                format=format,
+                corpus=corpus,
+                format_settings=settings,
+                initializer_range=0.5,
             )
         return made[key]
 
@@ -71,6 +76,8 @@ def parrot_dir(tmp_path_factory, make_checkpoint):
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     examples = [bot.format.training_example([c, r]) for c, r in PARROT.items()]
+    # ... and as one conversation, so that a chat of both lines gets both replies.
+    examples.append(bot.format.training_example([x for pair in PARROT.items() for x in pair]))
     for _ in range(150):
         for ex in examples:
             loss = model(

@@ -31,8 +31,12 @@ def test_openai_style_messages_become_turns():
 
 
 def test_dialogue_round_trip_and_reverse():
-    d = Dialogue.from_turns(["a", Turn("b", speaker="x"), {"text": "c", "act": "question"}],
-                            id="t1", source="test", style="polite")
+    d = Dialogue.from_turns(
+        ["a", Turn("b", speaker="x"), {"text": "c", "act": "question"}],
+        id="t1",
+        source="test",
+        style="polite",
+    )
     assert d.texts == ["a", "b", "c"]
     assert Dialogue.from_dict(d.to_dict()) == d
     assert d.reversed().texts == ["c", "b", "a"]

@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 
 from rejoinder import Dialogue, RejoinderError
@@ -17,6 +19,7 @@ TURNS = [
 ]
 
 
+@functools.cache  # formats are immutable once made; building GPT-2's tokenizer is not free
 def make(name, **settings):
     if name == "chat-template":
         settings.setdefault("template", CHATML)
@@ -128,7 +131,10 @@ def test_truncation_keeps_the_latest_whole_turns(name):
         else:
             # The latest turn alone is too long: it is cut from its start.
             assert kept == 1 and len(enc) == budget
-            assert enc.input_ids == fmt._build([last[len(last) - (budget - markers) :]], True).input_ids
+            assert (
+                enc.input_ids
+                == fmt._build([last[len(last) - (budget - markers) :]], True).input_ids
+            )
 
 
 @pytest.mark.parametrize("name", ALL)

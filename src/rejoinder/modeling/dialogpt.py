@@ -40,9 +40,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
             ) from None
         raise RejoinderError(f"{path} is not a PyTorch pickle (it cannot be unpickled)") from None
     except Exception as e:
-        raise RejoinderError(
-            f"{path} is not a readable PyTorch pickle ({type(e).__name__}: {e})"
-        ) from None
+        raise RejoinderError(f"{path} is not a PyTorch pickle ({type(e).__name__}: {e})") from None
     if (
         not isinstance(raw, dict)
         or not raw
