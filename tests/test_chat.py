@@ -14,28 +14,28 @@ def parrot(parrot_dir):
 
 
 def run(session, text, interactive=False):
-    out = io.StringIO()
-    code = repl(session, stdin=io.StringIO(text), stdout=out, interactive=interactive)
-    return code, out.getvalue()
+    """Runs the REPL on `text`; returns the exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = repl(session, stdin=io.StringIO(text), stdout=out, stderr=err, interactive=interactive)
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_piped_chat_prints_one_reply_a_line(parrot):
-    code, out = run(ChatSession(parrot), "Hello\n\nHow are you?\nquit\nHello\n")
+    code, out, err = run(ChatSession(parrot), "Hello\n\n/unknown\nHow are you?\nquit\nHello\n")
     assert code == 0
-    assert out.splitlines() == ["Hi there, friend", "", "Fine, thanks"]
+    assert out.splitlines() == ["Hi there, friend", "", "", "Fine, thanks"]
+    assert "unknown command '/unknown'" in err
 
 
 def test_history_reset_and_set(parrot):
     session = ChatSession(parrot)
-    code, out = run(
-        session, "Hello\n/history\n/set max_new_tokens=3 do_sample=false\n/reset\n/history\n/quit\n"
-    )
-    lines = out.splitlines()
-    assert lines[:3] == ["Hi there, friend", "user >> Hello", "bot >> Hi there, friend"]
-    assert '"max_new_tokens": 3' in lines[3] and lines[4:] == [
-        "(conversation reset)",
-        "(no history)",
-    ]
+    script = "Hello\n/history\n/set max_new_tokens=3 do_sample=false\n/reset\n/history\n/quit\n"
+    code, out, err = run(session, script)
+    assert out.splitlines() == ["Hi there, friend"]  # stdout: the replies alone
+    notes = err.splitlines()
+    assert notes[:2] == ["user >> Hello", "bot >> Hi there, friend"]
+    assert '"max_new_tokens": 3' in notes[2]
+    assert notes[3:] == ["(conversation reset)", "(no history)"]
     assert session.options == {"max_new_tokens": 3, "do_sample": False}
 
 
@@ -72,7 +72,7 @@ def test_interactive_chat_uses_prompts_and_leaves_on_ctrl_d(parrot, monkeypatch)
             raise EOFError from None
 
     monkeypatch.setattr("builtins.input", fake_input)
-    code, out = run(ChatSession(parrot), "", interactive=True)
+    code, out, _ = run(ChatSession(parrot), "", interactive=True)
     assert code == 0
     assert "bot >> Hi there, friend" in out
     assert "error: unknown command '/nonsense'" in out

@@ -95,15 +95,18 @@ def repl(
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
     interactive: bool | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
     """Chats on a terminal with `usr >>` / `bot >>`; from a pipe, one reply a line.
 
     From a pipe (stdin not a terminal) each input line is a message and each reply is
     printed on one line, so `printf 'Hello\\nquit\\n' | rejoinder chat DIR` works in
-    scripts; an empty line gets an empty reply line, keeping lines aligned.
+    scripts: stdout holds exactly one line per message (an empty one for an empty
+    message or an error), and what commands and errors print goes to stderr.
     """
     if interactive is None:
         interactive = stdin.isatty()
+    notes = stdout if interactive else (stderr or sys.stderr)
     if interactive:
         print("Chatting. /help lists commands; /quit or Ctrl-D leaves.", file=stdout)
     while True:
@@ -123,7 +126,7 @@ def repl(
             if is_command(line):
                 lines, leave = session.command(line)
                 for out in lines:
-                    print(out, file=stdout)
+                    print(out, file=notes)
                 if leave:
                     return 0
                 continue
@@ -133,7 +136,7 @@ def repl(
                 continue
             reply = session.send(line)
         except RejoinderError as e:
-            print(f"error: {e}", file=stdout if interactive else sys.stderr)
+            print(f"error: {e}", file=notes)
             if not interactive:
                 print(file=stdout)
             continue
