@@ -103,6 +103,14 @@ def test_broken_checkpoints_get_one_clear_error(make_checkpoint, tmp_path):
         load_checkpoint(unknown_format)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "microsoft/DialoGPT-medium"])
+def test_hub_names_fail_fast_when_the_hub_is_unreachable(name, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-cache")
+    with pytest.raises(RejoinderError, match="hub cannot be reached"):
+        load_checkpoint(name)
+
+
 def test_a_plain_hugging_face_directory_chats_in_dialogpt_format(make_checkpoint, tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(make_checkpoint("dialogpt"))
     hf.save_pretrained(tmp_path)

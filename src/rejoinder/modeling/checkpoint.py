@@ -178,7 +178,35 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 def _looks_like_hub_name(name: str) -> bool:
     parts = name.split("/")
-    return len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
+    if len(parts) > 2 or not all(p and not p.startswith(".") for p in parts):
+        return False
+    # "runs/model" whose "runs" folder exists here is a local path that is missing.
+    return len(parts) == 1 or not Path(parts[0]).is_dir()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all: saves a minute of retries when offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_on_this_machine(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an odd name or cache layout: treat as not cached
+        return False
 
 
 def load_checkpoint(
@@ -195,6 +223,7 @@ def load_checkpoint(
 
     name = str(path_or_name)
     path = Path(name)
+    load_kwargs = {}
     if path.is_dir():
         if not (path / "config.json").exists():
             raise RejoinderError(
@@ -207,12 +236,21 @@ def load_checkpoint(
         raise RejoinderError(f"{path} is a file, not a checkpoint directory")
     elif _looks_like_hub_name(name):
         meta, source = None, name
+        online = _hub_reachable()
+        load_kwargs["local_files_only"] = not online
+        if not online and not _cached_on_this_machine(name):
+            raise RejoinderError(
+                f"{name!r} is not a local directory, and the model hub cannot be reached to "
+                "fetch it; give a checkpoint directory (or a model downloaded before)"
+            )
     else:
         raise RejoinderError(f"checkpoint directory {path} does not exist")
 
     try:
-        tok = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+        tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype or torch.float32, **load_kwargs
+        )
     except Exception as e:  # transformers raises many kinds for one cause: a bad directory
         if path.is_dir():
             raise RejoinderError(
