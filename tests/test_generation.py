@@ -12,9 +12,23 @@ CONTEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["dialogpt", "sep", "speaker"])
+@pytest.fixture(scope="module", params=["dialogpt", "sep", "speaker", "template"])
 def bot(request, make_checkpoint):
     return ConversationModel.from_pretrained(make_checkpoint(request.param))
+
+
+def test_template_replies_are_cut_at_role_names(make_checkpoint):
+    bot = ConversationModel.from_pretrained(make_checkpoint("template"))
+    replies = bot.generate(
+        ["Hello"],
+        do_sample=True,
+        num_return_sequences=8,
+        max_new_tokens=30,
+        min_new_tokens=30,
+        seed=0,
+        stop=["e"],
+    )
+    assert all("\n" not in r and "User:" not in r and "e" not in r for r in replies)
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,10 @@ def repl(
         interactive = stdin.isatty()
     notes = stdout if interactive else (stderr or sys.stderr)
     if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:  # pragma: no cover - not on every platform
+            pass
         print("Chatting. /help lists commands; /quit or Ctrl-D leaves.", file=stdout)
     while True:
         try:
