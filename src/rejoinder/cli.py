@@ -156,6 +156,11 @@ def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_out_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rejoinder import __version__
 
@@ -177,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_args(p)
     _add_format_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _add_out_args(p)
 
     p = verb("import-dialogpt", cmd_import_dialogpt)
     p.add_argument("pickle", metavar="FILE.pkl", help="an original DialoGPT pickle")
@@ -189,8 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "forward", "reverse"],
         help="reverse for a backward model (auto: from the file name)",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _add_out_args(p)
 
     p = verb("encode", cmd_encode)
     p.add_argument("turns", nargs="*", metavar="TURN", help="the conversation, oldest turn first")
