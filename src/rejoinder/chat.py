@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any, TextIO
@@ -108,10 +109,8 @@ def repl(
         interactive = stdin.isatty()
     notes = stdout if interactive else (stderr or sys.stderr)
     if interactive:
-        try:
+        with contextlib.suppress(ImportError):  # not on every platform
             import readline  # noqa: F401  (line editing and history for input())
-        except ImportError:  # pragma: no cover - not on every platform
-            pass
         print("Chatting. /help lists commands; /quit or Ctrl-D leaves.", file=stdout)
     while True:
         try:
