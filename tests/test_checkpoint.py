@@ -96,6 +96,9 @@ def test_broken_checkpoints_get_one_clear_error(make_checkpoint, tmp_path):
     with pytest.raises(RejoinderError, match="corrupt"):
         load_checkpoint(truncated)
 
+    with pytest.raises(RejoinderError, match="cannot put the model on device 'floppy'"):
+        load_checkpoint(make_checkpoint("dialogpt"), device="floppy")
+
     unknown_format = tmp_path / "unknown_format"
     shutil.copytree(make_checkpoint("dialogpt"), unknown_format)
     (unknown_format / "rejoinder.json").write_text(json.dumps({"format": {"name": "irc"}}))

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("chat", cmd_chat)
     p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
-    p.add_argument("--device", help="cpu, cuda, … (default: cpu)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda where there is a GPU)")
     p.add_argument(
         "--set",
         nargs="+",

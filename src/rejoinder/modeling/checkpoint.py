@@ -214,6 +214,8 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Loads a checkpoint directory, or a model by hub name (`gpt2`, `microsoft/DialoGPT-medium`).
 
+    The model goes to `device` (default: the GPU where there is one, else the CPU).
+
     A directory without rejoinder.json (an original GPT-2 or DialoGPT download) chats
     in DialoGPT's format. Every way this can fail ends in one RejoinderError naming
     the directory and what is wrong with it.
@@ -273,7 +275,11 @@ def load_checkpoint(
             f"the tokenizer of {name} has {len(tok)} tokens but the model only "
             f"{model.get_input_embeddings().num_embeddings} embeddings; the checkpoint is corrupt"
         )
-    if device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
         model.to(device)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise RejoinderError(f"cannot put the model on device {device!r}: {e}") from None
     model.eval()
     return Checkpoint(model, tok, fmt, meta, str(path) if path.is_dir() else name)
