@@ -138,6 +138,15 @@ def test_truncation_keeps_the_latest_whole_turns(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_reverse_truncation_keeps_the_latest_turns_too(name):
+    forward, backward = make(name, max_tokens=None), make(name, reverse=True, max_tokens=None)
+    budget = len(backward.encode(TURNS[-2:])) + 1
+    enc = backward.encode(TURNS, max_tokens=budget)
+    assert enc.dropped_turns == len(TURNS) - 2
+    assert enc.input_ids == forward.encode(TURNS[-2:][::-1]).input_ids
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_training_examples_truncate_too(name):
     fmt = make(name)
     long = TURNS * 20

@@ -165,20 +165,30 @@ class Format:
         return self.tokenize_turns(texts)
 
     def _fit(self, turns: list[list[int]], generation: bool, budget: int | None) -> Encoding:
-        """Builds with as many of the latest whole turns as fit in `budget` tokens."""
+        """Builds with as many of the latest whole turns as fit in `budget` tokens.
+
+        "Latest" is in the order the turns were said, also when `reverse` has put them
+        last to first: the backward model keeps the reply and what led to it.
+        """
         if budget is None:
             return self._build(turns, generation)
-        for start in range(len(turns)):
-            enc = self._build(turns[start:], generation)
+        n = len(turns)
+
+        def latest(k: int) -> list[list[int]]:
+            return turns[:k] if self.reverse else turns[n - k :]
+
+        for k in range(n, 0, -1):
+            enc = self._build(latest(k), generation)
             if len(enc) <= budget:
-                enc.dropped_turns = start
+                enc.dropped_turns = n - k
                 return enc
         if turns:
             # Even the latest turn alone is too long: keep its end, nearest the reply.
+            newest = latest(1)[0]
             over = len(enc) - budget
-            if over < len(turns[-1]):
-                enc = self._build([turns[-1][over:]], generation)
-                enc.dropped_turns = len(turns) - 1
+            if over < len(newest):
+                enc = self._build([newest[over:]], generation)
+                enc.dropped_turns = n - 1
                 return enc
         enc = self._build([], generation)
         if len(enc) <= budget and not turns:
