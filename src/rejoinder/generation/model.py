@@ -135,7 +135,9 @@ class ConversationModel:
         prompt_len = batch["input_ids"].shape[1]
         if extra_stops:
             kwargs["stopping_criteria"] = [StopOnStrings(self.tokenizer, extra_stops, prompt_len)]
-        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        # A seed seeds this call only: the caller's RNG state (CPU and GPU) comes back after.
+        gpus = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=gpus):
             if seed is not None:
                 torch.manual_seed(seed)
             try:
