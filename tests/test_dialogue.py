@@ -8,6 +8,7 @@ def test_turn_keeps_speaker_and_labels():
     t = Turn("I'm so happy!", speaker="A", labels={"emotion": "happiness", "act": "inform"})
     assert t.labels["emotion"] == "happiness"
     assert Turn.from_dict(t.to_dict()) == t
+    assert len({t, Turn.from_dict(t.to_dict())}) == 1  # hashable, equal by value
 
 
 @pytest.mark.parametrize("text", [None, 3, b"bytes", ["a"]])

@@ -44,6 +44,9 @@ class Turn:
                     "(string, number, boolean or None)"
                 )
 
+    def __hash__(self) -> int:
+        return hash((self.text, self.speaker, tuple(sorted(self.labels.items()))))
+
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "speaker": self.speaker, **dict(self.labels)}
 
