@@ -1,0 +1,1 @@
+"""From raw corpora to filtered multi-turn dialogue datasets (`rejoinder data`)."""
