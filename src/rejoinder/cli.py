@@ -208,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tokens", action="store_true", help="also print each token's text")
 
+    p = verbs.add_parser(
+        "data",
+        help="Builds and inspects dialogue datasets from raw corpora.",
+        description="Builds and inspects dialogue datasets from raw corpora.",
+    )
+    from rejoinder.data.commands import add_data_verbs
+
+    add_data_verbs(p)
+
     p = verb("chat", cmd_chat)
     p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda where there is a GPU)")
@@ -227,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
         return args.fn(args)
     except RejoinderError as e:
-        print(f"rejoinder {args.verb}: error: {e}", file=sys.stderr)
+        verb = " ".join(filter(None, [args.verb, getattr(args, "data_verb", None)]))
+        print(f"rejoinder {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -1,0 +1,292 @@
+"""DialoGPT's eight filters, each named, switchable and parameterised.
+
+A dialogue is judged as (source, target): the target is its last turn (or every turn
+after the first, with `targets="responses"`), the source the turns before it. Drop it:
+
+- `url`: a URL anywhere in source or target;
+- `repetition`: a target repeats a word `repetition_run` (3) or more times in a row;
+- `non_english`: a target has none of the `top_words` (50) most frequent English words
+  (the list comes from `wordfreq`);
+- `brackets`: a target contains "[" or "]" (likely markup);
+- `too_long`: source and target together exceed `max_words` (200) words;
+- `offensive`: a target contains a blocklisted word (better-profanity's list, or a file);
+- `subreddit`: the dialogue comes from a blocklisted subreddit (a file of names);
+- `bland`: `bland_share` (90%) or more of a target's word trigrams occur more than
+  `bland_count` (1,000) times in the whole corpus; this one needs a first pass that
+  counts trigrams (`TrigramSketch`) before it can judge.
+
+Every function here is plain Python shared by both engines (local and Spark).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rejoinder.data.text import words
+from rejoinder.errors import RejoinderError
+
+FILTERS = (
+    "url", "repetition", "non_english", "brackets", "too_long", "offensive", "subreddit", "bland",
+)  # fmt: skip
+
+_PUNCT = b'!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'  # ASCII punctuation but the apostrophe
+_URL = re.compile(r"https?://|www\.\w|\b\w+\.(?:com|org|net|io|gov|edu)(?:/|\b)", re.IGNORECASE)
+
+
+@dataclass
+class FilterConfig:
+    """Which filters run, and their parameters (the DialoGPT paper's by default)."""
+
+    enabled: tuple[str, ...] = FILTERS
+    """Names of the filters to run; the others are off."""
+    targets: str = "last"
+    """Which turns the target checks look at: "last" (the paper's) or "responses"."""
+    repetition_run: int = 3
+    """A word this many times in a row in a target drops it."""
+    top_words: int = 50
+    """A target needs one of the this-many most frequent English words."""
+    max_words: int = 200
+    """Source and target together may have at most this many words."""
+    offensive_words: str | None = None
+    """A file of blocklisted words or phrases, one a line (default: better-profanity's)."""
+    subreddit_blocklist: str | None = None
+    """A file of subreddit names to leave out, one a line."""
+    bland_share: float = 0.9
+    """A target whose share of frequent trigrams is at least this is bland."""
+    bland_count: int = 1000
+    """A trigram seen more often than this in the corpus is frequent."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = [f for f in self.enabled if f not in FILTERS]
+        if unknown:
+            raise RejoinderError(
+                f"unknown filter {unknown[0]!r}; the filters are {', '.join(FILTERS)}"
+            )
+        if self.targets not in ("last", "responses"):
+            raise RejoinderError(f"targets must be 'last' or 'responses', got {self.targets!r}")
+        for name in ("repetition_run", "top_words", "max_words", "bland_count"):
+            if getattr(self, name) < 1:
+                raise RejoinderError(f"filter option {name} must be at least 1")
+        if not 0 < self.bland_share <= 1:
+            raise RejoinderError("bland_share must be in (0, 1]")
+        self.enabled = tuple(f for f in FILTERS if f in self.enabled)
+
+    @classmethod
+    def parse(cls, spec: str | None, **options) -> FilterConfig:
+        """From a `--filters` value: "all", "none" or names joined by commas."""
+        if spec is None or spec == "all":
+            enabled = FILTERS
+        elif spec == "none":
+            enabled = ()
+        else:
+            enabled = tuple(s.strip() for s in spec.split(",") if s.strip())
+        return cls(enabled=enabled, **{k: v for k, v in options.items() if v is not None})
+
+
+def _read_list(path: str, what: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise RejoinderError(f"{what} file {path} does not exist")
+    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [x.strip().lower() for x in lines if x.strip() and not x.startswith("#")]
+
+
+def default_offensive_words() -> list[str]:
+    """better-profanity's maintained word list, read from the installed package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("better_profanity")
+    if spec is None or spec.origin is None:
+        raise RejoinderError(
+            "the offensive filter's default list comes from better-profanity; "
+            "pip install better-profanity, or give --offensive-words FILE"
+        )
+    path = Path(spec.origin).parent / "profanity_wordlist.txt"
+    return [w.strip().lower() for w in path.read_text().splitlines() if w.strip()]
+
+
+def top_english_words(n: int) -> frozenset[str]:
+    try:
+        from wordfreq import top_n_list
+    except ImportError:
+        raise RejoinderError(
+            "the non_english filter takes its word list from wordfreq; pip install wordfreq"
+        ) from None
+    return frozenset(top_n_list("en", n))
+
+
+class Filters:
+    """The configured filters, with their word lists loaded once."""
+
+    def __init__(self, config: FilterConfig):
+        self.config = config
+        on = set(config.enabled)
+        self.top = top_english_words(config.top_words) if "non_english" in on else frozenset()
+        self.offensive_single: frozenset[str] = frozenset()
+        self.offensive_phrases: tuple[str, ...] = ()
+        if "offensive" in on:
+            listed = (
+                _read_list(config.offensive_words, "offensive words")
+                if config.offensive_words
+                else default_offensive_words()
+            )
+            self.offensive_single = frozenset(w for w in listed if " " not in w)
+            self.offensive_phrases = tuple(f" {w} " for w in listed if " " in w)
+        self.blocked_subreddits = frozenset()
+        if "subreddit" in on and config.subreddit_blocklist:
+            self.blocked_subreddits = frozenset(
+                _read_list(config.subreddit_blocklist, "subreddit blocklist")
+            )
+
+    def _targets(self, texts: Sequence[str]) -> Sequence[str]:
+        return texts[-1:] if self.config.targets == "last" else texts[1:]
+
+    def check(self, texts: Sequence[str], subreddit: str | None = None) -> str | None:
+        """The name of the first filter (bland aside) that drops this dialogue, or None."""
+        on = self.config.enabled
+        if not on:
+            return None
+        targets = self._targets(texts)
+        target_words = [words(t) for t in targets]
+        if "url" in on and any(map(_has_url, texts)):
+            return "url"
+        if "repetition" in on and any(
+            _repeats(w, self.config.repetition_run) for w in target_words
+        ):
+            return "repetition"
+        if "non_english" in on and any(self.top.isdisjoint(w) for w in target_words):
+            return "non_english"
+        if "brackets" in on and any("[" in t or "]" in t for t in targets):
+            return "brackets"
+        if "too_long" in on and sum(len(t.split()) for t in texts) > self.config.max_words:
+            return "too_long"
+        if "offensive" in on and any(
+            self._offensive(t, w) for t, w in zip(targets, target_words, strict=True)
+        ):
+            return "offensive"
+        if "subreddit" in on and subreddit and subreddit.lower() in self.blocked_subreddits:
+            return "subreddit"
+        return None
+
+    def _offensive(self, text: str, text_words: list[str]) -> bool:
+        if not self.offensive_single.isdisjoint(text_words):
+            return True
+        if self.offensive_phrases:
+            padded = f" {' '.join(text_words)} "
+            return any(p in padded for p in self.offensive_phrases)
+        return False
+
+    def bland_targets(self, texts: Sequence[str]) -> Sequence[str]:
+        return self._targets(texts) if "bland" in self.config.enabled else ()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _has_url(text: str) -> bool:
+    # Cached: a Reddit comment is the source of every path below it.
+    return _URL.search(text) is not None
+
+
+def _repeats(ws: list[str], run: int) -> bool:
+    count = 1
+    for a, b in itertools.pairwise(ws):
+        count = count + 1 if a == b else 1
+        if count >= run:
+            return True
+    return False
+
+
+class TrigramSketch:
+    """Counts of word trigrams over a corpus in fixed memory (a count-min sketch).
+
+    Counts can only be over-estimated, by collisions, and two rows of 4M counters keep
+    that far below the threshold of 1,000 for corpora of hundreds of millions of words.
+    Hashes are stable (CRC-32 of the words), so workers' sketches add up exactly and
+    both engines agree.
+    """
+
+    _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F], dtype=np.uint64)
+
+    def __init__(self, width_bits: int = 22, depth: int = 2, batch: int = 20_000):
+        self.width_bits, self.depth, self.batch = width_bits, depth, batch
+        self._table = np.zeros((depth, 1 << width_bits), dtype=np.uint32)
+        self._pending: list[str] = []
+
+    @property
+    def table(self) -> np.ndarray:
+        """The counters, (depth, 2**width_bits); reading it counts what is pending."""
+        self._flush()
+        return self._table
+
+    @table.setter
+    def table(self, value: np.ndarray) -> None:
+        self._pending.clear()
+        self._table = value
+
+    def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Trigram keys of all texts, and for each the index of the text it came from.
+
+        Words are lower-cased, ASCII punctuation is dropped, and each word is hashed
+        with CRC-32: all in C, which matters at a billion words.
+        """
+        crc, drop = zlib.crc32, _PUNCT
+        per_text = [list(map(crc, t.lower().encode().translate(None, drop).split())) for t in texts]
+        lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
+        h = np.fromiter(itertools.chain.from_iterable(per_text), dtype=np.uint64)
+        if len(h) < 3:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        o = np.repeat(np.arange(len(per_text), dtype=np.int64), lengths)
+        same = o[:-2] == o[2:]  # the three words belong to one text
+        with np.errstate(over="ignore"):
+            keys = (h[:-2] * np.uint64(1_000_003) + h[1:-1]) * np.uint64(1_000_033) + h[2:]
+        return keys[same], o[:-2][same]
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            mixed = keys[None, :] * self._MIX[: self.depth, None]
+        return (mixed >> np.uint64(64 - self.width_bits)).astype(np.int64)
+
+    def add(self, texts: Iterable[str]) -> None:
+        """Counts the trigrams of `texts` (in batches: a count touches the whole table)."""
+        self._pending.extend(texts)
+        if len(self._pending) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        keys, _ = self._keys(self._pending)
+        self._pending = []
+        if len(keys):
+            for r, idx in enumerate(self._rows(keys)):
+                self._table[r] += np.bincount(idx, minlength=self._table.shape[1]).astype(np.uint32)
+
+    def merge(self, other: TrigramSketch) -> TrigramSketch:
+        self.table += other.table
+        return self
+
+    def frequent_share(self, texts: Sequence[str], count: int) -> list[float | None]:
+        """For each text, the share of its trigrams seen more than `count` times.
+
+        None for a text of fewer than three words: it has no trigrams to judge.
+        """
+        keys, owner = self._keys(texts)
+        share: list[float | None] = [None] * len(texts)
+        if not len(keys):
+            return share
+        rows = self._rows(keys)
+        table = self.table
+        est = np.min(np.stack([table[r][idx] for r, idx in enumerate(rows)]), axis=0)
+        frequent = np.bincount(owner, weights=(est > count), minlength=len(texts))
+        total = np.bincount(owner, minlength=len(texts))
+        for i in np.nonzero(total)[0]:
+            share[i] = float(frequent[i] / total[i])
+        return share
