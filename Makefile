@@ -8,8 +8,8 @@ setup: .venv/.installed
 	touch $@
 
 lint: setup
-	.venv/bin/ruff check src tests
-	.venv/bin/ruff format --check src tests
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
 
 test: lint
 	.venv/bin/python -m pytest -q

@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _quiet_libraries()
+        if args.verb != "data":  # data verbs never load transformers: keep their start quick
+            _quiet_libraries()
         return args.fn(args)
     except RejoinderError as e:
         verb = " ".join(filter(None, [args.verb, getattr(args, "data_verb", None)]))

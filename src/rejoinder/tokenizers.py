@@ -13,10 +13,14 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 
+from typing import TYPE_CHECKING
+
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from rejoinder.errors import RejoinderError
+
+if TYPE_CHECKING:  # transformers takes a second to import; the CLI's help should not wait
+    from transformers import PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
 UNK = "<unk>"
@@ -24,6 +28,8 @@ KINDS = ("gpt2", "bpe:N", "char")
 
 
 def _wrap(tok: Tokenizer, **special) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
     # GPT-2 has no padding token; batches pad with end-of-text and mask it out.
     fast.pad_token = fast.eos_token

@@ -170,13 +170,15 @@ def add_data_verbs(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument(
         "--comments",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="RC_FILE",
         help="Pushshift comment dump (.zst, .bz2, .xz, .gz or plain); repeatable",
     )
     p.add_argument(
         "--submissions",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="RS_FILE",
         help="Pushshift submission dump, for --title; repeatable",
     )

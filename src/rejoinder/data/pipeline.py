@@ -291,16 +291,8 @@ def reddit_spools(
     workers = max(1, min(workers or os.cpu_count() or 1, len(buckets.paths)))
     shares = [(buckets.paths[i::workers], tmp / f"spool-reddit-{i}") for i in range(workers)]
     use_sketch = sketch is not None
-    if workers == 1:
-        results = [_walk_buckets(b, sp, config, use_sketch) for b, sp in shares]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-            futures = [pool.submit(_walk_buckets, b, sp, config, use_sketch) for b, sp in shares]
-            results = [f.result() for f in futures]
+    tasks = [(b, sp, config, use_sketch) for b, sp in shares]
+    results = _in_parallel(_walk_buckets, tasks, workers)
     for _, part, table in results:
         report.merge(part)
         if sketch is not None and table is not None:
@@ -417,11 +409,11 @@ def arrow_schema():
 class _SplitWriter:
     """Parquet files per split, written in row groups."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, part: int = 0):
         import pyarrow.parquet as pq
 
         self.schema = arrow_schema()
-        self.root = root
+        self.root, self.part = root, part
         self.rows: dict[str, list[tuple]] = {s: [] for s in SPLITS}
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.counts = {s: 0 for s in SPLITS}
@@ -446,24 +438,60 @@ class _SplitWriter:
         )
         if split not in self.writers:
             (self.root / split).mkdir(parents=True, exist_ok=True)
-            path = self.root / split / "part-00000.parquet"
+            path = self.root / split / f"part-{self.part:05d}.parquet"
             self.writers[split] = pq.ParquetWriter(path, self.schema, compression="zstd")
         self.writers[split].write_table(table)
         rows.clear()
 
     def close(self) -> None:
-        import pyarrow.parquet as pq
-
         for split in SPLITS:
             self._flush(split)
-            if split not in self.writers:  # an empty split is still a readable file
-                (self.root / split).mkdir(parents=True, exist_ok=True)
-                pq.write_table(self.schema.empty_table(), self.root / split / "part-00000.parquet")
-            else:
+            if split in self.writers:
                 self.writers[split].close()
 
 
+def _ensure_every_split(root: Path) -> None:
+    """An empty split is still a directory with a readable (empty) parquet file."""
+    import pyarrow.parquet as pq
+
+    for split in SPLITS:
+        folder = root / split
+        if not any(folder.glob("*.parquet")):
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(arrow_schema().empty_table(), folder / "part-00000.parquet")
+
+
+def _finish(
+    spools: list[Path], part: int, out: Path, config: BuildConfig, fconf: FilterConfig, table
+) -> tuple[dict[str, int], Report]:
+    """A worker's share of the second pass: the bland filter, the split, parquet."""
+    report = Report(explain=config.explain)
+    sketch = None
+    if table is not None:
+        sketch = TrigramSketch()
+        sketch.table = table
+    writer = _SplitWriter(out, part)
+    spooled = itertools.chain.from_iterable(read_spool(p) for p in spools)
+    for raw in bland_pass(spooled, sketch, fconf, report):
+        writer.add(split_of(raw.group, config.valid, config.test), raw.to_row())
+    writer.close()
+    return writer.counts, report
+
+
+def _in_parallel(fn, tasks: list[tuple], workers: int) -> list:
+    """Runs fn(*task) for each task, on up to `workers` processes (forked where possible)."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [fn(*t) for t in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        return [f.result() for f in [pool.submit(fn, *t) for t in tasks]]
+
+
 def _build_local(config: BuildConfig, tmp: Path, report: Report) -> dict[str, int]:
+    workers = os.cpu_count() or 1
     plan = [(source, filters_for(config, source.kind)) for source in config.sources]
     bland = [f.config for _, f in plan if "bland" in f.config.enabled]
     sketch = TrigramSketch() if bland else None
@@ -471,7 +499,7 @@ def _build_local(config: BuildConfig, tmp: Path, report: Report) -> dict[str, in
     for i, (source, filters) in enumerate(plan):
         counted = sketch if "bland" in filters.config.enabled else None
         if source.kind == "reddit":
-            spools += reddit_spools(source, config, tmp, report, counted)
+            spools += reddit_spools(source, config, tmp, report, counted, workers)
             continue
         spool = _Spool(tmp / f"spool-{i}")
         for raw in other_dialogues(source, filters, report, counted):
@@ -479,12 +507,18 @@ def _build_local(config: BuildConfig, tmp: Path, report: Report) -> dict[str, in
         spool.close()
         spools.append(spool.path)
 
-    writer = _SplitWriter(tmp / "data")
-    spooled = itertools.chain.from_iterable(read_spool(p) for p in spools)
-    for raw in bland_pass(spooled, sketch, bland[0] if bland else FilterConfig(), report):
-        writer.add(split_of(raw.group, config.valid, config.test), raw.to_row())
-    writer.close()
-    return writer.counts
+    # The second pass, split over the workers: each writes its own part files.
+    fconf = bland[0] if bland else FilterConfig()
+    table = sketch.table if sketch is not None else None
+    shares = [spools[i::workers] for i in range(min(workers, len(spools)))]
+    tasks = [(share, part, tmp / "data", config, fconf, table) for part, share in enumerate(shares)]
+    counts = dict.fromkeys(SPLITS, 0)
+    for part_counts, part_report in _in_parallel(_finish, tasks, workers):
+        report.merge(part_report)
+        for split, n in part_counts.items():
+            counts[split] += n
+    _ensure_every_split(tmp / "data")
+    return counts
 
 
 def build(config: BuildConfig) -> dict[str, Any]:

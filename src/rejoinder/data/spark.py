@@ -19,6 +19,7 @@ from rejoinder.data.filters import FilterConfig, TrigramSketch
 from rejoinder.data.pipeline import (
     SPLITS,
     BuildConfig,
+    _ensure_every_split,
     bland_pass,
     check_reddit_source,
     filters_for,
@@ -184,6 +185,7 @@ def _write(spark, rows, out: Path) -> dict[str, int]:
         for extra in list(target.iterdir()):  # Hadoop's bookkeeping, not data
             if extra.name.startswith(("_", ".")):
                 extra.unlink() if extra.is_file() else shutil.rmtree(extra)
+    _ensure_every_split(out)
     return {s: int(counts[s]) for s in SPLITS}
 
 
