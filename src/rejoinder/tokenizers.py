@@ -12,7 +12,6 @@ import functools
 import os
 from collections import Counter
 from collections.abc import Iterable
-
 from typing import TYPE_CHECKING
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -180,6 +180,21 @@ def test_a_truncated_dump_is_counted_not_fatal(dump, tmp_path):
     assert 0 < manifest["counts"]["comment lines read"] < 6000
 
 
+def test_buckets_grow_with_the_dump_so_memory_does_not(tmp_path):
+    from rejoinder.data.pipeline import BUCKET_BYTES, _bucket_count
+
+    sizes = [1 << 20, 1 << 30, 4 << 30]  # sparse files: no disk is used
+    counts = []
+    for size in sizes:
+        path = tmp_path / f"RC_{size}.zst"
+        with open(path, "wb") as f:
+            f.truncate(size)
+        counts.append(_bucket_count([str(path)]))
+    assert counts[0] == 1 and counts[0] < counts[1] < counts[2]
+    # Each bucket holds about BUCKET_BYTES of (decompressed) comments.
+    assert (4 << 30) * 8 / counts[2] <= BUCKET_BYTES
+
+
 def test_show_prints_counts_filters_and_dialogues(built, capsys):
     out, manifest = built
     assert main(["data", "show", str(out), "-n", "2"]) == 0

@@ -175,14 +175,29 @@ def _marshalled_chunks(path: Path) -> Iterator[list]:
                 return
 
 
+def _open_files_allowed() -> int:
+    """How many bucket files may be open at once (raising the soft limit where we may)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        return max(16, soft - 128)
+    except (ImportError, ValueError, OSError):  # no resource module, or not allowed
+        return 512
+
+
 def _bucket_count(paths: list[str]) -> int:
-    size = sum(os.path.getsize(p) for p in paths)
+    """Enough buckets that each holds about BUCKET_BYTES of comments."""
     # Compressed dumps expand about 8x; plain ones are their own size.
     expanded = sum(
         os.path.getsize(p) * (8 if str(p).endswith((".zst", ".bz2", ".xz", ".gz")) else 1)
         for p in paths
     )
-    return max(1, min(1024, expanded // BUCKET_BYTES + (1 if size else 0)))
+    return max(1, min(_open_files_allowed(), -(-expanded // BUCKET_BYTES)))
 
 
 def check_reddit_source(source: Source) -> tuple[list[str], list[str]]:
