@@ -201,6 +201,7 @@ def test_show_prints_counts_filters_and_dialogues(built, capsys):
     text = capsys.readouterr().out
     assert f"wrote {manifest['dialogues']['total']} dialogues" in text
     assert "dropped by filter:" in text and "url" in text
+    assert "dropped:bland: " in text  # --explain kept samples, and show prints them
     assert text.count("[train] reddit-") == 2
 
 

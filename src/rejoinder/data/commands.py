@@ -121,6 +121,13 @@ def cmd_show(args) -> int:
         print("counts:")
         for k, v in counts.items():
             print(f"  {k:<40} {v:>10}")
+    explained = {k: v for k, v in (manifest.get("samples") or {}).items() if v}
+    if explained:
+        print("samples of what was dropped or skipped:")
+        for key, items in explained.items():
+            for item in items[:2]:
+                shown_item = " | ".join(item["turns"]) if isinstance(item, dict) else item
+                print(f"  {key}: {shown_item[:150]}")
     files = sorted((root / args.split).glob("*.parquet"))
     shown = 0
     for f in files:
