@@ -217,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_verbs(p)
 
+    verbs.add_parser(
+        "train",
+        help="Trains a forward or reverse dialogue model (LightningCLI: rejoinder train --help).",
+        add_help=False,
+    )
+
+    p = verb("export", cmd_export)
+    p.add_argument("ckpt", metavar="CKPT", help="a .ckpt file of a rejoinder train run")
+    _add_out_args(p)
+
     p = verb("chat", cmd_chat)
     p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda where there is a GPU)")
@@ -229,7 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_export(args) -> int:
+    """Makes a checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
+    from rejoinder.training.run import export
+
+    print(f"wrote {export(args.ckpt, args.out, overwrite=args.force)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        # `train` is LightningCLI's: its own parser, --print_config, --config, dotted keys.
+        try:
+            _quiet_libraries()
+            from rejoinder.training.run import train
+
+            return train(argv[1:])
+        except RejoinderError as e:
+            print(f"rejoinder train: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,1 @@
+"""Training forward and reverse dialogue models with PyTorch Lightning (`rejoinder train`)."""

@@ -1,0 +1,292 @@
+"""Dialogue datasets as batches: examples from a format, bucketed by a token budget.
+
+Every dialogue becomes one or more training examples through the model's conversation
+format. A dialogue longer than the token budget is cut into windows of whole turns
+that overlap by one turn, so every response is still learnt once, with the turn
+before it as context. Batches hold examples of similar length up to a token budget
+(padding is rare), are made once per run, and come in a shuffled order per epoch,
+which the run's checkpoint records so a resumed run sees the same data in the same
+order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.errors import RejoinderError
+from rejoinder.formats import IGNORE, Format
+
+
+def read_dialogues(path: str | Path, split: str, limit: int | None = None) -> list[Dialogue]:
+    """The dialogues of one split of a `rejoinder data build` directory."""
+    import pyarrow.dataset as pads
+
+    root = Path(path)
+    if not (root / "manifest.json").is_file():
+        raise RejoinderError(
+            f"{root} is not a dataset directory (no manifest.json); make one with "
+            "`rejoinder data build`"
+        )
+    folder = root / split
+    if not folder.is_dir():
+        return []
+    table = pads.dataset(str(folder), format="parquet").to_table()
+    out = []
+    for row in table.to_pylist()[:limit]:
+        turns = []
+        for t in row["turns"]:
+            if not t["text"] or not t["text"].strip():
+                continue
+            labels = {k: t[k] for k in ("emotion", "act") if t.get(k) is not None}
+            turns.append(Turn(t["text"], t.get("speaker"), labels))
+        if turns:
+            meta = json.loads(row["meta"]) if row.get("meta") else {}
+            out.append(Dialogue(tuple(turns), row["id"], row["source"], meta))
+    return out
+
+
+@dataclass
+class Example:
+    input_ids: np.ndarray
+    labels: np.ndarray
+    token_type_ids: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _example(fmt: Format, turns, loss_on: str, max_tokens: int) -> Example:
+    enc = fmt.training_example(turns, loss_on=loss_on, max_tokens=max_tokens)
+    types = None if enc.token_type_ids is None else np.asarray(enc.token_type_ids, np.int64)
+    return Example(np.asarray(enc.input_ids, np.int64), np.asarray(enc.labels, np.int64), types)
+
+
+def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) -> list[Example]:
+    """A dialogue as training examples of at most `max_tokens` tokens each.
+
+    One example when it fits (or when only the last turn is learnt: then the oldest
+    turns give way); otherwise windows of whole turns overlapping by one turn.
+    """
+    turns = list(dialogue.turns)
+    whole = fmt.training_example(turns, loss_on=loss_on, max_tokens=None)
+    if len(whole) <= max_tokens or loss_on == "last" or len(turns) == 1:
+        return [_example(fmt, turns, loss_on, max_tokens)]
+    out, start, overlap = [], 0, 1 if loss_on == "responses" else 0
+    while start < len(turns):
+        end = start + 1
+        while (
+            end < len(turns)
+            and len(fmt.training_example(turns[start : end + 1], loss_on)) <= max_tokens
+        ):
+            end += 1
+        out.append(_example(fmt, turns[start:end], loss_on, max_tokens))
+        if end >= len(turns):
+            break
+        start = max(end - overlap, start + 1)
+    return out
+
+
+def make_batches(
+    lengths: np.ndarray, batch_tokens: int, seed: int, pool: int = 2048
+) -> list[np.ndarray]:
+    """Index batches of similar length whose padded size stays within `batch_tokens`.
+
+    Examples are shuffled, then sorted by length within pools of `pool`, then cut
+    greedily: a batch grows while (longest example) x (batch size) fits the budget.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        current: list[int] = []
+        longest = 0
+        for i in chunk:
+            n = int(lengths[i])
+            if current and max(longest, n) * (len(current) + 1) > batch_tokens:
+                batches.append(np.asarray(current))
+                current, longest = [], 0
+            current.append(int(i))
+            longest = max(longest, n)
+        if current:
+            batches.append(np.asarray(current))
+    return batches
+
+
+class BatchOrder(torch.utils.data.Sampler):
+    """Fixed batches in a new order each epoch; a rank takes every world_size-th batch.
+
+    `skip` batches at the start of the current epoch are left out: a run resumed in
+    the middle of an epoch carries on where it stopped.
+    """
+
+    def __init__(
+        self, batches: list[np.ndarray], seed: int, shuffle: bool, rank: int = 0, world: int = 1
+    ):
+        self.batches, self.seed, self.shuffle = batches, seed, shuffle
+        self.rank, self.world = rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
+        self.epoch = epoch
+
+    def _mine(self) -> list[np.ndarray]:
+        order = np.arange(len(self.batches))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
+        usable = len(order) - len(order) % self.world  # every rank the same count
+        return [self.batches[i] for i in order[self.rank : usable : self.world]]
+
+    def __iter__(self):
+        mine = self._mine()
+        skip, self.skip = self.skip, 0
+        for batch in mine[skip:]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        # The whole epoch, even when resuming inside it: Lightning's restored batch
+        # count plus what __iter__ still yields add up to this.
+        return len(self.batches) // self.world
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pads a batch; padding has label IGNORE and attention 0."""
+    width = max(len(e) for e in examples)
+    n = len(examples)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    types = (
+        None if examples[0].token_type_ids is None else torch.zeros((n, width), dtype=torch.long)
+    )
+    for i, e in enumerate(examples):
+        k = len(e)
+        ids[i, :k] = torch.from_numpy(e.input_ids)
+        labels[i, :k] = torch.from_numpy(e.labels)
+        mask[i, :k] = 1
+        if types is not None:
+            types[i, :k] = torch.from_numpy(e.token_type_ids)
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch
+
+
+class DialogueData(L.LightningDataModule):
+    """A `rejoinder data build` directory, batched for training."""
+
+    def __init__(
+        self,
+        path: str,
+        batch_tokens: int = 8192,
+        max_dialogues: int | None = None,
+        val_split: str = "valid",
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        """
+        Args:
+            path: a dataset directory made by `rejoinder data build`.
+            batch_tokens: tokens per batch, padding included (the budget of a batch).
+            max_dialogues: use at most this many dialogues of each split (for quick runs).
+            val_split: the split validation uses ("valid"; "none" for no validation).
+            seed: seeds the batch order (the data order of a run).
+            num_workers: DataLoader worker processes.
+        """
+        super().__init__()
+        if batch_tokens < 16:
+            raise RejoinderError(f"batch_tokens must be at least 16, got {batch_tokens}")
+        self.path, self.batch_tokens, self.max_dialogues = path, batch_tokens, max_dialogues
+        self.val_split, self.seed, self.num_workers = val_split, seed, num_workers
+        self.format: Format | None = None
+        self.train: list[Example] = []
+        self.valid: list[Example] = []
+        self._resume_skip = 0
+        self._resume_epoch: int | None = None
+        self._train_order: BatchOrder | None = None
+
+    def texts(self) -> list[str]:
+        """The training split's turns, for learning a tokenizer."""
+        return [
+            t.text for d in read_dialogues(self.path, "train", self.max_dialogues) for t in d.turns
+        ]
+
+    def attach(self, fmt: Format, loss_on: str, max_tokens: int) -> None:
+        """Turns the dialogues into examples with the model's format."""
+        self.format = fmt
+        dialogues = read_dialogues(self.path, "train", self.max_dialogues)
+        if not dialogues:
+            raise RejoinderError(f"the dataset {self.path} has no training dialogues")
+        self.train = [e for d in dialogues for e in examples_of(d, fmt, loss_on, max_tokens)]
+        self.train = [e for e in self.train if (e.labels != IGNORE).any()]
+        if not self.train:
+            raise RejoinderError(
+                f"no response tokens are left to learn in {self.path} with loss_on={loss_on!r} "
+                f"and max_tokens={max_tokens}: dialogues need at least two turns (or use "
+                "--model.loss_on all), or raise the budget"
+            )
+        if self.val_split != "none":
+            val = read_dialogues(self.path, self.val_split, self.max_dialogues)
+            self.valid = [e for d in val for e in examples_of(d, fmt, loss_on, max_tokens)]
+            self.valid = [e for e in self.valid if (e.labels != IGNORE).any()]
+        longest = max(len(e) for e in self.train)
+        if longest > self.batch_tokens:
+            raise RejoinderError(
+                f"batch_tokens={self.batch_tokens} is below the longest example ({longest} "
+                "tokens); raise --data.batch_tokens or lower --model.max_tokens"
+            )
+
+    def _loader(
+        self, examples: list[Example], shuffle: bool, seed: int
+    ) -> torch.utils.data.DataLoader:
+        assert self.format is not None, "attach() a format first"
+        lengths = np.asarray([len(e) for e in examples])
+        batches = make_batches(lengths, self.batch_tokens, seed)
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        order = BatchOrder(batches, seed, shuffle, rank, world)
+        pad = self.format.tokenizer.pad_token_id
+        return torch.utils.data.DataLoader(
+            examples,
+            batch_sampler=order,
+            collate_fn=lambda b: collate(b, pad),
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self):
+        loader = self._loader(self.train, True, self.seed)
+        self._train_order = loader.batch_sampler
+        if self._resume_epoch is not None:
+            self._train_order.epoch = self._resume_epoch
+            self._train_order.skip = self._resume_skip
+            self._resume_epoch = None
+        return loader
+
+    def val_dataloader(self):
+        if not self.valid:
+            return []
+        return self._loader(self.valid, False, self.seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        # Where in the data order the run is: saved with every checkpoint.
+        loop = self.trainer.fit_loop
+        return {
+            "epoch": loop.epoch_progress.current.processed,
+            "batches_done": loop.epoch_loop.batch_progress.current.processed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_epoch = state.get("epoch")
+        self._resume_skip = state.get("batches_done", 0)

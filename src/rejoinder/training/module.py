@@ -1,0 +1,268 @@
+"""The LightningModule: a thin shell that trains a plain `transformers` GPT-2 model."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from rejoinder.errors import RejoinderError
+from rejoinder.formats import LOSS_ON, Format, format_from_dict, get_format
+
+SCHEDULES = ("cosine", "linear", "constant", "noam")
+
+
+class DialogueLM(L.LightningModule):
+    """A GPT-2 dialogue model and how to train it."""
+
+    def __init__(
+        self,
+        init: str = "small",
+        tokenizer: str = "gpt2",
+        format: str | None = None,
+        loss_on: str = "responses",
+        reverse: bool = False,
+        max_tokens: int = 512,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        schedule: str = "cosine",
+        min_lr_ratio: float = 0.1,
+        dropout: float | None = None,
+    ):
+        """
+        Args:
+            init: a checkpoint directory to fine-tune (GPT-2, an imported DialoGPT, a
+                rejoinder checkpoint) or a size to start from scratch (tiny, small,
+                124M, 345M, 762M).
+            tokenizer: from scratch only: gpt2, bpe:N (learnt from the training split)
+                or char.
+            format: the conversation format (default: the checkpoint's, else dialogpt).
+            loss_on: responses (every turn after the first), last, or all.
+            reverse: train the backward model of MMI: the same data, turns reversed.
+            max_tokens: tokens per training example; longer dialogues are windowed.
+            lr: peak learning rate (AdamW).
+            weight_decay: AdamW weight decay, never on biases, LayerNorm or embeddings'
+                positions.
+            betas: AdamW betas.
+            warmup_steps: linear warm-up steps.
+            schedule: cosine or linear decay to min_lr_ratio * lr, constant, or noam
+                (DialoGPT's: lr * min(step / warmup^1.5, 1 / sqrt(step)) * sqrt(warmup)).
+            min_lr_ratio: where cosine and linear decay end, as a fraction of lr.
+            dropout: overrides the model's dropout (GPT-2's is 0.1).
+        """
+        super().__init__()
+        if loss_on not in LOSS_ON:
+            raise RejoinderError(f"--model.loss_on must be one of {', '.join(LOSS_ON)}")
+        if schedule not in SCHEDULES:
+            raise RejoinderError(f"--model.schedule must be one of {', '.join(SCHEDULES)}")
+        self.save_hyperparameters()
+        self.model = None
+        self.fmt: Format | None = None
+        self.tokenizer_kind = tokenizer
+        self._tokens_seen = 0
+        self._clock: float | None = None
+
+    # -- building the model --------------------------------------------------------
+
+    def build(self, texts_for_tokenizer=None, run_dir: Path | None = None) -> Format:
+        """Creates or loads the model, its tokenizer and format; returns the format.
+
+        A tokenizer learnt from data is saved in `run_dir`, so a resumed run reuses it.
+        """
+        from transformers import GPT2LMHeadModel
+
+        from rejoinder.modeling.checkpoint import SIZES, gpt2_config, load_checkpoint
+        from rejoinder.tokenizers import build_tokenizer
+
+        h = self.hparams
+        if h.init in SIZES:
+            saved = run_dir / "tokenizer" if run_dir else None
+            if saved is not None and (saved / "tokenizer.json").is_file():
+                from transformers import AutoTokenizer
+
+                tok = AutoTokenizer.from_pretrained(saved)
+            else:
+                tok = build_tokenizer(
+                    h.tokenizer, texts_for_tokenizer() if h.tokenizer != "gpt2" else None
+                )
+                if saved is not None:
+                    tok.save_pretrained(saved)
+            fmt = get_format(
+                h.format or "dialogpt", tok, reverse=h.reverse, max_tokens=h.max_tokens
+            )
+            overrides = (
+                {}
+                if h.dropout is None
+                else {"resid_pdrop": h.dropout, "embd_pdrop": h.dropout, "attn_pdrop": h.dropout}
+            )
+            config = gpt2_config(
+                h.init,
+                len(tok),
+                bos_token_id=tok.eos_token_id,
+                eos_token_id=tok.eos_token_id,
+                **overrides,
+            )
+            torch.manual_seed(0)
+            self.model = GPT2LMHeadModel(config)
+        else:
+            ck = load_checkpoint(h.init, device="cpu")
+            saved_format = ck.format.to_dict()
+            if h.format and h.format != saved_format["name"]:
+                raise RejoinderError(
+                    f"--model.format {h.format} differs from the format of {h.init} "
+                    f"({saved_format['name']}); the model was trained to talk in its own format. "
+                    "Leave --model.format out, or start from a size"
+                )
+            fmt = format_from_dict(
+                {**saved_format, "reverse": h.reverse, "max_tokens": h.max_tokens}, ck.tokenizer
+            )
+            self.model = ck.model
+            self.tokenizer_kind = ck.meta.get("tokenizer", {}).get("kind", "gpt2")
+            if h.dropout is not None:
+                for m in self.model.modules():
+                    if isinstance(m, torch.nn.Dropout):
+                        m.p = h.dropout
+        if len(fmt.tokenizer) > self.model.get_input_embeddings().num_embeddings:
+            self.model.resize_token_embeddings(len(fmt.tokenizer))
+        positions = self.model.config.n_positions
+        if h.max_tokens > positions:
+            raise RejoinderError(
+                f"--model.max_tokens {h.max_tokens} exceeds the model's {positions} positions"
+            )
+        self.model.train()
+        self.fmt = fmt
+        return fmt
+
+    # -- training ------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**batch).loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self(batch)
+        if not torch.isfinite(loss):
+            raise RejoinderError(
+                f"the training loss became {loss.item()} at step {self.global_step}; stopping. "
+                "The last good checkpoint is kept; lower --model.lr or use bf16 rather than fp16"
+            )
+        tokens = int(batch["attention_mask"].sum())
+        self._tokens_seen += tokens * self.trainer.world_size
+        now = time.perf_counter()
+        if self._clock is not None:
+            self.log(
+                "tok_s",
+                tokens * self.trainer.world_size / max(now - self._clock, 1e-9),
+                prog_bar=True,
+            )
+        self._clock = now
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("tokens_seen", float(self._tokens_seen))
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        labels = batch["labels"]
+        n = int((labels[:, 1:] != -100).sum())
+        loss = self(batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=max(n, 1), sync_dist=True)
+        self.log("val_ppl", torch.exp(loss.detach()), batch_size=max(n, 1), sync_dist=True)
+        self.log("tokens_seen", float(self._tokens_seen))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Everything `rejoinder export` needs to make a checkpoint directory of this one.
+        checkpoint["rejoinder"] = {
+            "config": self.model.config.to_dict(),
+            "format": self.fmt.to_dict(),
+            "tokenizer_json": self.fmt.tokenizer.backend_tokenizer.to_str(),
+            "tokenizer_special": {
+                k: getattr(self.fmt.tokenizer, k)
+                for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+            },
+            "tokenizer_kind": self.tokenizer_kind,
+            "tokens_seen": self._tokens_seen,
+            "rng": _rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("rejoinder", {})
+        self._tokens_seen = info.get("tokens_seen", 0)
+        if "rng" in info:  # dropout after a resume draws what it would have drawn
+            _set_rng_state(info["rng"])
+
+    def configure_optimizers(self):
+        h = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            # Biases, LayerNorm gains and position embeddings are not decayed.
+            (no_decay if p.ndim < 2 or "ln_" in name or "wpe" in name else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": h.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        opt = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas))
+        total = (
+            self.trainer.max_steps
+            if self.trainer.max_steps and self.trainer.max_steps > 0
+            else None
+        )
+        if total is None:
+            total = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(h.schedule, h.warmup_steps, int(total), h.min_lr_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    # Plain types only: Lightning reloads checkpoints with torch.load(weights_only=True).
+    numpy_state = [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, floor: float):
+    """The learning-rate multiplier at each step for a schedule (see DialogueLM)."""
+
+    def f(step: int) -> float:
+        s = step + 1
+        if schedule == "noam":
+            w = max(warmup, 1)
+            return min(s / w**1.5, 1 / math.sqrt(s)) * math.sqrt(w)
+        if s <= warmup:
+            return s / max(warmup, 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (s - warmup) / max(total - warmup, 1))
+        if schedule == "linear":
+            return 1.0 - (1.0 - floor) * progress
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
