@@ -166,3 +166,27 @@ def test_kill_9_then_the_same_command_finishes(dataset, tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """Two gloo ranks, each a batch a step, equal one process accumulating two batches."""
+    src = tmp_path / "chats.jsonl"
+    src.write_text("\n".join(json.dumps(LINES[i % 4] + [f"number {i}"]) for i in range(200)) + "\n")
+    data = tmp_path / "ds"
+    build(
+        BuildConfig(sources=[Source("jsonl", {"path": str(src)})], out=str(data), valid=0, test=0)
+    )
+
+    def run(out, *extra):
+        argv = args(data, out, "--data.val_split", "none", "--trainer.max_steps", "3", *extra)
+        done = subprocess.run([sys.executable, "-m", "rejoinder", *argv], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return weights(out), json.loads((out / "rejoinder.json").read_text())["made_by"]
+
+    one, one_meta = run(tmp_path / "one", "--trainer.accumulate_grad_batches", "2")
+    two, two_meta = run(tmp_path / "two", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                        "--trainer.accelerator", "cpu")  # fmt: skip
+    assert one_meta["tokens_seen"] == two_meta["tokens_seen"]
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5, msg=key)

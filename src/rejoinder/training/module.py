@@ -151,8 +151,11 @@ class DialogueLM(L.LightningModule):
                 f"the training loss became {loss.item()} at step {self.global_step}; stopping. "
                 "The last good checkpoint is kept; lower --model.lr or use bf16 rather than fp16"
             )
-        tokens = int(batch["attention_mask"].sum())
-        self._tokens_seen += tokens * self.trainer.world_size
+        tokens = batch["attention_mask"].sum()
+        if self.trainer.world_size > 1:  # every rank's tokens, not rank 0's times world size
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
+        tokens = int(tokens)
+        self._tokens_seen += tokens
         now = time.perf_counter()
         if self._clock is not None:
             self.log(

@@ -117,6 +117,8 @@ class TrainCLI(LightningCLI):
         # A resumed run logs into a new version folder: the earlier logs stay, and
         # curves.png reads them all.
         loggers = [CSVLogger(run, name="logs"), TensorBoardLogger(run, name="logs")]
+        if self.datamodule.val_split == "none":
+            kwargs["limit_val_batches"] = 0
         kwargs.update(
             default_root_dir=str(run),
             logger=loggers,
@@ -129,12 +131,13 @@ class TrainCLI(LightningCLI):
 
 def train(argv: list[str] | None = None) -> int:
     """Trains a forward or reverse dialogue model (see `rejoinder train --help`)."""
-    # LightningCLI reads sys.argv too; make it agree with argv.
-    saved_argv, sys.argv = sys.argv, ["rejoinder train", *(argv or [])]
-    try:
-        return _train(argv)
-    finally:
-        sys.argv = saved_argv
+    import warnings
+
+    # Lightning's ddp launcher starts the other ranks by running sys.argv again, which
+    # is `rejoinder train …` as typed; LightningCLI parses `argv` and would warn that
+    # sys.argv holds more than that.
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    return _train(argv)
 
 
 def _train(argv: list[str] | None) -> int:
@@ -145,6 +148,7 @@ def _train(argv: list[str] | None) -> int:
     cli = TrainCLI(
         DialogueLM,
         DialogueData,
+        args=argv or [],
         run=False,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
