@@ -68,11 +68,67 @@ class ConversationModel:
     """
 
     def __init__(self, checkpoint: Checkpoint):
+        from rejoinder.modeling.heads import HeadSpec, load_heads
+
         self.checkpoint = checkpoint
         self.model = checkpoint.model
         self.tokenizer = checkpoint.tokenizer
         self.format = checkpoint.format
         self._known = _generation_fields() | _OWN_OPTIONS
+        self.heads = HeadSpec.parse(checkpoint.meta.get("heads"))
+        lm, cls = {}, {}
+        if self.heads and checkpoint.path:
+            lm, cls = load_heads(checkpoint.path, self.heads, self.model.config.n_embd)
+        self._lm_heads = {n: m.to(self.model.device).eval() for n, m in lm.items()}
+        self._classifiers = {n: m.to(self.model.device).eval() for n, m in cls.items()}
+        self._head_models: dict[str, Any] = {}
+
+    @property
+    def head_names(self) -> list[str]:
+        """The LM heads replies can come from: "default" and any extra ones."""
+        return ["default", *self._lm_heads]
+
+    def _model_for(self, head: str | None):
+        """The model whose output layer is `head`: the trunk is shared, never copied."""
+        if head in (None, "default"):
+            return self.model
+        if head not in self._lm_heads:
+            raise RejoinderError(
+                f"unknown head {head!r}; this model's LM heads are {', '.join(self.head_names)}"
+            )
+        if head not in self._head_models:
+            import copy
+
+            twin = copy.copy(self.model)
+            twin._modules = dict(self.model._modules)  # a new table of the same submodules
+            twin._modules["lm_head"] = self._lm_heads[head]
+            self._head_models[head] = twin
+        return self._head_models[head]
+
+    def classify(self, context: Any, response: str, head: str) -> dict[str, float]:
+        """The probability of each label of classification head `head` for `response`.
+
+        The label is read from the hidden state at the end of the response, as it was
+        trained: e.g. `bot.classify(["How was the trip?"], "Awful, it rained.", head="emotion")`.
+        """
+        import torch
+
+        if head not in self._classifiers:
+            names = ", ".join(self._classifiers) or "none"
+            raise RejoinderError(f"unknown classification head {head!r}; this model has: {names}")
+        turns = [*as_context(context), *as_context([response])]
+        if len(as_context([response])) != 1:
+            raise RejoinderError("the response to classify is empty")
+        enc = self.format.training_example(turns, loss_on="last", max_tokens=self.max_positions)
+        end = enc.turn_spans[-1][1] - 1
+        batch = {"input_ids": torch.tensor([enc.input_ids], device=self.device)}
+        if enc.token_type_ids is not None:
+            batch["token_type_ids"] = torch.tensor([enc.token_type_ids], device=self.device)
+        with torch.inference_mode():
+            hidden = self.model.transformer(**batch).last_hidden_state[0, end]
+            probs = torch.softmax(self._classifiers[head](hidden).float(), -1).tolist()
+        spec = next(h for h in self.heads if h.name == head)
+        return dict(sorted(zip(spec.labels, probs, strict=True), key=lambda kv: -kv[1]))
 
     @classmethod
     def from_pretrained(
@@ -83,6 +139,12 @@ class ConversationModel:
 
     def save_pretrained(self, out: str | os.PathLike, overwrite: bool = False):
         meta = self.checkpoint.meta
+        write_extra = None
+        if self.heads:
+            from rejoinder.modeling.heads import HeadsHolder, save_heads
+
+            holder = HeadsHolder(self._lm_heads, self._classifiers)
+            write_extra = lambda tmp: save_heads(holder, tmp)  # noqa: E731
         return save_checkpoint(
             self.model,
             self.tokenizer,
@@ -91,6 +153,7 @@ class ConversationModel:
             made_by=meta.get("made_by"),
             tokenizer_kind=meta.get("tokenizer", {}).get("kind", "gpt2"),
             heads=meta.get("heads"),
+            write_extra=write_extra,
             overwrite=overwrite,
         )
 
@@ -117,12 +180,18 @@ class ConversationModel:
             budget = min(budget, self.format.max_tokens)
         return self.format.encode(as_context(context), max_tokens=budget)
 
-    def generate(self, context: Any = None, **options) -> str | list[str]:
-        """The reply to `context`; a list of replies when num_return_sequences > 1."""
-        return self.generate_batch([context], **options)[0]
+    def generate(self, context: Any = None, head: str | None = None, **options) -> str | list[str]:
+        """The reply to `context`; a list of replies when num_return_sequences > 1.
 
-    def generate_batch(self, contexts: Sequence[Any], **options) -> list[str] | list[list[str]]:
+        `head` picks an extra LM head of a multi-head model (default: GPT-2's own).
+        """
+        return self.generate_batch([context], head=head, **options)[0]
+
+    def generate_batch(
+        self, contexts: Sequence[Any], head: str | None = None, **options
+    ) -> list[str] | list[list[str]]:
         """Replies to many contexts in one left-padded batch (same greedy replies as one by one)."""
+        model = self._model_for(head)
         import torch
 
         if isinstance(contexts, str) or not isinstance(contexts, Sequence):
@@ -141,7 +210,7 @@ class ConversationModel:
             if seed is not None:
                 torch.manual_seed(seed)
             try:
-                out = self.model.generate(**batch, **kwargs)
+                out = model.generate(**batch, **kwargs)
             except ValueError as e:  # transformers' own check of the options
                 raise RejoinderError(f"bad generation options: {e}") from None
         k = kwargs.get("num_return_sequences", 1)

@@ -74,6 +74,7 @@ def save_checkpoint(
     tokenizer_kind: str = "gpt2",
     heads: list[dict[str, Any]] | None = None,
     overwrite: bool = False,
+    write_extra=None,
 ) -> Path:
     """Writes a checkpoint directory atomically: it appears complete or not at all.
 
@@ -105,6 +106,8 @@ def save_checkpoint(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if write_extra is not None:  # e.g. the extra heads, inside the same atomic rename
+            write_extra(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -58,15 +58,26 @@ class Example:
     input_ids: np.ndarray
     labels: np.ndarray
     token_type_ids: np.ndarray | None
+    response_end: int = -1
+    """The position of the last token of the response (its end-of-turn marker)."""
+    response_labels: dict | None = None
+    """The response turn's labels (emotion, act, …), for classification heads."""
+    meta: dict | None = None
+    """The dialogue's meta, for LM heads that pick dialogues by a column."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
-def _example(fmt: Format, turns, loss_on: str, max_tokens: int) -> Example:
+def _example(fmt: Format, turns, loss_on: str, max_tokens: int, meta=None) -> Example:
     enc = fmt.training_example(turns, loss_on=loss_on, max_tokens=max_tokens)
     types = None if enc.token_type_ids is None else np.asarray(enc.token_type_ids, np.int64)
-    return Example(np.asarray(enc.input_ids, np.int64), np.asarray(enc.labels, np.int64), types)
+    end = enc.turn_spans[-1][1] - 1 if enc.turn_spans else len(enc.input_ids) - 1
+    labels = dict(turns[-1].labels) if hasattr(turns[-1], "labels") else {}
+    ids = np.asarray(enc.input_ids, np.int64)
+    return Example(
+        ids, np.asarray(enc.labels, np.int64), types, min(end, len(ids) - 1), labels, meta
+    )
 
 
 def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) -> list[Example]:
@@ -75,10 +86,10 @@ def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) 
     One example when it fits (or when only the last turn is learnt: then the oldest
     turns give way); otherwise windows of whole turns overlapping by one turn.
     """
-    turns = list(dialogue.turns)
+    turns, meta = list(dialogue.turns), {"source": dialogue.source, **dialogue.meta}
     whole = fmt.training_example(turns, loss_on=loss_on, max_tokens=None)
     if len(whole) <= max_tokens or loss_on == "last" or len(turns) == 1:
-        return [_example(fmt, turns, loss_on, max_tokens)]
+        return [_example(fmt, turns, loss_on, max_tokens, meta)]
     out, start, overlap = [], 0, 1 if loss_on == "responses" else 0
     while start < len(turns):
         end = start + 1
@@ -87,7 +98,7 @@ def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) 
             and len(fmt.training_example(turns[start : end + 1], loss_on)) <= max_tokens
         ):
             end += 1
-        out.append(_example(fmt, turns[start:end], loss_on, max_tokens))
+        out.append(_example(fmt, turns[start:end], loss_on, max_tokens, meta))
         if end >= len(turns):
             break
         start = max(end - overlap, start + 1)
@@ -160,7 +171,40 @@ class BatchOrder(torch.utils.data.Sampler):
         return len(self.batches) // self.world
 
 
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+class HeadRouting:
+    """Which LM head learns each example, and the class index of each classifier."""
+
+    def __init__(self, heads: list, examples: list[Example]):
+        self.lm = [h for h in heads if h.kind == "lm"]
+        self.classify = [h for h in heads if h.kind == "classify"]
+        for h in self.classify:
+            if not h.labels:  # learn the label set from the training data
+                found = {
+                    str(e.response_labels.get(h.column))
+                    for e in examples
+                    if e.response_labels and e.response_labels.get(h.column) is not None
+                }
+                if not found:
+                    raise RejoinderError(
+                        f"classification head {h.name}: no response in the training data has a "
+                        f"{h.column!r} label"
+                    )
+                h.labels = sorted(found)
+
+    def fields(self, e: Example) -> dict[str, int]:
+        head = 0
+        for i, h in enumerate(self.lm, start=1):
+            if e.meta is not None and str(e.meta.get(h.column)) == h.value:
+                head = i
+                break
+        out = {"head_ids": head, "cls_pos": e.response_end}
+        for h in self.classify:
+            value = (e.response_labels or {}).get(h.column)
+            out[f"cls_{h.name}"] = h.labels.index(str(value)) if str(value) in h.labels else IGNORE
+        return out
+
+
+def collate(examples: list[Example], pad_id: int, routing: HeadRouting | None = None) -> dict:
     """Right-pads a batch; padding has label IGNORE and attention 0."""
     width = max(len(e) for e in examples)
     n = len(examples)
@@ -180,6 +224,10 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
     if types is not None:
         batch["token_type_ids"] = types
+    if routing is not None:
+        rows = [routing.fields(e) for e in examples]
+        for key in rows[0]:
+            batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.long)
     return batch
 
 
@@ -215,6 +263,7 @@ class DialogueData(L.LightningDataModule):
         self._resume_skip = 0
         self._resume_epoch: int | None = None
         self._train_order: BatchOrder | None = None
+        self.routing: HeadRouting | None = None
 
     def texts(self) -> list[str]:
         """The training split's turns, for learning a tokenizer."""
@@ -222,8 +271,8 @@ class DialogueData(L.LightningDataModule):
             t.text for d in read_dialogues(self.path, "train", self.max_dialogues) for t in d.turns
         ]
 
-    def attach(self, fmt: Format, loss_on: str, max_tokens: int) -> None:
-        """Turns the dialogues into examples with the model's format."""
+    def attach(self, fmt: Format, loss_on: str, max_tokens: int, heads: list | None = None) -> None:
+        """Turns the dialogues into examples with the model's format (and routes heads)."""
         self.format = fmt
         dialogues = read_dialogues(self.path, "train", self.max_dialogues)
         if not dialogues:
@@ -240,6 +289,7 @@ class DialogueData(L.LightningDataModule):
             val = read_dialogues(self.path, self.val_split, self.max_dialogues)
             self.valid = [e for d in val for e in examples_of(d, fmt, loss_on, max_tokens)]
             self.valid = [e for e in self.valid if (e.labels != IGNORE).any()]
+        self.routing = HeadRouting(heads, self.train) if heads else None
         longest = max(len(e) for e in self.train)
         if longest > self.batch_tokens:
             raise RejoinderError(
@@ -257,11 +307,11 @@ class DialogueData(L.LightningDataModule):
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
         order = BatchOrder(batches, seed, shuffle, rank, world)
-        pad = self.format.tokenizer.pad_token_id
+        pad, routing = self.format.tokenizer.pad_token_id, self.routing
         return torch.utils.data.DataLoader(
             examples,
             batch_sampler=order,
-            collate_fn=lambda b: collate(b, pad),
+            collate_fn=lambda b: collate(b, pad, routing),
             num_workers=self.num_workers,
         )
 

@@ -34,6 +34,7 @@ class DialogueLM(L.LightningModule):
         schedule: str = "cosine",
         min_lr_ratio: float = 0.1,
         dropout: float | None = None,
+        heads: list[dict[str, Any]] | None = None,
     ):
         """
         Args:
@@ -55,17 +56,25 @@ class DialogueLM(L.LightningModule):
                 (DialoGPT's: lr * min(step / warmup^1.5, 1 / sqrt(step)) * sqrt(warmup)).
             min_lr_ratio: where cosine and linear decay end, as a fraction of lr.
             dropout: overrides the model's dropout (GPT-2's is 0.1).
+            heads: extra heads on the trunk, e.g. [{name: polite, kind: lm, column:
+                style}] (an LM head for the dialogues whose style is "polite") or
+                [{name: emotion, kind: classify, column: emotion, weight: 0.5}] (the
+                response's emotion, from the hidden state at its end).
         """
         super().__init__()
         if loss_on not in LOSS_ON:
             raise RejoinderError(f"--model.loss_on must be one of {', '.join(LOSS_ON)}")
         if schedule not in SCHEDULES:
             raise RejoinderError(f"--model.schedule must be one of {', '.join(SCHEDULES)}")
+        from rejoinder.modeling.heads import HeadSpec
+
+        self.head_specs = HeadSpec.parse(heads)  # checked now, before any data is read
         self.save_hyperparameters()
         self.model = None
         self.fmt: Format | None = None
         self.tokenizer_kind = tokenizer
         self._tokens_seen = 0
+        self._step_tokens = 0
         self._clock: float | None = None
 
     # -- building the model --------------------------------------------------------
@@ -141,7 +150,21 @@ class DialogueLM(L.LightningModule):
 
     # -- training ------------------------------------------------------------------
 
+    def attach_heads(self, specs) -> None:
+        """Puts the extra heads on the trunk (their labels are known once data is read)."""
+        from rejoinder.modeling.heads import MultiHeadLM
+
+        if specs:
+            self.model = MultiHeadLM(self.model, specs)
+
+    @property
+    def base(self):
+        """The plain GPT2LMHeadModel (the trunk and the base LM head)."""
+        return getattr(self.model, "base", self.model)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if hasattr(self.model, "specs"):
+            return self.model(**batch)
         return self.model(**batch).loss
 
     def training_step(self, batch, batch_idx):
@@ -154,20 +177,23 @@ class DialogueLM(L.LightningModule):
         tokens = batch["attention_mask"].sum()
         if self.trainer.world_size > 1:  # every rank's tokens, not rank 0's times world size
             tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
-        tokens = int(tokens)
-        self._tokens_seen += tokens
-        now = time.perf_counter()
-        if self._clock is not None:
-            self.log(
-                "tok_s",
-                tokens * self.trainer.world_size / max(now - self._clock, 1e-9),
-                prog_bar=True,
-            )
-        self._clock = now
+        self._step_tokens = int(tokens)
+        self._tokens_seen += self._step_tokens
         self.log("train_loss", loss, prog_bar=True)
         self.log("tokens_seen", float(self._tokens_seen))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # Tokens (not padding, all ranks) over the time from the end of the previous
+        # batch to the end of this one: data, forward, backward and optimizer step.
+        now = time.perf_counter()
+        if self._clock is not None:
+            self.log("tok_s", self._step_tokens / max(now - self._clock, 1e-9), prog_bar=True)
+        self._clock = now
+
+    def on_validation_epoch_end(self) -> None:
+        self._clock = None  # validation time is not training time
 
     def validation_step(self, batch, batch_idx):
         labels = batch["labels"]
@@ -180,7 +206,8 @@ class DialogueLM(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Everything `rejoinder export` needs to make a checkpoint directory of this one.
         checkpoint["rejoinder"] = {
-            "config": self.model.config.to_dict(),
+            "config": self.base.config.to_dict(),
+            "heads": [h.to_dict() for h in getattr(self.model, "specs", [])],
             "format": self.fmt.to_dict(),
             "tokenizer_json": self.fmt.tokenizer.backend_tokenizer.to_str(),
             "tokenizer_special": {
@@ -202,6 +229,7 @@ class DialogueLM(L.LightningModule):
         h = self.hparams
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
+            # Heads' weight matrices decay like the trunk's; their biases do not.
             if not p.requires_grad:
                 continue
             # Biases, LayerNorm gains and position embeddings are not decayed.

@@ -161,7 +161,8 @@ def _train(argv: list[str] | None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     model, data, trainer = cli.model, cli.datamodule, cli.trainer
     fmt = model.build(data.texts, run)
-    data.attach(fmt, model.hparams.loss_on, model.hparams.max_tokens)
+    data.attach(fmt, model.hparams.loss_on, model.hparams.max_tokens, model.head_specs)
+    model.attach_heads(model.head_specs)
     last = run / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
     if resume and trainer.is_global_zero:
@@ -182,14 +183,25 @@ def _train(argv: list[str] | None) -> int:
     return 0
 
 
+def _heads_writer(model):
+    from rejoinder.modeling.heads import save_heads
+
+    if not hasattr(model, "specs"):
+        return None, []
+    return (lambda tmp: save_heads(model, tmp)), [h.to_dict() for h in model.specs]
+
+
 def _export_module(model: DialogueLM, out, extra: dict) -> None:
     from rejoinder.modeling.checkpoint import save_checkpoint
 
+    write, heads = _heads_writer(model.model)
     save_checkpoint(
-        model.model,
+        model.base,
         model.fmt.tokenizer,
         model.fmt,
         out,
+        write_extra=write,
+        heads=heads,
         overwrite=True,
         tokenizer_kind=model.tokenizer_kind,
         made_by={"command": "train", "tokens_seen": model._tokens_seen, **extra},
@@ -206,6 +218,7 @@ def export(
 
     from rejoinder.formats import format_from_dict
     from rejoinder.modeling.checkpoint import save_checkpoint
+    from rejoinder.modeling.heads import HeadSpec, MultiHeadLM
 
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -228,13 +241,16 @@ def export(
     fmt = format_from_dict(info["format"], tok)
     config = GPT2Config.from_dict(info["config"])
     model = GPT2LMHeadModel(config)
+    specs = HeadSpec.parse(info.get("heads"))
+    whole = MultiHeadLM(model, specs) if specs else model
     weights = {
         k.removeprefix("model."): v
         for k, v in state["state_dict"].items()
         if k.startswith("model.")
     }
-    model.load_state_dict(weights, strict=False)
+    whole.load_state_dict(weights, strict=False)
     model.tie_weights()
+    write, heads = _heads_writer(whole)
     made_by = {
         "command": "train",
         "checkpoint": str(ckpt),
@@ -250,4 +266,6 @@ def export(
         made_by=made_by,
         tokenizer_kind=info.get("tokenizer_kind", "gpt2"),
         overwrite=overwrite,
+        heads=heads,
+        write_extra=write,
     )
