@@ -190,3 +190,41 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert one_meta["tokens_seen"] == two_meta["tokens_seen"]
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_full_disk_never_leaves_a_torn_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from rejoinder.errors import RejoinderError
+    from rejoinder.training.run import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+    good = path.read_bytes()
+
+    def full_disk(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(
+        RejoinderError, match="No space left on device.*previous checkpoint is intact"
+    ):
+        io.save_checkpoint({"step": 2}, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary left
+
+
+def test_from_scratch_with_a_tokenizer_learnt_from_the_data(dataset, tmp_path):
+    out = tmp_path / "bpe"
+    argv = args(dataset, out, "--model.tokenizer", "bpe:300")
+    argv[argv.index("--trainer.max_steps") + 1] = "2"
+    assert main(argv) == 0
+    meta = json.loads((out / "rejoinder.json").read_text())
+    assert meta["tokenizer"]["kind"] == "bpe:300"
+    assert (tmp_path / "bpe.run" / "tokenizer" / "tokenizer.json").is_file()  # reused on resume
+    from rejoinder import ConversationModel
+
+    bot = ConversationModel.from_pretrained(out)
+    assert len(bot.tokenizer) <= 300 and bot.model.config.vocab_size == len(bot.tokenizer)
