@@ -91,3 +91,9 @@ def parrot_dir(tmp_path_factory, make_checkpoint):
     out = tmp_path_factory.mktemp("parrot") / "parrot"
     bot.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def reverse_dir(make_checkpoint):
+    """A tiny random backward model (its format reverses the turns)."""
+    return make_checkpoint("dialogpt", reverse=True)

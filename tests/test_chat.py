@@ -41,7 +41,7 @@ def test_history_reset_and_set(parrot):
 
 def test_set_refuses_unknown_options_and_keeps_the_old_ones(parrot):
     session = ChatSession(parrot, top_k=5)
-    with pytest.raises(RejoinderError, match="unknown generation option 'topk'"):
+    with pytest.raises(RejoinderError, match="unknown decoding option 'topk'"):
         session.set_options("topk=5")
     with pytest.raises(RejoinderError, match="key=value"):
         session.set_options("top_k")

@@ -63,3 +63,20 @@ def test_argument_errors_exit_2():
     with pytest.raises(SystemExit) as e:
         main(["init", "--format", "irc", "--out", "x"])
     assert e.value.code == 2
+
+
+def test_score_inspect_and_decoding_flags(parrot_dir, capsys):
+    assert (
+        main(["score", str(parrot_dir), "--context", "Hello", "--response", "Hi there, friend"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"][-1][0] == "<|endoftext|>"
+    assert abs(out["logprob"] - sum(lp for _, lp in out["tokens"])) < 1e-2
+    assert main(["inspect", str(parrot_dir), "Hello", "--turn", "--steps", "3", "--top", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4 and "'Hi'" in table[1]  # step 1 chooses the learnt reply's first token
+    assert main(["chat", str(parrot_dir), "--top-p", "1.5"]) == 2
+    assert "top_p=1.5 is invalid" in capsys.readouterr().err
+    assert main(["chat", str(parrot_dir), "--preset", "mmi"]) == 2
+    assert "needs a reverse model" in capsys.readouterr().err

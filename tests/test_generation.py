@@ -57,7 +57,7 @@ def test_replies_stop_at_the_end_of_the_turn(parrot):
 
 def test_stop_strings_and_bad_words(parrot):
     assert parrot.generate(["Hello"], stop=[","]) == "Hi there"
-    assert parrot.generate(["Hello"], stop_strings=[" there"]) == "Hi"
+    assert parrot.generate(["Hello"], stop=" there") == "Hi"
     assert not parrot.generate(["Hello"], bad_words=["Hi"]).startswith("Hi")
 
 
@@ -94,18 +94,24 @@ def test_long_histories_are_truncated_to_fit(bot):
 
 
 def test_bad_options_and_contexts_are_refused_clearly(bot):
-    with pytest.raises(RejoinderError, match="unknown generation option 'top_q'"):
+    with pytest.raises(RejoinderError, match="unknown decoding option 'top_q'"):
         bot.generate(["Hi"], top_q=0.5)
-    with pytest.raises(RejoinderError, match="checkpoint's format"):
-        bot.generate(["Hi"], eos_token_id=3)
+    with pytest.raises(RejoinderError, match="unknown decoding option 'eos_token_id'"):
+        bot.generate(["Hi"], eos_token_id=3)  # the format decides where a reply ends
     with pytest.raises(RejoinderError, match="turn 1"):
         bot.generate(["Hi", None])
     with pytest.raises(RejoinderError, match="no room"):
         bot.generate(["Hi"], max_new_tokens=5000)
-    with pytest.raises(RejoinderError, match="max_new_tokens"):
+    with pytest.raises(RejoinderError, match="max_new_tokens=0 is invalid"):
         bot.generate(["Hi"], max_new_tokens=0)
-    with pytest.raises(RejoinderError, match="bad generation options"):
+    with pytest.raises(RejoinderError, match=r"top_p=-1.0 is invalid; use a number in \(0, 1\]"):
         bot.generate(["Hi"], do_sample=True, top_p=-1.0)
+    with pytest.raises(RejoinderError, match="temperature=0 is invalid"):
+        bot.generate(["Hi"], do_sample=True, temperature=0)
+    with pytest.raises(RejoinderError, match="num_beams=0 is invalid"):
+        bot.generate(["Hi"], num_beams=0)
+    with pytest.raises(RejoinderError, match="unknown preset 'wild'"):
+        bot.generate(["Hi"], preset="wild")
     with pytest.raises(RejoinderError, match="seed"):
         bot.generate(["Hi"], seed="x")
 

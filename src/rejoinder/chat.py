@@ -47,6 +47,30 @@ class ChatSession:
             self.history.append(Turn(reply, speaker="bot"))
         return reply
 
+    def can_stream(self) -> bool:
+        from rejoinder.generation.config import decoding_config
+
+        opts = {k: v for k, v in self.options.items() if k not in ("preset", "head")}
+        c = decoding_config(self.options.get("preset"), **opts)
+        return not (c.mmi_candidates or c.num_beams > 1 or c.num_return_sequences > 1)
+
+    def stream(self, text: str):
+        """Like `send`, yielding the reply's text as it is generated."""
+        if not text.strip():
+            raise RejoinderError("say something: the message is empty")
+        self.history.append(Turn(text, speaker="user"))
+        pieces = []
+        try:
+            for piece in self.model.stream(self.history[:], **self.options):
+                pieces.append(piece)
+                yield piece
+        except BaseException:
+            self.history.pop()
+            raise
+        reply = "".join(pieces)
+        if reply.strip():
+            self.history.append(Turn(reply, speaker="bot"))
+
     def reset(self) -> None:
         self.history.clear()
 
@@ -63,7 +87,10 @@ class ChatSession:
                 value = raw
             new[key] = None if raw.lower() in ("none", "null") else value
         trial = {**self.options, **new}
-        self.model._options(trial)  # refuse unknown names before keeping them
+        from rejoinder.generation.config import decoding_config
+
+        options = {k: v for k, v in trial.items() if v is not None and k not in ("preset", "head")}
+        decoding_config(trial.get("preset"), **options)  # refuse bad ones before keeping them
         self.options = {k: v for k, v in trial.items() if v is not None}
         return self.options
 
@@ -136,6 +163,12 @@ def repl(
             if not line.strip():
                 if not interactive:
                     print(file=stdout)
+                continue
+            if interactive and session.can_stream():
+                print("bot >> ", end="", file=stdout, flush=True)
+                for piece in session.stream(line):
+                    print(piece, end="", file=stdout, flush=True)
+                print(file=stdout)
                 continue
             reply = session.send(line)
         except RejoinderError as e:

@@ -114,16 +114,105 @@ def cmd_encode(args) -> int:
     return 0
 
 
+DECODING_FLAGS = [
+    # (flag, DecodingConfig field, type, help)
+    ("--temperature", "temperature", float, "sampling temperature (> 0)"),
+    ("--top-k", "top_k", int, "sample among the k most likely tokens"),
+    ("--top-p", "top_p", float, "nucleus sampling mass, in (0, 1]"),
+    ("--typical-p", "typical_p", float, "typical sampling mass, in (0, 1]"),
+    ("--min-p", "min_p", float, "drop tokens below min_p times the top one"),
+    ("--num-beams", "num_beams", int, "beam search width"),
+    ("--length-penalty", "length_penalty", float, "beam search length penalty"),
+    ("--repetition-penalty", "repetition_penalty", float, "penalty on repeated tokens"),
+    ("--no-repeat-ngram-size", "no_repeat_ngram_size", int, "never repeat n-grams of this size"),
+    ("--min-new-tokens", "min_new_tokens", int, "reply length at least"),
+    ("--max-new-tokens", "max_new_tokens", int, "reply length at most"),
+    ("--num-return-sequences", "num_return_sequences", int, "replies per prompt"),
+    ("--seed", "seed", int, "makes sampling repeatable"),
+    ("--mmi-candidates", "mmi_candidates", int, "MMI: candidates to rerank (needs --reverse)"),
+    ("--mmi-temperature", "mmi_temperature", float, "MMI: 0 picks the best, T samples"),
+    ("--mmi-lambda", "mmi_lambda", float, "MMI: weight of the forward score"),
+]
+
+
+def _add_decoding_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.generation.config import PRESETS
+
+    g = p.add_argument_group("decoding (any of them overrides the preset)")
+    g.add_argument("--preset", choices=list(PRESETS), help="named settings: " + ", ".join(PRESETS))
+    g.add_argument(
+        "--sample",
+        dest="do_sample",
+        action="store_const",
+        const=True,
+        help="sample instead of searching",
+    )
+    g.add_argument("--stop", action="append", help="a string that ends the reply (repeatable)")
+    g.add_argument("--bad-word", dest="bad_words", action="append", help="a word never to say")
+    for flag, dest, kind, help_ in DECODING_FLAGS:
+        g.add_argument(flag, dest=dest, type=kind, help=help_)
+    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
+
+
+def _decoding_options(args) -> dict:
+    names = ["preset", "do_sample", "stop", "bad_words", *(d for _, d, _, _ in DECODING_FLAGS)]
+    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if options:
+        from rejoinder.generation.config import decoding_config
+
+        decoding_config(
+            options.get("preset"), **{k: v for k, v in options.items() if k != "preset"}
+        )
+    return options
+
+
+def _load(args):
+    from rejoinder.generation import ConversationModel
+
+    return ConversationModel.from_pretrained(
+        args.model, reverse=getattr(args, "reverse", None), device=getattr(args, "device", None)
+    )
+
+
 def cmd_chat(args) -> int:
     """Chats with a checkpoint in the terminal (or one reply a line from a pipe)."""
     from rejoinder.chat import ChatSession, repl
-    from rejoinder.generation import ConversationModel
 
-    model = ConversationModel.from_pretrained(args.model, device=args.device)
-    session = ChatSession(model)
+    options = _decoding_options(args)
+    model = _load(args)
+    wants_mmi = options.get("mmi_candidates") or (options.get("preset") or "").endswith("mmi")
+    if wants_mmi and model.reverse is None:
+        raise RejoinderError("MMI reranking needs a reverse model: add --reverse DIR")
+    session = ChatSession(model, **options)
     if args.set:
         session.set_options(" ".join(args.set))
     return repl(session)
+
+
+def cmd_score(args) -> int:
+    """Prints the log-probability of a response given a context, in all and per token."""
+    model = _load(args)
+    [score] = model.loglikelihood([(args.context or [], args.response)])
+    out = {
+        "logprob": round(score.total, 4),
+        "mean_logprob": round(score.mean, 4),
+        "tokens": [
+            [t, round(lp, 4)] for t, lp in zip(score.tokens, score.token_logprobs, strict=True)
+        ],
+    }
+    print(json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    """Prints, step by step, the most likely next tokens as greedy decoding goes."""
+    rows = _load(args).inspect(args.text, steps=args.steps, top=args.top, as_turn=args.turn)
+    width = max(12, *(len(repr(r["token"])) for r in rows)) if rows else 12
+    print(f"{'step':>4}  {'chosen':<{width}}  top {args.top} (probability)")
+    for r in rows:
+        alts = "  ".join(f"{t!r} {p:.3f}" for t, p in r["top"])
+        print(f"{r['step']:>4}  {r['token']!r:<{width}}  {alts}")
+    return 0
 
 
 def _add_format_args(p: argparse.ArgumentParser) -> None:
@@ -227,9 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ckpt", metavar="CKPT", help="a .ckpt file of a rejoinder train run")
     _add_out_args(p)
 
+    p = verb("score", cmd_score)
+    p.add_argument("model", metavar="DIR", help="checkpoint directory")
+    p.add_argument("--context", nargs="*", metavar="TURN", help="the conversation so far")
+    p.add_argument("--response", required=True, help="the reply to score")
+
+    p = verb("inspect", cmd_inspect)
+    p.add_argument("model", metavar="DIR", help="checkpoint directory")
+    p.add_argument("text", help="the text to continue")
+    p.add_argument("--steps", type=int, default=10, help="tokens to decode (10)")
+    p.add_argument("--top", type=int, default=5, help="alternatives to show per step (5)")
+    p.add_argument(
+        "--turn",
+        action="store_true",
+        help="treat TEXT as a conversation turn and inspect the reply",
+    )
+
     p = verb("chat", cmd_chat)
     p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda where there is a GPU)")
+    _add_decoding_args(p)
     p.add_argument(
         "--set",
         nargs="+",

@@ -8,26 +8,46 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rejoinder.dialogue import as_context
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import Encoding
+from rejoinder.generation.config import DecodingConfig, decoding_config
 from rejoinder.modeling.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
-# Options of our own, translated into `transformers` ones before generate.
-_OWN_OPTIONS = {"seed", "bad_words", "stop"}
-# GenerationConfig fields that rejoinder sets itself from the checkpoint's format.
-_RESERVED = {"eos_token_id", "pad_token_id", "bos_token_id", "return_dict_in_generate"}
+
+@dataclass
+class Score:
+    """The log-probability of a continuation: in all, per token, and the tokens."""
+
+    total: float
+    token_logprobs: list[float]
+    tokens: list[str]
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(len(self.token_logprobs), 1)
 
 
-def _generation_fields() -> set[str]:
-    from transformers import GenerationConfig
+@dataclass
+class Candidate:
+    """One MMI candidate with its scores (mean log-likelihoods per token)."""
 
-    return {k for k in GenerationConfig().to_dict() if not k.startswith("_")}
+    text: str
+    forward: float
+    reverse: float
+    score: float
+
+
+@dataclass
+class MMIResult:
+    reply: str
+    candidates: list[Candidate]
 
 
 class StopOnStrings:
@@ -74,7 +94,7 @@ class ConversationModel:
         self.model = checkpoint.model
         self.tokenizer = checkpoint.tokenizer
         self.format = checkpoint.format
-        self._known = _generation_fields() | _OWN_OPTIONS
+        self.reverse: ConversationModel | None = None
         self.heads = HeadSpec.parse(checkpoint.meta.get("heads"))
         lm, cls = {}, {}
         if self.heads and checkpoint.path:
@@ -132,10 +152,37 @@ class ConversationModel:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, *, device: str | None = None, dtype=None
+        cls,
+        path: str | os.PathLike,
+        *,
+        reverse: str | os.PathLike | None = None,
+        device: str | None = None,
+        dtype=None,
     ) -> ConversationModel:
-        """Loads a checkpoint directory, or a hub model by name where a hub is reachable."""
-        return cls(load_checkpoint(path, device=device, dtype=dtype))
+        """Loads a checkpoint directory, or a hub model by name where a hub is reachable.
+
+        `reverse` loads the backward model that MMI reranking scores candidates with
+        (it may be another size, as DialoGPT's medium forward + small reverse).
+        """
+        model = cls(load_checkpoint(path, device=device, dtype=dtype))
+        if reverse is not None:
+            model.attach_reverse(cls(load_checkpoint(reverse, device=device, dtype=dtype)))
+        return model
+
+    def attach_reverse(self, reverse: ConversationModel) -> None:
+        """Uses `reverse` (a model trained on reversed dialogues) for MMI reranking."""
+        where = reverse.checkpoint.path
+        if not reverse.format.reverse:
+            raise RejoinderError(
+                f"{where} is not a reverse model: its format does not reverse turns (train one "
+                "with --model.reverse true, or import DialoGPT's *_reverse.pkl)"
+            )
+        if reverse.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise RejoinderError(
+                f"the reverse model {where} has another tokenizer than the forward model; "
+                "MMI needs both to share one vocabulary"
+            )
+        self.reverse = reverse
 
     def save_pretrained(self, out: str | os.PathLike, overwrite: bool = False):
         meta = self.checkpoint.meta
@@ -180,82 +227,315 @@ class ConversationModel:
             budget = min(budget, self.format.max_tokens)
         return self.format.encode(as_context(context), max_tokens=budget)
 
-    def generate(self, context: Any = None, head: str | None = None, **options) -> str | list[str]:
+    def generate(
+        self, context: Any = None, head: str | None = None, preset: str | None = None, **options
+    ) -> str | list[str]:
         """The reply to `context`; a list of replies when num_return_sequences > 1.
 
-        `head` picks an extra LM head of a multi-head model (default: GPT-2's own).
+        `preset` names a DecodingConfig preset (greedy, beam, nucleus, mmi, …) that the
+        options override; `head` picks an extra LM head of a multi-head model. With
+        mmi_candidates > 0 the reply is reranked by the reverse model (see `rerank`).
         """
-        return self.generate_batch([context], head=head, **options)[0]
+        config = decoding_config(preset, **options)
+        if config.mmi_candidates:
+            return self.rerank(context, config=config, head=head).reply
+        return self._generate([context], config, head)[0]
 
     def generate_batch(
-        self, contexts: Sequence[Any], head: str | None = None, **options
+        self, contexts: Sequence[Any], head: str | None = None, preset: str | None = None, **options
     ) -> list[str] | list[list[str]]:
         """Replies to many contexts in one left-padded batch (same greedy replies as one by one)."""
-        model = self._model_for(head)
-        import torch
-
         if isinstance(contexts, str) or not isinstance(contexts, Sequence):
             raise RejoinderError("generate_batch takes a list of contexts (each a list of turns)")
-        if not contexts:
-            return []
-        kwargs, seed, extra_stops = self._options(options)
-        encodings = [self.encode(c, kwargs["max_new_tokens"]) for c in contexts]
+        config = decoding_config(preset, **options)
+        if config.mmi_candidates:
+            return [self.rerank(c, config=config, head=head).reply for c in contexts]
+        return self._generate(list(contexts), config, head) if contexts else []
+
+    def _generate(self, contexts: list[Any], config: DecodingConfig, head: str | None) -> list:
+        import torch
+
+        model = self._model_for(head)
+        kwargs = config.generate_kwargs()
+        kwargs["eos_token_id"] = self.format.stop_ids
+        kwargs["pad_token_id"] = self.tokenizer.pad_token_id
+        if config.bad_words:
+            kwargs["bad_words_ids"] = [
+                ids for w in config.bad_words for ids in self.format.tokenize_turns([w, " " + w])
+            ]
+        stops = [*self.format.stop_strings, *config.stop]
+        if not all(isinstance(x, str) and x for x in stops):
+            raise RejoinderError(f"stop strings must be non-empty strings, got {config.stop!r}")
+        encodings = [self.encode(c, config.max_new_tokens) for c in contexts]
         batch = self._pad_left(encodings)
         prompt_len = batch["input_ids"].shape[1]
-        if extra_stops:
-            kwargs["stopping_criteria"] = [StopOnStrings(self.tokenizer, extra_stops, prompt_len)]
-        # A seed seeds this call only: the caller's RNG state (CPU and GPU) comes back after.
-        gpus = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=gpus):
-            if seed is not None:
-                torch.manual_seed(seed)
+        if stops:
+            kwargs["stopping_criteria"] = [StopOnStrings(self.tokenizer, stops, prompt_len)]
+        with torch.inference_mode(), self._seeded(config.seed):
             try:
                 out = model.generate(**batch, **kwargs)
             except ValueError as e:  # transformers' own check of the options
                 raise RejoinderError(f"bad generation options: {e}") from None
-        k = kwargs.get("num_return_sequences", 1)
-        replies = [self.format.decode_reply(row[prompt_len:].tolist(), extra_stops) for row in out]
+        k = config.num_return_sequences
+        replies = [self.format.decode_reply(row[prompt_len:].tolist(), stops) for row in out]
         if k == 1:
             return replies
         return [replies[i * k : (i + 1) * k] for i in range(len(contexts))]
 
-    def _options(self, options: dict[str, Any]) -> tuple[dict[str, Any], int | None, list[str]]:
-        unknown = sorted(set(options) - self._known)
-        if unknown:
-            raise RejoinderError(
-                f"unknown generation option {', '.join(map(repr, unknown))}; use transformers "
-                "GenerationConfig names such as do_sample, top_p, temperature, num_beams, "
-                "max_new_tokens, or seed, bad_words, stop"
+    def _seeded(self, seed: int | None):
+        """Seeds this call only: the caller's RNG state (CPU and GPU) comes back after."""
+        import contextlib
+
+        import torch
+
+        if seed is None:
+            return contextlib.nullcontext()
+        gpus = [self.device.index or 0] if self.device.type == "cuda" else []
+
+        @contextlib.contextmanager
+        def fork():
+            with torch.random.fork_rng(devices=gpus):
+                torch.manual_seed(seed)
+                yield
+
+        return fork()
+
+    # -- scoring ---------------------------------------------------------------------
+
+    def loglikelihood(self, pairs: Sequence[tuple[Any, str]], batch_size: int = 16) -> list[Score]:
+        """log P(response | context) for (context, response) pairs, in padded batches.
+
+        The response is scored as the model would produce it in its format: its tokens
+        and the end-of-turn marker after them. For example, with a DialoGPT model,
+        `loglikelihood([(["Hi!"], "Hello.")])[0].total` is the sum of the log-probs of
+        "Hello", "." and <|endoftext|> after "Hi!<|endoftext|>". Evaluation and MMI
+        reranking both use this.
+        """
+        encodings = []
+        for context, response in pairs:
+            reply = as_context([response])
+            if len(reply) != 1:
+                raise RejoinderError(
+                    f"a response to score must be one non-empty turn, got {response!r}"
+                )
+            turns = [*as_context(context), *reply]
+            encodings.append(self.format.training_example(turns, "last", self.max_positions))
+        return self.score_encodings(encodings, batch_size)
+
+    def score_encodings(self, encodings: list[Encoding], batch_size: int = 16) -> list[Score]:
+        """The log-probability of each encoding's labelled tokens (its labels != -100)."""
+        import torch
+
+        out = []
+        for start in range(0, len(encodings), batch_size):
+            chunk = encodings[start : start + batch_size]
+            width = max(len(e) for e in chunk)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor(
+                [e.input_ids + [pad] * (width - len(e)) for e in chunk], device=self.device
             )
-        reserved = sorted(set(options) & _RESERVED)
-        if reserved:
-            raise RejoinderError(
-                f"option {reserved[0]!r} comes from the checkpoint's format; it cannot be set"
+            labels = torch.tensor(
+                [e.labels + [-100] * (width - len(e)) for e in chunk], device=self.device
             )
-        kwargs = {k: v for k, v in options.items() if k not in _OWN_OPTIONS and v is not None}
-        kwargs.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-        if not isinstance(kwargs["max_new_tokens"], int) or kwargs["max_new_tokens"] < 1:
-            raise RejoinderError(
-                f"max_new_tokens must be a positive integer, got {kwargs['max_new_tokens']!r}"
-            )
-        kwargs["eos_token_id"] = self.format.stop_ids
-        kwargs["pad_token_id"] = self.tokenizer.pad_token_id
-        bad = [self.format.tokenize_turns([w, " " + w]) for w in options.get("bad_words") or []]
-        if bad:
-            kwargs["bad_words_ids"] = [
-                *(kwargs.get("bad_words_ids") or []),
-                *(i for b in bad for i in b),
+            mask = (
+                torch.arange(width, device=self.device)[None, :]
+                < torch.tensor([len(e) for e in chunk], device=self.device)[:, None]
+            ).long()
+            batch = {"input_ids": ids, "attention_mask": mask}
+            if chunk[0].token_type_ids is not None:
+                batch["token_type_ids"] = torch.tensor(
+                    [e.token_type_ids + [0] * (width - len(e)) for e in chunk], device=self.device
+                )
+            with torch.inference_mode():
+                logits = self.model(**batch).logits[:, :-1].float()
+            target = labels[:, 1:]
+            logprobs = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])[
+                ..., 0
             ]
-        stops = list(options.get("stop") or [])
-        if isinstance(options.get("stop"), str):
-            stops = [options["stop"]]
-        all_stops = [*self.format.stop_strings, *stops, *(kwargs.pop("stop_strings", None) or [])]
-        if not all(isinstance(x, str) and x for x in all_stops):
-            raise RejoinderError(f"stop strings must be non-empty strings, got {all_stops!r}")
-        seed = options.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            raise RejoinderError(f"seed must be an integer, got {seed!r}")
-        return kwargs, seed, all_stops
+            keep = target != -100
+            for row in range(len(chunk)):
+                lp = logprobs[row][keep[row]].tolist()
+                toks = target[row][keep[row]].tolist()
+                out.append(Score(sum(lp), lp, [self.tokenizer.decode([t]) for t in toks]))
+        return out
+
+    def inspect(
+        self, text: str, steps: int = 10, top: int = 5, as_turn: bool = False
+    ) -> list[dict]:
+        """Greedy decoding of `text`, step by step, with the `top` most likely tokens.
+
+        `text` is continued as plain text (special-token strings in it stay text), or,
+        with `as_turn`, taken as a conversation turn whose reply is decoded.
+        """
+        import torch
+
+        if steps < 1 or top < 1:
+            raise RejoinderError("--steps and --top must be at least 1")
+        if as_turn:
+            ids = self.encode([text], steps).input_ids
+        else:
+            ids = self.format.tokenize_turns([text])[0] if text else []
+            ids = ids or [self.tokenizer.eos_token_id]
+        ids = ids[-(self.max_positions - steps) :]
+        rows = []
+        with torch.inference_mode():
+            seq = torch.tensor([ids], device=self.device)
+            out = self.model.generate(
+                seq,
+                attention_mask=torch.ones_like(seq),
+                max_new_tokens=steps,
+                min_new_tokens=steps,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        for i, logits in enumerate(out.logits):
+            probs = torch.softmax(logits[0].float(), -1)
+            p, idx = probs.topk(top)
+            chosen = int(out.sequences[0, len(ids) + i])
+            rows.append(
+                {
+                    "step": i + 1,
+                    "token": self.tokenizer.decode([chosen]),
+                    "top": [
+                        (self.tokenizer.decode([int(t)]), float(q))
+                        for t, q in zip(idx, p, strict=True)
+                    ],
+                }
+            )
+        return rows
+
+    # -- MMI -------------------------------------------------------------------------
+
+    def rerank(
+        self,
+        context: Any,
+        config: DecodingConfig | None = None,
+        head: str | None = None,
+        preset: str | None = "mmi",
+        **options,
+    ) -> MMIResult:
+        """DialoGPT's MMI: sample candidates, score them with the reverse model, pick.
+
+        All candidates come from one batched generate call, and all are scored in one
+        padded forward pass of each model. A candidate's score is the reverse model's
+        mean log-likelihood of the source (the last message, or the whole history with
+        mmi_source="history") given the candidate, plus mmi_lambda times the forward
+        model's mean log-likelihood of the candidate. mmi_temperature 0 picks the best;
+        T > 0 samples from softmax(score / T). The candidates and scores are returned.
+        """
+        import torch
+
+        config = config or decoding_config(preset, **options)
+        if self.reverse is None:
+            raise RejoinderError(
+                "MMI reranking needs a reverse model: ConversationModel.from_pretrained(DIR, "
+                "reverse=REVERSE_DIR), or --reverse REVERSE_DIR on the command line"
+            )
+        n = config.mmi_candidates or 10
+        if not config.do_sample and config.num_beams < n:
+            raise RejoinderError(
+                "MMI candidates are sampled: set do_sample=true (or num_beams >= mmi_candidates)"
+            )
+        sample = replace(config, num_return_sequences=n, mmi_candidates=0)
+        history = as_context(context)
+        texts = self._generate([history], sample, head)[0]
+        texts = list(dict.fromkeys(t for t in texts if t.strip())) or [""]
+        if texts == [""]:
+            return MMIResult("", [Candidate("", 0.0, 0.0, 0.0)])
+        forward = self.loglikelihood([(history, t) for t in texts])
+        source = history[-1:] if config.mmi_source == "last" else history
+        if not source:  # nothing said yet: nothing for the reverse model to explain
+            backward = [Score(0.0, [0.0], [])] * len(texts)
+        else:
+            rev = self.reverse
+            loss_on = "last" if config.mmi_source == "last" else "responses"
+            encodings = [
+                rev.format.training_example([*source, *as_context([t])], loss_on, rev.max_positions)
+                for t in texts
+            ]
+            backward = rev.score_encodings(encodings)
+        candidates = [
+            Candidate(t, f.mean, b.mean, b.mean + config.mmi_lambda * f.mean)
+            for t, f, b in zip(texts, forward, backward, strict=True)
+        ]
+        scores = torch.tensor([c.score for c in candidates])
+        if config.mmi_temperature > 0:
+            with self._seeded(None if config.seed is None else config.seed + 1):
+                pick = int(torch.multinomial(torch.softmax(scores / config.mmi_temperature, 0), 1))
+        else:
+            pick = int(scores.argmax())
+        return MMIResult(candidates[pick].text, candidates)
+
+    # -- streaming -------------------------------------------------------------------
+
+    def stream(
+        self, context: Any = None, head: str | None = None, preset: str | None = None, **options
+    ) -> Iterator[str]:
+        """Yields the reply's text as it is generated (one greedy or sampled reply)."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        config = decoding_config(preset, **options)
+        if config.mmi_candidates or config.num_beams > 1 or config.num_return_sequences > 1:
+            raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stops = [*self.format.stop_strings, *config.stop]
+        errors: list[BaseException] = []
+
+        def run():
+            try:
+                self._generate_streaming([context], config, head, streamer)
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        text, sent, cut_short = "", 0, False
+        hold = max((len(s) for s in stops), default=1) - 1  # a stop string may be arriving
+        for piece in streamer:
+            text += piece
+            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                text, cut_short = text[:cut], True
+                break
+            safe = len(text) - hold
+            if safe > sent:
+                chunk = text[sent:safe]
+                chunk = chunk.lstrip() if sent == 0 else chunk
+                if chunk:
+                    yield chunk
+                sent = safe if chunk or sent else sent
+        if cut_short:  # let generation finish (its stop criteria end it at once)
+            for _ in streamer:
+                pass
+        thread.join()
+        if errors:
+            raise errors[0]
+        rest = text[sent:].rstrip()
+        if sent == 0:
+            rest = rest.lstrip()
+        if rest:
+            yield rest
+
+    def _generate_streaming(self, contexts, config, head, streamer) -> None:
+        import torch
+
+        model = self._model_for(head)
+        kwargs = config.generate_kwargs()
+        kwargs.update(eos_token_id=self.format.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
+        stops = [*self.format.stop_strings, *config.stop]
+        encodings = [self.encode(c, config.max_new_tokens) for c in contexts]
+        batch = self._pad_left(encodings)
+        if stops:
+            kwargs["stopping_criteria"] = [
+                StopOnStrings(self.tokenizer, stops, batch["input_ids"].shape[1])
+            ]
+        with torch.inference_mode(), self._seeded(config.seed):
+            model.generate(**batch, **kwargs, streamer=streamer)
 
     def _pad_left(self, encodings: list[Encoding]) -> dict[str, Any]:
         import torch

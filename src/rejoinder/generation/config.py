@@ -1,0 +1,161 @@
+"""One decoding configuration for the Python API, every CLI verb, chat's /set and serving.
+
+Fields are `transformers` generation options (validated here, with messages that name
+the option and its valid values) plus rejoinder's own: `seed`, `bad_words`, `stop`,
+and MMI reranking (`mmi_candidates`, `mmi_temperature`, `mmi_lambda`, `mmi_source`).
+Named presets give common settings that options override:
+
+>>> decoding_config("nucleus", temperature=0.7).top_p
+0.9
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rejoinder.errors import RejoinderError
+
+
+@dataclass
+class DecodingConfig:
+    """How a reply is decoded."""
+
+    do_sample: bool = False
+    """Sample (True) or search (False: greedy, or beam with num_beams > 1)."""
+    temperature: float = 1.0
+    """Divides the logits before sampling; > 0."""
+    top_k: int | None = None
+    """Sample among the k most likely tokens."""
+    top_p: float | None = None
+    """Sample among the most likely tokens whose probabilities add up to p; in (0, 1]."""
+    typical_p: float | None = None
+    """Locally typical sampling mass; in (0, 1]."""
+    min_p: float | None = None
+    """Drop tokens less likely than min_p times the most likely one; in [0, 1]."""
+    num_beams: int = 1
+    """Beam search width; >= 1."""
+    length_penalty: float = 1.0
+    """Beam search: exponent on length when ranking finished beams."""
+    early_stopping: bool = False
+    """Beam search: stop once num_beams replies are finished."""
+    repetition_penalty: float = 1.0
+    """Penalise tokens already in the sequence; >= 1 discourages repeats."""
+    no_repeat_ngram_size: int = 0
+    """Never repeat an n-gram of this size (0: off)."""
+    bad_words: list[str] = field(default_factory=list)
+    """Words the reply must not contain."""
+    min_new_tokens: int = 0
+    max_new_tokens: int = 64
+    stop: list[str] = field(default_factory=list)
+    """Extra strings that end a reply."""
+    num_return_sequences: int = 1
+    seed: int | None = None
+    """Makes sampling repeatable (the caller's RNG state is left alone)."""
+    use_cache: bool = True
+    """Reuse attention keys and values between steps (off only to check that it agrees)."""
+    mmi_candidates: int = 0
+    """MMI: sample this many candidates and rerank them with the reverse model (0: off)."""
+    mmi_temperature: float = 0.0
+    """MMI: 0 picks the best candidate; T > 0 samples from softmax(score / T)."""
+    mmi_lambda: float = 0.0
+    """MMI: score = reverse log-likelihood + mmi_lambda * forward log-likelihood."""
+    mmi_source: str = "last"
+    """MMI: the source the reverse model must explain: the last message, or all history."""
+
+    def __post_init__(self):
+        def bad(name, valid):
+            raise RejoinderError(f"{name}={getattr(self, name)!r} is invalid; {valid}")
+
+        if not self.temperature > 0:
+            bad("temperature", "use a number > 0 (1.0 leaves the distribution as it is)")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            bad("top_p", "use a number in (0, 1]")
+        if self.typical_p is not None and not 0 < self.typical_p <= 1:
+            bad("typical_p", "use a number in (0, 1]")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            bad("min_p", "use a number in [0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            bad("top_k", "use an integer >= 1")
+        if self.num_beams < 1:
+            bad("num_beams", "use an integer >= 1")
+        if self.repetition_penalty <= 0:
+            bad("repetition_penalty", "use a number > 0")
+        if self.no_repeat_ngram_size < 0:
+            bad("no_repeat_ngram_size", "use an integer >= 0")
+        if self.max_new_tokens < 1:
+            bad("max_new_tokens", "use an integer >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            bad("min_new_tokens", "use an integer between 0 and max_new_tokens")
+        if self.num_return_sequences < 1:
+            bad("num_return_sequences", "use an integer >= 1")
+        if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
+            bad("num_return_sequences", "greedy search returns one reply: sample, or use beams")
+        if self.mmi_candidates < 0 or self.mmi_candidates == 1:
+            bad("mmi_candidates", "use 0 (off) or an integer >= 2")
+        if self.mmi_temperature < 0:
+            bad("mmi_temperature", "use 0 (pick the best) or a number > 0")
+        if self.mmi_source not in ("last", "history"):
+            bad("mmi_source", "use 'last' or 'history'")
+        if isinstance(self.bad_words, str):
+            self.bad_words = [self.bad_words]
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if self.seed is not None and not isinstance(self.seed, int):
+            bad("seed", "use an integer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The `transformers` generate options (rejoinder's own ones left out)."""
+        own = {
+            "bad_words",
+            "stop",
+            "seed",
+            "mmi_candidates",
+            "mmi_temperature",
+            "mmi_lambda",
+            "mmi_source",
+        }
+        kwargs = {k: v for k, v in asdict(self).items() if k not in own and v is not None}
+        if not self.do_sample:  # sampling knobs mean nothing to search; don't warn about them
+            for k in ("temperature", "top_k", "top_p", "typical_p", "min_p"):
+                kwargs.pop(k, None)
+        return kwargs
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "greedy": {},
+    "beam": {"num_beams": 5, "early_stopping": True, "no_repeat_ngram_size": 3},
+    "nucleus": {"do_sample": True, "top_p": 0.9},
+    "top-k": {"do_sample": True, "top_k": 40},
+    "typical": {"do_sample": True, "typical_p": 0.9},
+    "min-p": {"do_sample": True, "min_p": 0.05, "temperature": 1.0},
+    # DialoGPT's interactive MMI: sampled candidates, reranked by the reverse model,
+    # the reply drawn from softmax(score / T).
+    "dialogpt-mmi": {"do_sample": True, "top_p": 0.9, "mmi_candidates": 10, "mmi_temperature": 0.5},
+    "mmi": {"do_sample": True, "top_p": 0.9, "mmi_candidates": 10},
+}
+
+FIELDS = {f.name for f in fields(DecodingConfig)}
+
+
+def decoding_config(preset: str | None = None, **options: Any) -> DecodingConfig:
+    """A DecodingConfig from a preset name and options that override it."""
+    if preset is not None and preset not in PRESETS:
+        raise RejoinderError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
+    unknown = sorted(set(options) - FIELDS)
+    if unknown:
+        raise RejoinderError(
+            f"unknown decoding option {', '.join(map(repr, unknown))}; options are "
+            f"{', '.join(sorted(FIELDS))}"
+        )
+    values = {
+        **PRESETS.get(preset or "greedy", {}),
+        **{k: v for k, v in options.items() if v is not None},
+    }
+    try:
+        return DecodingConfig(**values)
+    except TypeError as e:
+        raise RejoinderError(f"bad decoding options: {e}") from None

@@ -1,0 +1,113 @@
+"""Scoring, MMI reranking and streaming."""
+
+import math
+
+import pytest
+import torch
+
+from rejoinder import ConversationModel, RejoinderError
+from rejoinder.generation.config import PRESETS, decoding_config
+from tests.conftest import PARROT
+
+
+@pytest.fixture(scope="module")
+def parrot(parrot_dir):
+    return ConversationModel.from_pretrained(parrot_dir)
+
+
+@pytest.fixture(scope="module")
+def pair(make_checkpoint, reverse_dir):
+    return ConversationModel.from_pretrained(make_checkpoint("dialogpt"), reverse=reverse_dir)
+
+
+def test_loglikelihood_is_what_the_logits_say(parrot):
+    [score] = parrot.loglikelihood([(["Hello"], "Hi there, friend")])
+    assert score.tokens[-1] == "<|endoftext|>"  # the end of turn is part of the reply
+    assert math.isclose(score.total, sum(score.token_logprobs), rel_tol=1e-6)
+    enc = parrot.format.training_example(["Hello", "Hi there, friend"], "last")
+    with torch.no_grad():
+        logits = parrot.model(input_ids=torch.tensor([enc.input_ids])).logits[0, :-1]
+    logp = torch.log_softmax(logits, -1)
+    manual = sum(
+        logp[i - 1, t].item() for i, t in enumerate(enc.input_ids) if enc.labels[i] != -100
+    )
+    assert math.isclose(score.total, manual, rel_tol=1e-5)
+
+
+def test_batched_scores_equal_one_at_a_time(pair):
+    pairs = [
+        (["Hello"], "Hi"),
+        (["A much longer context, with many words in it"], "Sure"),
+        ([], "Hey"),
+    ]
+    batched = pair.loglikelihood(pairs, batch_size=3)
+    single = [pair.loglikelihood([p])[0] for p in pairs]
+    for a, b in zip(batched, single, strict=True):
+        assert math.isclose(a.total, b.total, rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_the_parrot_prefers_what_it_learnt(parrot):
+    learnt, other = parrot.loglikelihood(
+        [(["Hello"], "Hi there, friend"), (["Hello"], "Fine, thanks")]
+    )
+    assert learnt.mean > other.mean
+
+
+def test_mmi_scores_every_candidate_in_batches_and_picks_the_best(pair):
+    result = pair.rerank(
+        ["Hello", "How are you?"],
+        preset="mmi",
+        mmi_candidates=6,
+        seed=0,
+        max_new_tokens=8,
+        min_new_tokens=8,
+        mmi_lambda=0.5,
+    )
+    assert 1 < len(result.candidates) <= 6
+    best = max(result.candidates, key=lambda c: c.score)
+    assert result.reply == best.text
+    for c in result.candidates:
+        assert math.isclose(c.score, c.reverse + 0.5 * c.forward, rel_tol=1e-6)
+        # The reverse score is log P(source | candidate) under the backward model.
+        enc = pair.reverse.format.training_example(["How are you?", c.text], "last")
+        alone = pair.reverse.score_encodings([enc])[0]
+        assert math.isclose(c.reverse, alone.mean, rel_tol=1e-4, abs_tol=1e-5)
+
+
+def test_mmi_sampling_by_temperature_is_seeded(pair):
+    kw = dict(preset="dialogpt-mmi", mmi_candidates=5, max_new_tokens=6, min_new_tokens=6)
+    a = pair.generate(["Hello"], seed=3, **kw)
+    assert pair.generate(["Hello"], seed=3, **kw) == a
+
+
+def test_mmi_needs_a_fitting_reverse_model(make_checkpoint, tmp_path):
+    fwd = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    with pytest.raises(RejoinderError, match="needs a reverse model"):
+        fwd.generate(["Hi"], preset="mmi")
+    with pytest.raises(RejoinderError, match="is not a reverse model"):
+        ConversationModel.from_pretrained(
+            make_checkpoint("dialogpt"), reverse=make_checkpoint("dialogpt")
+        )
+    corpus = tmp_path / "c.txt"
+    other = make_checkpoint(
+        "dialogpt", tokenizer="bpe:300", corpus=["hello there"] * 40, reverse=True
+    )
+    with pytest.raises(RejoinderError, match="another tokenizer"):
+        ConversationModel.from_pretrained(make_checkpoint("dialogpt"), reverse=other)
+    assert not corpus.exists()
+
+
+def test_streaming_gives_the_same_reply_in_pieces(parrot):
+    for context, reply in PARROT.items():
+        pieces = list(parrot.stream([context], max_new_tokens=20))
+        assert "".join(pieces) == reply == parrot.generate([context], max_new_tokens=20)
+        assert len(pieces) > 1
+    assert "".join(parrot.stream(["Hello"], stop=",")) == "Hi there"
+    with pytest.raises(RejoinderError, match="stream one reply"):
+        list(parrot.stream(["Hello"], num_beams=3))
+
+
+def test_presets_are_valid_configs():
+    for name in PRESETS:
+        decoding_config(name)
+    assert decoding_config("beam", num_beams=3).num_beams == 3
