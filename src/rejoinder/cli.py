@@ -152,6 +152,13 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     for flag, dest, kind, help_ in DECODING_FLAGS:
         g.add_argument(flag, dest=dest, type=kind, help=help_)
     p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "ctranslate2"],
+        help="decode with PyTorch (default) or CTranslate2 (fast on CPU)",
+    )
+    p.add_argument("--compute-type", default="int8", help="CTranslate2: int8 (default), float32, …")
 
 
 def _decoding_options(args) -> dict:
@@ -170,7 +177,11 @@ def _load(args):
     from rejoinder.generation import ConversationModel
 
     return ConversationModel.from_pretrained(
-        args.model, reverse=getattr(args, "reverse", None), device=getattr(args, "device", None)
+        args.model,
+        reverse=getattr(args, "reverse", None),
+        device=getattr(args, "device", None),
+        backend=getattr(args, "backend", "torch"),
+        compute_type=getattr(args, "compute_type", "int8"),
     )
 
 

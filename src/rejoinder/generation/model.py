@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from rejoinder.dialogue import as_context
@@ -95,6 +96,7 @@ class ConversationModel:
         self.tokenizer = checkpoint.tokenizer
         self.format = checkpoint.format
         self.reverse: ConversationModel | None = None
+        self.ct2 = None
         self.heads = HeadSpec.parse(checkpoint.meta.get("heads"))
         lm, cls = {}, {}
         if self.heads and checkpoint.path:
@@ -158,16 +160,40 @@ class ConversationModel:
         reverse: str | os.PathLike | None = None,
         device: str | None = None,
         dtype=None,
+        backend: str = "torch",
+        compute_type: str = "int8",
     ) -> ConversationModel:
         """Loads a checkpoint directory, or a hub model by name where a hub is reachable.
 
         `reverse` loads the backward model that MMI reranking scores candidates with
         (it may be another size, as DialoGPT's medium forward + small reverse).
+        `backend="ctranslate2"` decodes and scores with CTranslate2 (`compute_type`
+        int8 or float32, …), converting the checkpoint once, beside it.
         """
         model = cls(load_checkpoint(path, device=device, dtype=dtype))
+        model.use_backend(backend, compute_type)
         if reverse is not None:
-            model.attach_reverse(cls(load_checkpoint(reverse, device=device, dtype=dtype)))
+            rev = cls(load_checkpoint(reverse, device=device, dtype=dtype))
+            rev.use_backend(backend, compute_type)
+            model.attach_reverse(rev)
         return model
+
+    def use_backend(self, backend: str, compute_type: str = "int8") -> None:
+        """Decodes with "torch" (default) or "ctranslate2"."""
+        if backend not in ("torch", "ctranslate2"):
+            raise RejoinderError(f"unknown backend {backend!r}; use torch or ctranslate2")
+        self.ct2 = None
+        if backend == "ctranslate2":
+            from rejoinder.generation.ct2 import Ct2Generator
+
+            if self.format.encode([]).token_type_ids is not None:
+                raise RejoinderError(
+                    f"the {self.format.name} format uses token types, which CTranslate2's GPT-2 "
+                    "lacks; use the torch backend for it"
+                )
+            if not self.checkpoint.path or not Path(self.checkpoint.path).is_dir():
+                raise RejoinderError("the ctranslate2 backend needs a local checkpoint directory")
+            self.ct2 = Ct2Generator(self.checkpoint.path, compute_type)
 
     def attach_reverse(self, reverse: ConversationModel) -> None:
         """Uses `reverse` (a model trained on reversed dialogues) for MMI reranking."""
@@ -255,6 +281,8 @@ class ConversationModel:
     def _generate(self, contexts: list[Any], config: DecodingConfig, head: str | None) -> list:
         import torch
 
+        if self.ct2 is not None and head in (None, "default"):
+            return self._generate_ct2(contexts, config)
         model = self._model_for(head)
         kwargs = config.generate_kwargs()
         kwargs["eos_token_id"] = self.format.stop_ids
@@ -281,6 +309,14 @@ class ConversationModel:
         if k == 1:
             return replies
         return [replies[i * k : (i + 1) * k] for i in range(len(contexts))]
+
+    def _generate_ct2(self, contexts: list[Any], config: DecodingConfig) -> list:
+        stops = [*self.format.stop_strings, *config.stop]
+        bad = [ids for w in config.bad_words for ids in self.format.tokenize_turns([w, " " + w])]
+        prompts = [self.encode(c, config.max_new_tokens).input_ids for c in contexts]
+        ids = self.ct2.generate(prompts, config, self.tokenizer, self.format.stop_ids, bad)
+        replies = [[self.format.decode_reply(seq, stops) for seq in per] for per in ids]
+        return [r[0] for r in replies] if config.num_return_sequences == 1 else replies
 
     def _seeded(self, seed: int | None):
         """Seeds this call only: the caller's RNG state (CPU and GPU) comes back after."""
@@ -326,6 +362,8 @@ class ConversationModel:
         """The log-probability of each encoding's labelled tokens (its labels != -100)."""
         import torch
 
+        if self.ct2 is not None:
+            return self._score_ct2(encodings)
         out = []
         for start in range(0, len(encodings), batch_size):
             chunk = encodings[start : start + batch_size]
@@ -405,6 +443,16 @@ class ConversationModel:
                 }
             )
         return rows
+
+    def _score_ct2(self, encodings: list[Encoding]) -> list[Score]:
+        out = []
+        per_token = self.ct2.score([e.input_ids for e in encodings], self.tokenizer)
+        for e, lps in zip(encodings, per_token, strict=True):
+            # log_probs[i] is the log-probability of token i + 1 given the ones before.
+            keep = [(i, t) for i, t in enumerate(e.labels) if t != -100 and i > 0]
+            lp = [float(lps[i - 1]) for i, _ in keep]
+            out.append(Score(sum(lp), lp, [self.tokenizer.decode([t]) for _, t in keep]))
+        return out
 
     # -- MMI -------------------------------------------------------------------------
 

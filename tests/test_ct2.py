@@ -1,0 +1,69 @@
+"""The CTranslate2 backend agrees with the torch backend."""
+
+import importlib.util
+import math
+import shutil
+
+import pytest
+
+from rejoinder import ConversationModel, RejoinderError
+
+# Only look for it: importing ctranslate2 before torch has run can make the two OpenMP
+# runtimes disagree (seen here: wrong greedy replies). rejoinder imports it lazily.
+if importlib.util.find_spec("ctranslate2") is None:
+    pytest.skip("ctranslate2 is not installed", allow_module_level=True)
+
+CONTEXTS = [
+    ["Hello"],
+    ["Hi!", "Hello, how are you doing this fine evening?", "Great. Plans?"],  # end-of-text inside
+    [],
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(make_checkpoint, tmp_path_factory):
+    # A copy, so the conversion written beside it stays out of the shared fixture.
+    out = tmp_path_factory.mktemp("ct2") / "model"
+    shutil.copytree(make_checkpoint("dialogpt"), out)
+    return out
+
+
+def test_greedy_replies_equal_torch_in_float32(checkpoint):
+    torch_bot = ConversationModel.from_pretrained(checkpoint)
+    fast = ConversationModel.from_pretrained(
+        checkpoint, backend="ctranslate2", compute_type="float32"
+    )
+    expected = [torch_bot.generate(c, max_new_tokens=12) for c in CONTEXTS]
+    assert [fast.generate(c, max_new_tokens=12) for c in CONTEXTS] == expected
+    assert fast.generate_batch(CONTEXTS, max_new_tokens=12) == expected
+    assert any(expected)
+    assert (checkpoint / "ctranslate2-float32" / "model.bin").is_file()  # converted once, beside it
+
+
+def test_scores_agree_with_torch(checkpoint, reverse_dir):
+    torch_bot = ConversationModel.from_pretrained(checkpoint)
+    fast = ConversationModel.from_pretrained(
+        checkpoint, backend="ctranslate2", compute_type="float32"
+    )
+    pairs = [(["Hello"], "Hi there"), (["Hi!", "How are you?"], "Fine")]
+    for a, b in zip(torch_bot.loglikelihood(pairs), fast.loglikelihood(pairs), strict=True):
+        assert math.isclose(a.total, b.total, rel_tol=1e-3, abs_tol=1e-3)
+
+
+def test_mmi_and_sampling_options_run_on_ct2(checkpoint, reverse_dir, tmp_path):
+    rev = tmp_path / "rev"
+    shutil.copytree(reverse_dir, rev)
+    bot = ConversationModel.from_pretrained(checkpoint, reverse=rev, backend="ctranslate2")
+    result = bot.rerank(["Hello"], mmi_candidates=4, seed=1, max_new_tokens=6, min_new_tokens=6)
+    assert 1 <= len(result.candidates) <= 4 and result.reply in [c.text for c in result.candidates]
+    replies = bot.generate(
+        ["Hello"], preset="nucleus", num_return_sequences=3, seed=2, max_new_tokens=5
+    )
+    assert len(replies) == 3
+    with pytest.raises(RejoinderError, match="min_p is not available"):
+        bot.generate(["Hello"], do_sample=True, min_p=0.1)
+
+
+def test_formats_with_token_types_stay_on_torch(make_checkpoint):
+    with pytest.raises(RejoinderError, match="token types"):
+        ConversationModel.from_pretrained(make_checkpoint("sep"), backend="ctranslate2")
