@@ -67,3 +67,15 @@ def test_mmi_and_sampling_options_run_on_ct2(checkpoint, reverse_dir, tmp_path):
 def test_formats_with_token_types_stay_on_torch(make_checkpoint):
     with pytest.raises(RejoinderError, match="token types"):
         ConversationModel.from_pretrained(make_checkpoint("sep"), backend="ctranslate2")
+
+
+def test_ct2_leaves_the_torch_weights_unloaded_until_needed(checkpoint):
+    fast = ConversationModel.from_pretrained(
+        checkpoint, backend="ctranslate2", compute_type="float32"
+    )
+    fast.generate(["Hello"], max_new_tokens=4)
+    fast.loglikelihood([(["Hello"], "Hi")])
+    assert fast._model is None  # int8 decoding costs only CTranslate2's memory
+    reply = fast.generate(["Hello"], max_new_tokens=6)
+    assert "".join(fast.stream(["Hello"], max_new_tokens=6)) == reply  # torch, loaded on demand
+    assert fast._model is not None

@@ -92,7 +92,10 @@ class ConversationModel:
         from rejoinder.modeling.heads import HeadSpec, load_heads
 
         self.checkpoint = checkpoint
-        self.model = checkpoint.model
+        self._model = checkpoint.model
+        self.config = (
+            checkpoint.config if checkpoint.config is not None else checkpoint.model.config
+        )
         self.tokenizer = checkpoint.tokenizer
         self.format = checkpoint.format
         self.reverse: ConversationModel | None = None
@@ -100,10 +103,17 @@ class ConversationModel:
         self.heads = HeadSpec.parse(checkpoint.meta.get("heads"))
         lm, cls = {}, {}
         if self.heads and checkpoint.path:
-            lm, cls = load_heads(checkpoint.path, self.heads, self.model.config.n_embd)
-        self._lm_heads = {n: m.to(self.model.device).eval() for n, m in lm.items()}
-        self._classifiers = {n: m.to(self.model.device).eval() for n, m in cls.items()}
+            lm, cls = load_heads(checkpoint.path, self.heads, self.config.n_embd)
+        self._lm_heads = {n: m.to(self.device).eval() for n, m in lm.items()}
+        self._classifiers = {n: m.to(self.device).eval() for n, m in cls.items()}
         self._head_models: dict[str, Any] = {}
+
+    @property
+    def model(self):
+        """The torch model (loaded on first use when another backend decodes)."""
+        if self._model is None:
+            self._model = load_checkpoint(self.checkpoint.path).model
+        return self._model
 
     @property
     def head_names(self) -> list[str]:
@@ -170,10 +180,13 @@ class ConversationModel:
         `backend="ctranslate2"` decodes and scores with CTranslate2 (`compute_type`
         int8 or float32, …), converting the checkpoint once, beside it.
         """
-        model = cls(load_checkpoint(path, device=device, dtype=dtype))
+        # With CTranslate2 the torch weights are not loaded unless something needs them
+        # (streaming, inspect, extra heads): int8 then takes a fraction of the memory.
+        weights = backend != "ctranslate2"
+        model = cls(load_checkpoint(path, device=device, dtype=dtype, weights=weights))
         model.use_backend(backend, compute_type)
         if reverse is not None:
-            rev = cls(load_checkpoint(reverse, device=device, dtype=dtype))
+            rev = cls(load_checkpoint(reverse, device=device, dtype=dtype, weights=weights))
             rev.use_backend(backend, compute_type)
             model.attach_reverse(rev)
         return model
@@ -232,14 +245,13 @@ class ConversationModel:
 
     @property
     def device(self):
-        return self.model.device
+        import torch
+
+        return self._model.device if self._model is not None else torch.device("cpu")
 
     @property
     def max_positions(self) -> int:
-        return int(
-            getattr(self.model.config, "n_positions", None)
-            or self.model.config.max_position_embeddings
-        )
+        return int(getattr(self.config, "n_positions", None) or self.config.max_position_embeddings)
 
     def encode(self, context: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Encoding:
         """What the model sees for `context`: truncated to leave room for the reply."""

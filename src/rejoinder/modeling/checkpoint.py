@@ -53,6 +53,8 @@ class Checkpoint:
     format: Format
     meta: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    config: Any = None
+    """The model's configuration (there even when the weights were not loaded)."""
 
 
 def gpt2_config(size: str, vocab_size: int, n_positions: int = 1024, **overrides):
@@ -213,7 +215,7 @@ def _cached_on_this_machine(name: str) -> bool:
 
 
 def load_checkpoint(
-    path_or_name: str | os.PathLike, device: str | None = None, dtype=None
+    path_or_name: str | os.PathLike, device: str | None = None, dtype=None, weights: bool = True
 ) -> Checkpoint:
     """Loads a checkpoint directory, or a model by hub name (`gpt2`, `microsoft/DialoGPT-medium`).
 
@@ -253,9 +255,15 @@ def load_checkpoint(
 
     try:
         tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype or torch.float32, **load_kwargs
-        )
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype or torch.float32, **load_kwargs
+            )
+            config = model.config
+        else:  # another backend decodes: the configuration is enough
+            from transformers import AutoConfig
+
+            model, config = None, AutoConfig.from_pretrained(source, **load_kwargs)
     except Exception as e:  # transformers raises many kinds for one cause: a bad directory
         if path.is_dir():
             raise RejoinderError(
@@ -273,16 +281,17 @@ def load_checkpoint(
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     fmt = format_from_dict(meta.get("format", {"name": "dialogpt"}), tok)
-    if len(tok) > model.get_input_embeddings().num_embeddings:
+    if len(tok) > config.vocab_size:
         raise RejoinderError(
             f"the tokenizer of {name} has {len(tok)} tokens but the model only "
-            f"{model.get_input_embeddings().num_embeddings} embeddings; the checkpoint is corrupt"
+            f"{config.vocab_size} embeddings; the checkpoint is corrupt"
         )
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        model.to(device)
-    except (RuntimeError, AssertionError, ValueError) as e:
-        raise RejoinderError(f"cannot put the model on device {device!r}: {e}") from None
-    model.eval()
-    return Checkpoint(model, tok, fmt, meta, str(path) if path.is_dir() else name)
+    if model is not None:
+        try:
+            model.to(device)
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise RejoinderError(f"cannot put the model on device {device!r}: {e}") from None
+        model.eval()
+    return Checkpoint(model, tok, fmt, meta, str(path) if path.is_dir() else name, config)
