@@ -103,6 +103,10 @@ def test_streaming_gives_the_same_reply_in_pieces(parrot):
         assert "".join(pieces) == reply == parrot.generate([context], max_new_tokens=20)
         assert len(pieces) > 1
     assert "".join(parrot.stream(["Hello"], stop=",")) == "Hi there"
+    # The same options as generate: bad words too.
+    assert "".join(parrot.stream(["Hello"], bad_words=["Hi"])) == parrot.generate(
+        ["Hello"], bad_words=["Hi"]
+    )
     with pytest.raises(RejoinderError, match="stream one reply"):
         list(parrot.stream(["Hello"], num_beams=3))
 

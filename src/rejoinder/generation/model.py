@@ -19,7 +19,7 @@ from rejoinder.formats import Encoding
 from rejoinder.generation.config import DecodingConfig, decoding_config
 from rejoinder.modeling.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_MAX_NEW_TOKENS = DecodingConfig.max_new_tokens  # one default, the config's
 
 
 @dataclass
@@ -78,14 +78,11 @@ class ConversationModel:
 
     `generate(context, **options)` takes the conversation so far (a list of turns,
     oldest first; [] to start one) and returns the next reply as clean text, stopped
-    at the format's end of turn. Options are `transformers` generation options
-    (do_sample, temperature, top_k, top_p, typical_p, min_p, num_beams,
-    length_penalty, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
-    max_new_tokens, num_return_sequences, …) plus:
-
-    - `seed`: an integer that makes sampling repeatable (the global RNG is untouched);
-    - `bad_words`: words the reply must not contain (strings; `bad_words_ids` also works);
-    - `stop`: extra strings that end the reply.
+    at the format's end of turn. Options are the fields of `DecodingConfig` (do_sample,
+    temperature, top_k, top_p, typical_p, min_p, num_beams, length_penalty,
+    repetition_penalty, no_repeat_ngram_size, min/max_new_tokens,
+    num_return_sequences, bad_words, stop, seed, and MMI's), or a `preset` name that
+    they override.
     """
 
     def __init__(self, checkpoint: Checkpoint):
@@ -291,42 +288,58 @@ class ConversationModel:
         return self._generate(list(contexts), config, head) if contexts else []
 
     def _generate(self, contexts: list[Any], config: DecodingConfig, head: str | None) -> list:
-        import torch
-
         if self.ct2 is not None and head in (None, "default"):
             return self._generate_ct2(contexts, config)
-        model = self._model_for(head)
-        kwargs = config.generate_kwargs()
-        kwargs["eos_token_id"] = self.format.stop_ids
-        kwargs["pad_token_id"] = self.tokenizer.pad_token_id
-        if config.bad_words:
-            kwargs["bad_words_ids"] = [
-                ids for w in config.bad_words for ids in self.format.tokenize_turns([w, " " + w])
-            ]
-        stops = [*self.format.stop_strings, *config.stop]
-        if not all(isinstance(x, str) and x for x in stops):
-            raise RejoinderError(f"stop strings must be non-empty strings, got {config.stop!r}")
-        encodings = [self.encode(c, config.max_new_tokens) for c in contexts]
-        batch = self._pad_left(encodings)
-        prompt_len = batch["input_ids"].shape[1]
-        if stops:
-            kwargs["stopping_criteria"] = [StopOnStrings(self.tokenizer, stops, prompt_len)]
-        with torch.inference_mode(), self._seeded(config.seed):
-            try:
-                out = model.generate(**batch, **kwargs)
-            except ValueError as e:  # transformers' own check of the options
-                raise RejoinderError(f"bad generation options: {e}") from None
+        out, prompt_len, stops = self._torch_generate(contexts, config, head)
         k = config.num_return_sequences
         replies = [self.format.decode_reply(row[prompt_len:].tolist(), stops) for row in out]
         if k == 1:
             return replies
         return [replies[i * k : (i + 1) * k] for i in range(len(contexts))]
 
-    def _generate_ct2(self, contexts: list[Any], config: DecodingConfig) -> list:
+    def _stops(self, config: DecodingConfig) -> list[str]:
         stops = [*self.format.stop_strings, *config.stop]
-        bad = [ids for w in config.bad_words for ids in self.format.tokenize_turns([w, " " + w])]
+        if not all(isinstance(x, str) and x for x in stops):
+            raise RejoinderError(f"stop strings must be non-empty strings, got {config.stop!r}")
+        return stops
+
+    def _bad_word_ids(self, config: DecodingConfig) -> list[list[int]]:
+        # Each word with and without a leading space: BPE spells the two differently.
+        return [ids for w in config.bad_words for ids in self.format.tokenize_turns([w, " " + w])]
+
+    def _torch_generate(self, contexts: list[Any], config: DecodingConfig, head, streamer=None):
+        """One left-padded `transformers` generate call: (output ids, prompt length, stops).
+
+        Plain replies and streaming both come through here, with the same options.
+        """
+        import torch
+
+        model = self._model_for(head)
+        kwargs = config.generate_kwargs()
+        kwargs.update(eos_token_id=self.format.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
+        bad = self._bad_word_ids(config)
+        if bad:
+            kwargs["bad_words_ids"] = bad
+        stops = self._stops(config)
+        batch = self._pad_left([self.encode(c, config.max_new_tokens) for c in contexts])
+        prompt_len = batch["input_ids"].shape[1]
+        if stops:
+            kwargs["stopping_criteria"] = [StopOnStrings(self.tokenizer, stops, prompt_len)]
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        with torch.inference_mode(), self._seeded(config.seed):
+            try:
+                out = model.generate(**batch, **kwargs)
+            except ValueError as e:  # transformers' own check of the options
+                raise RejoinderError(f"bad generation options: {e}") from None
+        return out, prompt_len, stops
+
+    def _generate_ct2(self, contexts: list[Any], config: DecodingConfig) -> list:
+        stops = self._stops(config)
         prompts = [self.encode(c, config.max_new_tokens).input_ids for c in contexts]
-        ids = self.ct2.generate(prompts, config, self.tokenizer, self.format.stop_ids, bad)
+        ids = self.ct2.generate(
+            prompts, config, self.tokenizer, self.format.stop_ids, self._bad_word_ids(config)
+        )
         replies = [[self.format.decode_reply(seq, stops) for seq in per] for per in ids]
         return [r[0] for r in replies] if config.num_return_sequences == 1 else replies
 
@@ -542,12 +555,12 @@ class ConversationModel:
         if config.mmi_candidates or config.num_beams > 1 or config.num_return_sequences > 1:
             raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stops = [*self.format.stop_strings, *config.stop]
+        stops = self._stops(config)
         errors: list[BaseException] = []
 
         def run():
             try:
-                self._generate_streaming([context], config, head, streamer)
+                self._torch_generate([context], config, head, streamer)
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
                 streamer.end()
@@ -580,22 +593,6 @@ class ConversationModel:
             rest = rest.lstrip()
         if rest:
             yield rest
-
-    def _generate_streaming(self, contexts, config, head, streamer) -> None:
-        import torch
-
-        model = self._model_for(head)
-        kwargs = config.generate_kwargs()
-        kwargs.update(eos_token_id=self.format.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
-        stops = [*self.format.stop_strings, *config.stop]
-        encodings = [self.encode(c, config.max_new_tokens) for c in contexts]
-        batch = self._pad_left(encodings)
-        if stops:
-            kwargs["stopping_criteria"] = [
-                StopOnStrings(self.tokenizer, stops, batch["input_ids"].shape[1])
-            ]
-        with torch.inference_mode(), self._seeded(config.seed):
-            model.generate(**batch, **kwargs, streamer=streamer)
 
     def _pad_left(self, encodings: list[Encoding]) -> dict[str, Any]:
         import torch
