@@ -43,17 +43,23 @@ def checkpoints() -> tuple[Path, Path]:
 
 
 CHILD = r"""
-import json, resource, sys, time, torch
-torch.set_num_threads(2)
-mode, fwd, rev = sys.argv[1], sys.argv[2], sys.argv[3]
+import json, random, resource, sys, time
+mode, fwd, rev, top_k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 CONTEXT, NEW = 64, 64
-ids = torch.randint(0, 50000, (1, CONTEXT), generator=torch.Generator().manual_seed(0))
+rng = random.Random(0)
+prompt = [rng.randrange(50000) for _ in range(CONTEXT)]
+if mode in ("transformers", "torch", "mmi-dialogpt"):  # the CTranslate2 runs never load torch
+    import torch
+    torch.set_num_threads(2)
+    ids = torch.tensor([prompt])
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 if mode == "transformers":
     from transformers import AutoModelForCausalLM
     m = AutoModelForCausalLM.from_pretrained(fwd, attn_implementation="eager").eval()
     kw = dict(do_sample=True, top_p=0.9, max_new_tokens=NEW, min_new_tokens=NEW, pad_token_id=50256)
+    if top_k >= 0:  # -1: leave it out, as a plain call does (transformers then cuts at 50)
+        kw["top_k"] = top_k
     with torch.inference_mode():
         m.generate(ids, **kw)  # warm-up
         t = time.perf_counter(); m.generate(ids, **kw); dt = time.perf_counter() - t
@@ -61,9 +67,8 @@ elif mode in ("torch", "ctranslate2"):
     from rejoinder import ConversationModel
     bot = ConversationModel.from_pretrained(fwd, backend=mode, compute_type="int8")
     from rejoinder.tokenizers import gpt2_tokenizer
-    text = gpt2_tokenizer().decode(ids[0].tolist())
-    kw = dict(preset="nucleus", max_new_tokens=NEW, min_new_tokens=NEW)
-    enc = bot.encode([text], NEW)
+    text = gpt2_tokenizer().decode(prompt)
+    kw = dict(preset="nucleus", max_new_tokens=NEW, min_new_tokens=NEW, top_k=top_k or None)
     bot.generate([text], **kw)
     t = time.perf_counter(); bot.generate([text], **kw); dt = time.perf_counter() - t
 elif mode == "mmi-rejoinder":
@@ -71,7 +76,7 @@ elif mode == "mmi-rejoinder":
     bot = ConversationModel.from_pretrained(
         fwd, reverse=rev, backend="ctranslate2", compute_type="int8")
     from rejoinder.tokenizers import gpt2_tokenizer
-    text = gpt2_tokenizer().decode(ids[0].tolist())
+    text = gpt2_tokenizer().decode(prompt)
     kw = dict(preset="mmi", mmi_candidates=10, max_new_tokens=NEW, min_new_tokens=NEW)
     bot.rerank([text], **kw)
     t = time.perf_counter(); bot.rerank([text], **kw); dt = time.perf_counter() - t
@@ -100,7 +105,7 @@ elif mode == "mmi-dialogpt":
         cands = [sample_one() for _ in range(10)]
         losses = []
         for c in cands:
-            inp = torch.tensor([c + [50256] + ids[0].tolist()])
+            inp = torch.tensor([c + [50256] + prompt])
             labels = inp.clone(); labels[:, : len(c) + 1] = -100
             losses.append(r(inp, labels=labels).loss.item())
         return cands[min(range(10), key=losses.__getitem__)]
@@ -111,9 +116,9 @@ print(json.dumps({"seconds": dt, "peak": peak()}))
 """
 
 
-def measure(mode: str, fwd: Path, rev: Path) -> dict:
+def measure(mode: str, top_k: int, fwd: Path, rev: Path) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(fwd), str(rev)],
+        [sys.executable, "-c", CHILD, mode, str(fwd), str(rev), str(top_k)],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -123,51 +128,66 @@ def measure(mode: str, fwd: Path, rev: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# (mode, top_k, label): top_k -1 leaves it out of a plain transformers call, which then
+# cuts at its default of 50; 0 turns the cut off.
+SINGLE = [
+    [
+        ("transformers", -1, "transformers (fp32), plain call"),
+        ("torch", 50, "rejoinder torch"),
+        ("ctranslate2", 50, "rejoinder ct2 int8"),
+    ],
+    [
+        ("transformers", 0, "transformers (fp32), top_k=0"),
+        ("torch", 0, "rejoinder torch"),
+        ("ctranslate2", 0, "rejoinder ct2 int8"),
+    ],
+]
+MMI = [
+    ("mmi-dialogpt", 0, "DialoGPT's loop (fp32)"),
+    ("mmi-rejoinder", 0, "rejoinder ct2 int8, batched"),
+]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     fwd, rev = checkpoints()
-    modes = ["transformers", "torch", "ctranslate2", "mmi-dialogpt", "mmi-rejoinder"]
     results = {}
-    for mode in modes:
-        runs = [measure(mode, fwd, rev) for _ in range(args.repeats)]
-        results[mode] = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "peak")}
-        print(
-            f"  {mode}: {results[mode]['seconds']:.2f} s, "
-            f"peak {results[mode]['peak'] / 2**20:.0f} MiB"
-        )
-    base = results["transformers"]["seconds"]
+    for mode, top_k, _ in [*SINGLE[0], *SINGLE[1], *MMI]:
+        runs = [measure(mode, top_k, fwd, rev) for _ in range(args.repeats)]
+        r = {k: statistics.median(x[k] for x in runs) for k in ("seconds", "peak")}
+        results[mode, top_k] = r
+        print(f"  {mode} top_k={top_k}: {r['seconds']:.2f} s, peak {r['peak'] / 2**20:.0f} MiB")
     print(
         f"\nGPT-2 124M (random), {CONTEXT}-token context, {NEW} new tokens, 2 threads, "
         f"median of {args.repeats}"
     )
-    print(f"{'run':<40} {'seconds':>8} {'tokens/s':>9} {'peak MiB':>9} {'speed-up':>9}")
-    for mode, label in [
-        ("transformers", "one top-p reply: transformers (fp32)"),
-        ("torch", "one top-p reply: rejoinder torch"),
-        ("ctranslate2", "one top-p reply: rejoinder ct2 int8"),
-    ]:
-        r = results[mode]
-        print(
-            f"{label:<40} {r['seconds']:>8.2f} {NEW / r['seconds']:>9.1f} "
-            f"{r['peak'] / 2**20:>9.0f} {base / r['seconds']:>8.2f}x"
-        )
-    slow = results["mmi-dialogpt"]["seconds"]
-    for mode, label in [
-        ("mmi-dialogpt", "MMI x10: DialoGPT's loop (fp32)"),
-        ("mmi-rejoinder", "MMI x10: rejoinder ct2 int8, batched"),
-    ]:
-        r = results[mode]
-        print(
-            f"{label:<40} {r['seconds']:>8.2f} {10 * NEW / r['seconds']:>9.1f} "
-            f"{r['peak'] / 2**20:>9.0f} {slow / r['seconds']:>8.2f}x"
-        )
-    best = min(results["torch"]["seconds"], results["ctranslate2"]["seconds"])
-    mem = results["ctranslate2"]["peak"] / results["torch"]["peak"]
+    print(f"{'run':<48} {'seconds':>8} {'tokens/s':>9} {'peak MiB':>9} {'speed-up':>9}")
+
+    def rows(title, group, tokens):
+        print(title)
+        base = results[group[0][:2]]["seconds"]
+        for mode, top_k, label in group:
+            r = results[mode, top_k]
+            print(
+                f"  {label:<46} {r['seconds']:>8.2f} {tokens / r['seconds']:>9.1f} "
+                f"{r['peak'] / 2**20:>9.0f} {base / r['seconds']:>8.2f}x"
+            )
+
+    rows("one reply, top-p 0.9 and transformers' implicit top-k 50, both sides", SINGLE[0], NEW)
+    rows("one reply, pure top-p 0.9 (no top-k cut on either side)", SINGLE[1], NEW)
+    rows("MMI reply, 10 candidates, 124M forward + 124M reverse", MMI, 10 * NEW)
+
+    def speedup(group):
+        base = results[group[0][:2]]["seconds"]
+        return base / min(results[m, k]["seconds"] for m, k, _ in group[1:])
+
+    mmi = results[MMI[0][:2]]["seconds"] / results[MMI[1][:2]]["seconds"]
+    mem = results["ctranslate2", 0]["peak"] / results["torch", 0]["peak"]
     print(
-        f"\nfastest backend vs transformers >= 2.5x: {base / best:.2f}x; "
-        f"MMI >= 5x: {slow / results['mmi-rejoinder']['seconds']:.2f}x; "
+        f"\nfastest backend vs transformers >= 2.5x: {speedup(SINGLE[0]):.2f}x "
+        f"(pure top-p: {speedup(SINGLE[1]):.2f}x); MMI >= 5x: {mmi:.2f}x; "
         f"int8 memory / fp32 torch memory <= 0.5: {mem:.2f}"
     )
 

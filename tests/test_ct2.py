@@ -3,6 +3,8 @@
 import importlib.util
 import math
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -73,9 +75,48 @@ def test_ct2_leaves_the_torch_weights_unloaded_until_needed(checkpoint):
     fast = ConversationModel.from_pretrained(
         checkpoint, backend="ctranslate2", compute_type="float32"
     )
-    fast.generate(["Hello"], max_new_tokens=4)
-    fast.loglikelihood([(["Hello"], "Hi")])
-    assert fast._model is None  # int8 decoding costs only CTranslate2's memory
     reply = fast.generate(["Hello"], max_new_tokens=6)
-    assert "".join(fast.stream(["Hello"], max_new_tokens=6)) == reply  # torch, loaded on demand
+    fast.loglikelihood([(["Hello"], "Hi")])
+    assert "".join(fast.stream(["Hello"], max_new_tokens=6)) == reply  # streams on CTranslate2
+    assert fast._model is None  # int8 decoding costs only CTranslate2's memory
+    fast.inspect("Hello", steps=2, top=2)  # torch, loaded on demand
     assert fast._model is not None
+
+
+def test_streaming_on_ct2_matches_whole_replies(checkpoint):
+    torch_bot = ConversationModel.from_pretrained(checkpoint)
+    fast = ConversationModel.from_pretrained(
+        checkpoint, backend="ctranslate2", compute_type="float32"
+    )
+    for context in CONTEXTS:
+        whole = torch_bot.generate(context, max_new_tokens=12)
+        pieces = list(fast.stream(context, max_new_tokens=12))
+        assert "".join(pieces) == whole
+    # A stop string cuts the streamed reply where it cuts the whole one.
+    whole = torch_bot.generate(CONTEXTS[1], max_new_tokens=12)
+    stop = whole.strip()[2:4]
+    if stop.strip():
+        cut = fast.generate(CONTEXTS[1], max_new_tokens=12, stop=[stop])
+        assert "".join(fast.stream(CONTEXTS[1], max_new_tokens=12, stop=[stop])) == cut
+        assert stop not in cut
+
+
+def test_a_ct2_process_never_imports_torch(checkpoint, reverse_dir, tmp_path):
+    """Decoding, scoring and MMI on CTranslate2 run without torch (about 200 MB less)."""
+    rev = tmp_path / "rev"
+    shutil.copytree(reverse_dir, rev)
+    ConversationModel.from_pretrained(checkpoint, reverse=rev, backend="ctranslate2")  # converts
+    code = f"""
+import sys
+from rejoinder import ConversationModel
+bot = ConversationModel.from_pretrained({str(checkpoint)!r}, reverse={str(rev)!r},
+                                        backend="ctranslate2")
+bot.generate(["Hello"], max_new_tokens=4)
+"".join(bot.stream(["Hello"], max_new_tokens=4))
+bot.rerank(["Hello"], mmi_candidates=3, max_new_tokens=4, seed=0)
+bot.loglikelihood([(["Hello"], "Hi")])
+print(sorted(m for m in ("torch", "transformers.modeling_utils") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -115,3 +115,11 @@ def test_presets_are_valid_configs():
     for name in PRESETS:
         decoding_config(name)
     assert decoding_config("beam", num_beams=3).num_beams == 3
+
+
+def test_unset_top_k_means_no_cut_on_every_backend():
+    # transformers cuts sampling at its default top_k=50 unless told 0; CTranslate2 does
+    # not cut. One config must mean one distribution, so unset is sent as 0 (off).
+    assert decoding_config("nucleus").generate_kwargs()["top_k"] == 0
+    assert decoding_config("top-k").generate_kwargs()["top_k"] == 40
+    assert "top_k" not in decoding_config("greedy").generate_kwargs()

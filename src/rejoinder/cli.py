@@ -152,6 +152,10 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     for flag, dest, kind, help_ in DECODING_FLAGS:
         g.add_argument(flag, dest=dest, type=kind, help=help_)
     p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
+    _add_backend_args(p)
+
+
+def _add_backend_args(p) -> None:
     p.add_argument(
         "--backend",
         default="torch",
@@ -331,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="DIR", help="checkpoint directory")
     p.add_argument("--context", nargs="*", metavar="TURN", help="the conversation so far")
     p.add_argument("--response", required=True, help="the reply to score")
+    _add_backend_args(p)
 
     p = verb("inspect", cmd_inspect)
     p.add_argument("model", metavar="DIR", help="checkpoint directory")

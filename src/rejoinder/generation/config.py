@@ -26,7 +26,7 @@ class DecodingConfig:
     temperature: float = 1.0
     """Divides the logits before sampling; > 0."""
     top_k: int | None = None
-    """Sample among the k most likely tokens."""
+    """Sample among the k most likely tokens (None: all of them)."""
     top_p: float | None = None
     """Sample among the most likely tokens whose probabilities add up to p; in (0, 1]."""
     typical_p: float | None = None
@@ -122,6 +122,8 @@ class DecodingConfig:
         if not self.do_sample:  # sampling knobs mean nothing to search; don't warn about them
             for k in ("temperature", "top_k", "top_p", "typical_p", "min_p"):
                 kwargs.pop(k, None)
+        elif self.top_k is None:  # no cut, as on CTranslate2 (transformers would cut at 50)
+            kwargs["top_k"] = 0
         return kwargs
 
 

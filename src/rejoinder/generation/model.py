@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,8 +88,6 @@ class ConversationModel:
     """
 
     def __init__(self, checkpoint: Checkpoint):
-        from rejoinder.modeling.heads import HeadSpec, load_heads
-
         self.checkpoint = checkpoint
         self._model = checkpoint.model
         self.config = (
@@ -97,10 +97,14 @@ class ConversationModel:
         self.format = checkpoint.format
         self.reverse: ConversationModel | None = None
         self.ct2 = None
-        self.heads = HeadSpec.parse(checkpoint.meta.get("heads"))
+        self.heads = []
         lm, cls = {}, {}
-        if self.heads and checkpoint.path:
-            lm, cls = load_heads(checkpoint.path, self.heads, self.config.n_embd)
+        if checkpoint.meta.get("heads"):  # heads.py imports torch: only when there are heads
+            from rejoinder.modeling.heads import HeadSpec, load_heads
+
+            self.heads = HeadSpec.parse(checkpoint.meta["heads"])
+            if checkpoint.path:
+                lm, cls = load_heads(checkpoint.path, self.heads, self.config.n_embd)
         self._lm_heads = {n: m.to(self.device).eval() for n, m in lm.items()}
         self._classifiers = {n: m.to(self.device).eval() for n, m in cls.items()}
         self._head_models: dict[str, Any] = {}
@@ -385,10 +389,10 @@ class ConversationModel:
 
     def score_encodings(self, encodings: list[Encoding], batch_size: int = 16) -> list[Score]:
         """The log-probability of each encoding's labelled tokens (its labels != -100)."""
-        import torch
-
         if self.ct2 is not None:
             return self._score_ct2(encodings)
+        import torch
+
         out = []
         for start in range(0, len(encodings), batch_size):
             chunk = encodings[start : start + batch_size]
@@ -498,8 +502,6 @@ class ConversationModel:
         model's mean log-likelihood of the candidate. mmi_temperature 0 picks the best;
         T > 0 samples from softmax(score / T). The candidates and scores are returned.
         """
-        import torch
-
         config = config or decoding_config(preset, **options)
         if self.reverse is None:
             raise RejoinderError(
@@ -533,12 +535,14 @@ class ConversationModel:
             Candidate(t, f.mean, b.mean, b.mean + config.mmi_lambda * f.mean)
             for t, f, b in zip(texts, forward, backward, strict=True)
         ]
-        scores = torch.tensor([c.score for c in candidates])
-        if config.mmi_temperature > 0:
-            with self._seeded(None if config.seed is None else config.seed + 1):
-                pick = int(torch.multinomial(torch.softmax(scores / config.mmi_temperature, 0), 1))
+        scores = [c.score for c in candidates]
+        if config.mmi_temperature > 0:  # softmax(score / T), shifted so exp never overflows
+            top = max(scores)
+            weights = [math.exp((s - top) / config.mmi_temperature) for s in scores]
+            rng = random.Random(None if config.seed is None else config.seed + 1)
+            pick = rng.choices(range(len(candidates)), weights)[0]
         else:
-            pick = int(scores.argmax())
+            pick = max(range(len(scores)), key=scores.__getitem__)
         return MMIResult(candidates[pick].text, candidates)
 
     # -- streaming -------------------------------------------------------------------
@@ -547,15 +551,45 @@ class ConversationModel:
         self, context: Any = None, head: str | None = None, preset: str | None = None, **options
     ) -> Iterator[str]:
         """Yields the reply's text as it is generated (one greedy or sampled reply)."""
+        config = decoding_config(preset, **options)
+        if config.mmi_candidates or config.num_beams > 1 or config.num_return_sequences > 1:
+            raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
+        stops = self._stops(config)
+        if self.ct2 is not None and head in (None, "default"):
+            pieces = self._ct2_pieces(context, config)
+        else:
+            pieces = self._torch_pieces(context, config, head)
+        text, sent = "", 0
+        hold = max((len(s) for s in stops), default=1) - 1  # a stop string may be arriving
+        try:
+            for piece in pieces:
+                text += piece
+                cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+                    break
+                safe = len(text) - hold
+                if safe > sent:
+                    chunk = text[sent:safe]
+                    chunk = chunk.lstrip() if sent == 0 else chunk
+                    if chunk:
+                        yield chunk
+                    sent = safe if chunk or sent else sent
+        finally:
+            pieces.close()
+        rest = text[sent:].rstrip()
+        if sent == 0:
+            rest = rest.lstrip()
+        if rest:
+            yield rest
+
+    def _torch_pieces(self, context: Any, config: DecodingConfig, head) -> Iterator[str]:
+        """Text pieces from transformers' generate, run on a thread."""
         import threading
 
         from transformers import TextIteratorStreamer
 
-        config = decoding_config(preset, **options)
-        if config.mmi_candidates or config.num_beams > 1 or config.num_return_sequences > 1:
-            raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stops = self._stops(config)
         errors: list[BaseException] = []
 
         def run():
@@ -567,32 +601,39 @@ class ConversationModel:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        text, sent, cut_short = "", 0, False
-        hold = max((len(s) for s in stops), default=1) - 1  # a stop string may be arriving
-        for piece in streamer:
-            text += piece
-            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-            if cut >= 0:
-                text, cut_short = text[:cut], True
-                break
-            safe = len(text) - hold
-            if safe > sent:
-                chunk = text[sent:safe]
-                chunk = chunk.lstrip() if sent == 0 else chunk
-                if chunk:
-                    yield chunk
-                sent = safe if chunk or sent else sent
-        if cut_short:  # let generation finish (its stop criteria end it at once)
-            for _ in streamer:
-                pass
-        thread.join()
+        ended = False
+        try:
+            yield from streamer
+            ended = True
+        finally:
+            # A streamer iterated after its end blocks forever, so drain it only when the
+            # caller stopped early (a stop string: the stop criteria end generation at once).
+            if not ended:
+                for _ in streamer:
+                    pass
+            thread.join()
         if errors:
             raise errors[0]
-        rest = text[sent:].rstrip()
-        if sent == 0:
-            rest = rest.lstrip()
-        if rest:
-            yield rest
+
+    def _ct2_pieces(self, context: Any, config: DecodingConfig) -> Iterator[str]:
+        """Text pieces from CTranslate2, decoded as whole characters arrive."""
+        prompt = self.encode(context, config.max_new_tokens).input_ids
+        tokens = self.ct2.stream(
+            prompt, config, self.tokenizer, self.format.stop_ids, self._bad_word_ids(config)
+        )
+        ids: list[int] = []
+        shown = ""
+        try:
+            for token in tokens:
+                ids.append(token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # part of a character: wait for the rest
+                    continue
+                if text.startswith(shown) and len(text) > len(shown):
+                    yield text[len(shown) :]
+                    shown = text
+        finally:
+            tokens.close()
 
     def _pad_left(self, encodings: list[Encoding]) -> dict[str, Any]:
         import torch

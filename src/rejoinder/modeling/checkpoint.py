@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from rejoinder.errors import RejoinderError
@@ -225,9 +226,6 @@ def load_checkpoint(
     in DialoGPT's format. Every way this can fail ends in one RejoinderError naming
     the directory and what is wrong with it.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     name = str(path_or_name)
     path = Path(name)
     load_kwargs = {}
@@ -254,16 +252,18 @@ def load_checkpoint(
         raise RejoinderError(f"checkpoint directory {path} does not exist")
 
     try:
-        tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
         if weights:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=dtype or torch.float32, **load_kwargs
             )
             config = model.config
         else:  # another backend decodes: the configuration is enough
-            from transformers import AutoConfig
-
-            model, config = None, AutoConfig.from_pretrained(source, **load_kwargs)
+            model = None
+            tok, config = _light_tokenizer_and_config(path, source, load_kwargs)
     except Exception as e:  # transformers raises many kinds for one cause: a bad directory
         if path.is_dir():
             raise RejoinderError(
@@ -286,12 +286,37 @@ def load_checkpoint(
             f"the tokenizer of {name} has {len(tok)} tokens but the model only "
             f"{config.vocab_size} embeddings; the checkpoint is corrupt"
         )
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if model is not None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             model.to(device)
         except (RuntimeError, AssertionError, ValueError) as e:
             raise RejoinderError(f"cannot put the model on device {device!r}: {e}") from None
         model.eval()
     return Checkpoint(model, tok, fmt, meta, str(path) if path.is_dir() else name, config)
+
+
+def _light_tokenizer_and_config(path: Path, source: str, load_kwargs: dict):
+    """The tokenizer and configuration, without importing torch where that can be avoided.
+
+    Importing torch costs about 200 MB; a CTranslate2 process does not need it. A
+    checkpoint written by rejoinder has a plain `tokenizers` tokenizer and a GPT-2
+    config.json, both read here directly; anything else goes through transformers' Auto
+    classes.
+    """
+    tok_config = path / "tokenizer_config.json"
+    if path.is_dir() and tok_config.is_file() and (path / "tokenizer.json").is_file():
+        kind = json.loads(tok_config.read_text()).get("tokenizer_class")
+        if kind in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            from transformers import PreTrainedTokenizerFast
+
+            config = json.loads((path / "config.json").read_text())
+            if config.get("model_type") == "gpt2":
+                return PreTrainedTokenizerFast.from_pretrained(source), SimpleNamespace(**config)
+    from transformers import AutoConfig, AutoTokenizer
+
+    return (
+        AutoTokenizer.from_pretrained(source, **load_kwargs),
+        AutoConfig.from_pretrained(source, **load_kwargs),
+    )
