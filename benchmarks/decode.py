@@ -46,8 +46,20 @@ CHILD = r"""
 import json, random, resource, sys, time
 mode, fwd, rev, top_k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 CONTEXT, NEW = 64, 64
-rng = random.Random(0)
-prompt = [rng.randrange(50000) for _ in range(CONTEXT)]
+# A text whose DialoGPT encoding (its tokens, then end-of-text) is exactly CONTEXT ids,
+# so every run, rejoinder's (which encodes text) and the baselines' (which take ids),
+# sees the same prompt.
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(fwd + "/tokenizer.json")
+words = sorted(t[1:] for t in tok.get_vocab() if t[:1] == "\u0120" and t[1:].isalpha())
+rng, picked = random.Random(0), []
+while True:
+    n = len(tok.encode(" ".join(picked)).ids) if picked else 0
+    if n == CONTEXT - 1:
+        break
+    picked = picked[:-1] if n > CONTEXT - 1 else picked + [rng.choice(words)]
+text = " ".join(picked)
+prompt = tok.encode(text).ids + [50256]
 if mode in ("transformers", "torch", "mmi-dialogpt"):  # the CTranslate2 runs never load torch
     import torch
     torch.set_num_threads(2)
@@ -66,17 +78,14 @@ if mode == "transformers":
 elif mode in ("torch", "ctranslate2"):
     from rejoinder import ConversationModel
     bot = ConversationModel.from_pretrained(fwd, backend=mode, compute_type="int8")
-    from rejoinder.tokenizers import gpt2_tokenizer
-    text = gpt2_tokenizer().decode(prompt)
     kw = dict(preset="nucleus", max_new_tokens=NEW, min_new_tokens=NEW, top_k=top_k or None)
+    assert bot.encode([text], NEW).input_ids == prompt
     bot.generate([text], **kw)
     t = time.perf_counter(); bot.generate([text], **kw); dt = time.perf_counter() - t
 elif mode == "mmi-rejoinder":
     from rejoinder import ConversationModel
     bot = ConversationModel.from_pretrained(
         fwd, reverse=rev, backend="ctranslate2", compute_type="int8")
-    from rejoinder.tokenizers import gpt2_tokenizer
-    text = gpt2_tokenizer().decode(prompt)
     kw = dict(preset="mmi", mmi_candidates=10, max_new_tokens=NEW, min_new_tokens=NEW)
     bot.rerank([text], **kw)
     t = time.perf_counter(); bot.rerank([text], **kw); dt = time.perf_counter() - t

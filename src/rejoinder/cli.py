@@ -230,6 +230,54 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Scores a model on a dataset split, or replies in a file against references."""
+    from rejoinder.evaluation.report import check_out, table, write_report
+    from rejoinder.evaluation.run import evaluate, score_files
+    from rejoinder.generation.config import PRESETS, decoding_config
+
+    out = check_out(args.out, args.force)
+    if args.hyp:
+        if args.model or args.data:
+            raise RejoinderError("give either a model DIR with --data, or --hyp with --refs")
+        if not args.refs:
+            raise RejoinderError("--hyp needs the references: --refs FILE (repeatable)")
+        result = score_files(args.hyp, args.refs, args.tokenize)
+    else:
+        if not args.model or not args.data:
+            raise RejoinderError(
+                "give a model DIR and --data DATASET (or --hyp FILE --refs FILE to score replies "
+                "written by any system)"
+            )
+        presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+        for name in presets:
+            if name not in PRESETS:
+                raise RejoinderError(f"unknown preset {name!r}; use some of {', '.join(PRESETS)}")
+            if decoding_config(name).mmi_candidates and not args.reverse:
+                raise RejoinderError(f"preset {name!r} reranks with MMI: add --reverse DIR")
+        if args.limit is not None and args.limit < 1:
+            raise RejoinderError("--limit must be at least 1")
+        result = evaluate(
+            _load(args), args.data, args.split, presets, args.limit, args.seed, args.tokenize
+        )
+    write_report(result, out, force=args.force)
+    ppl = result.get("perplexity")
+    if ppl:
+        print(f"perplexity per word {ppl['per_word']:.1f}, per token {ppl['per_token']:.1f}")
+    print(table(result))
+    print(f"wrote {out}/report.md, metrics.json and plots", file=sys.stderr)
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    """Builds Chit-Chat, trains forward and reverse models, evaluates, then chats."""
+    from rejoinder.quickstart import quickstart
+
+    _quiet_libraries()
+    quickstart(args.minutes, args.out, chat=False if args.no_chat else None)
+    return 0
+
+
 def _add_format_args(p: argparse.ArgumentParser) -> None:
     from rejoinder.formats import FORMATS
 
@@ -347,6 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat TEXT as a conversation turn and inspect the reply",
     )
+
+    p = verb("quickstart", cmd_quickstart)
+    p.add_argument("--minutes", type=float, default=15.0, help="time budget for everything (15)")
+    p.add_argument("--out", default="quickstart", help="where everything goes (./quickstart)")
+    p.add_argument("--no-chat", action="store_true", help="exit after the samples")
+
+    p = verb("eval", cmd_eval)
+    p.add_argument("model", metavar="DIR", nargs="?", help="checkpoint directory to evaluate")
+    p.add_argument("--data", metavar="DATASET", help="a `rejoinder data build` directory")
+    p.add_argument("--split", default="test", help="the split to evaluate on (test)")
+    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for the MMI presets")
+    p.add_argument(
+        "--presets", default="nucleus", help="decoding presets, comma-separated (nucleus)"
+    )
+    p.add_argument("--limit", type=int, default=200, help="contexts to generate replies for (200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled replies (0)")
+    p.add_argument("--hyp", metavar="FILE", help="replies of any system, one per line")
+    p.add_argument(
+        "--refs", metavar="FILE", action="append", help="references aligned with --hyp (repeatable)"
+    )
+    p.add_argument(
+        "--tokenize",
+        default="default",
+        choices=["default", "none", "char"],
+        help="metric tokens: default = lowercased words and punctuation marks apart; "
+        "none = whitespace only; char = characters (Chinese, Japanese)",
+    )
+    p.add_argument("--out", required=True, metavar="REPORT", help="report directory to write")
+    p.add_argument("--force", action="store_true", help="replace REPORT if it exists")
+    _add_backend_args(p)
 
     p = verb("chat", cmd_chat)
     p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")

@@ -1,0 +1,1 @@
+"""Evaluation: the DSTC-7 metrics, perplexity, reports and plots."""
