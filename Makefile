@@ -1,5 +1,5 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
-.PHONY: setup test lint demo clean
+# The two commands of the README: `make quickstart` (the main job) and `make test`.
+.PHONY: setup test lint quickstart clean
 
 setup: .venv/.installed
 
@@ -14,8 +14,10 @@ lint: setup
 test: lint
 	.venv/bin/python -m pytest -q
 
-demo: setup
-	bash scripts/demo.sh
+# Build Chit-Chat, train forward and reverse models, evaluate, show samples, chat.
+# MINUTES=5 for a shorter run; the same command again reuses what is finished.
+quickstart: setup
+	.venv/bin/rejoinder quickstart --minutes $(or $(MINUTES),15)
 
 clean:
-	rm -rf .venv demo build src/*.egg-info
+	rm -rf .venv quickstart build src/*.egg-info

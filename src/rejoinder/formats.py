@@ -34,6 +34,10 @@ IGNORE = -100
 LOSS_ON = ("responses", "last", "all")
 
 
+TURN_CACHE = 50_000
+"""How many turns' ids a format remembers."""
+
+
 @dataclass
 class Encoding:
     """Token ids for a model, and which stretch of them belongs to each turn."""
@@ -108,6 +112,7 @@ class Format:
         self.eos_id: int = tokenizer.eos_token_id
         self._text = text_encoder(tokenizer)
         self._literals: dict[str, list[int]] = {}
+        self._turn_ids: dict[str, list[int]] = {}
 
     # -- what subclasses provide -------------------------------------------------------
 
@@ -150,11 +155,24 @@ class Format:
         return self._literals[text]
 
     def tokenize_turns(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids of what people wrote: special-token strings in it stay plain text."""
-        encoded = self._text.encode_batch(
-            [self._turn_text(t) for t in texts], add_special_tokens=False
-        )
-        return [e.ids for e in encoded]
+        """Ids of what people wrote: special-token strings in it stay plain text.
+
+        Recent turns are remembered: windowing a long dialogue for training, or a chat
+        history growing by a turn at a time, encodes the same turns again and again.
+        """
+        cache = self._turn_ids
+        known = {t: cache.get(t) for t in texts}  # one read each: other threads may clear it
+        missing = [t for t, ids in known.items() if ids is None]
+        if missing:
+            encoded = self._text.encode_batch(
+                [self._turn_text(t) for t in missing], add_special_tokens=False
+            )
+            fresh = {t: e.ids for t, e in zip(missing, encoded, strict=True)}
+            known.update(fresh)
+            if len(cache) + len(fresh) > TURN_CACHE:
+                cache.clear()
+            cache.update(fresh)
+        return [list(known[t]) for t in texts]
 
     def _turns(self, turns: Any) -> list[list[int]]:
         if isinstance(turns, Dialogue):

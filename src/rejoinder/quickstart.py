@@ -27,18 +27,22 @@ from rejoinder.errors import RejoinderError
 class Recipe:
     """What the quickstart trains. Sized for a 2-core CPU and a 15-minute budget."""
 
-    size: str = "small"
+    size: str = "4x128"
     tokenizer: str = "bpe:4096"
     max_tokens: int = 256
     batch_tokens: int = 8192
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup_steps: int = 50
     dropout: float = 0.0
-    reverse_share: float = 0.3
+    reverse_share: float = 0.25
     """The reverse model's part of the training time (it only reranks)."""
-    eval_contexts: int = 100
+    eval_contexts: int = 150
     eval_seconds: float = 150.0
     """Time kept back for evaluation and the samples."""
+    max_steps: int | None = None
+    """A cap on each model's steps (None: as many as the time allows)."""
+    max_dialogues: int | None = None
+    """Train on at most this many dialogues (None: all)."""
 
 
 @dataclass
@@ -50,8 +54,14 @@ class Plan:
     reverse_seconds: float
 
 
+_START = time.monotonic()
+
+
 def _say(step: str, text: str) -> None:
-    print(f"[{step}] {text}", file=sys.stderr, flush=True)
+    elapsed = time.monotonic() - _START
+    print(
+        f"[{step} {elapsed // 60:02.0f}:{elapsed % 60:02.0f}] {text}", file=sys.stderr, flush=True
+    )
 
 
 def build_data(out: Path) -> Path:
@@ -62,7 +72,9 @@ def build_data(out: Path) -> Path:
     from rejoinder.cli import main as cli
 
     _say("1/6", "building the Chit-Chat dataset")
-    if cli(["data", "build", "chitchat", "--out", str(data), "--force"]) != 0:
+    # 3% of the conversations for testing: about 200, enough for the diversity metrics.
+    command = ["data", "build", "chitchat", "--out", str(data), "--test", "0.03", "--force"]
+    if cli(command) != 0:
         raise RejoinderError("building the Chit-Chat dataset failed (see above)")
     return data
 
@@ -75,7 +87,8 @@ def time_a_step(recipe: Recipe, vocab: int) -> float:
     from rejoinder.modeling.checkpoint import gpt2_config
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(gpt2_config(recipe.size, vocab, n_positions=1024))
+    config = gpt2_config(recipe.size, vocab, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     length = recipe.max_tokens // 2  # Chit-Chat's examples are about half the window
@@ -99,17 +112,23 @@ def make_plan(out: Path, recipe: Recipe, seconds: float) -> Plan:
     training = max(seconds - recipe.eval_seconds, 60.0)
     fwd = training * (1 - recipe.reverse_share)
     rev = training * recipe.reverse_share
-    plan = Plan(step, max(int(fwd / step), 20), max(int(rev / step), 20), fwd, rev)
+    cap = recipe.max_steps or 1 << 30
+    plan = Plan(
+        step, min(max(int(fwd / step), 20), cap), min(max(int(rev / step), 20), cap), fwd, rev
+    )
     path.write_text(json.dumps(asdict(plan), indent=2) + "\n")
     return plan
 
 
-def train_one(out: Path, data: Path, recipe: Recipe, steps: int, seconds: float, reverse: bool):
+def train_one(
+    out: Path, data: Path, recipe: Recipe, steps: int, seconds: float, reverse: bool
+) -> Path | None:
+    """Trains one model; None when an earlier run already had."""
     name = "reverse" if reverse else "forward"
     model_dir = out / name
     if (model_dir / "rejoinder.json").is_file():
         _say("4/6" if reverse else "3/6", f"{name} model already trained: {model_dir}")
-        return model_dir
+        return None
     from rejoinder.training.run import train
 
     _say(
@@ -135,6 +154,8 @@ def train_one(out: Path, data: Path, recipe: Recipe, steps: int, seconds: float,
         f"--out={model_dir}",
         f"--run={out / (name + '.run')}",
     ]
+    if recipe.max_dialogues:
+        argv.append(f"--data.max_dialogues={recipe.max_dialogues}")
     if reverse:  # one vocabulary for both: the forward run's tokenizer
         shared = out / "forward.run" / "tokenizer"
         target = out / "reverse.run" / "tokenizer"
@@ -179,15 +200,19 @@ def show_samples(result: dict, n: int = 3) -> None:
 
 
 def quickstart(
-    minutes: float = 15.0, out: str | Path = "quickstart", chat: bool | None = None
+    minutes: float = 15.0,
+    out: str | Path = "quickstart",
+    chat: bool | None = None,
+    recipe: Recipe | None = None,
 ) -> dict:
     """Runs every stage (skipping finished ones) and returns the evaluation."""
     if minutes < 3:
         raise RejoinderError("--minutes must be at least 3 (data, two models and evaluation)")
-    start = time.monotonic()
+    global _START
+    start = _START = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    recipe = Recipe()
+    recipe = recipe or Recipe()
     data = build_data(out)
     spent = time.monotonic() - start
     plan = make_plan(out, recipe, minutes * 60 - spent)
@@ -196,7 +221,18 @@ def quickstart(
         f"plan: {plan.seconds_per_step:.2f} s a step here; forward {plan.forward_steps} steps, "
         f"reverse {plan.reverse_steps} steps ({out / 'plan.json'})",
     )
-    train_one(out, data, recipe, plan.forward_steps, plan.forward_seconds, reverse=False)
+    began = time.monotonic()
+    fresh = not (out / "forward.run" / "checkpoints" / "last.ckpt").exists()
+    trained = train_one(out, data, recipe, plan.forward_steps, plan.forward_seconds, reverse=False)
+    if trained and fresh:
+        # The forward run measured this machine better than the timed steps did: the
+        # reverse model gets what is left of the budget, at the forward run's pace.
+        took = time.monotonic() - began
+        left = minutes * 60 - (time.monotonic() - start) - recipe.eval_seconds
+        steps = int(plan.forward_steps * max(left, 30.0) / took)
+        plan.reverse_steps = min(max(steps, 20), recipe.max_steps or 1 << 30)
+        plan.reverse_seconds = max(left, 30.0)
+        (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
     train_one(out, data, recipe, plan.reverse_steps, plan.reverse_seconds, reverse=True)
     result = evaluate_models(out, data, recipe)
     show_samples(result)

@@ -190,7 +190,7 @@ def evaluate(
             {"context": c, "references": r, "replies": {p: samples[p][i] for p in presets}}
             for i, (c, r) in enumerate(zip(test.contexts, test.references, strict=True))
         ],
-        "run": model.checkpoint.meta.get("run"),
+        "run": (model.checkpoint.meta.get("made_by") or {}).get("run"),
     }
 
 

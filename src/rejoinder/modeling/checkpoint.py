@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -62,9 +63,28 @@ def gpt2_config(size: str, vocab_size: int, n_positions: int = 1024, **overrides
     """A GPT2Config of a named size (see SIZES) for a vocabulary of `vocab_size`."""
     from transformers import GPT2Config
 
-    if size not in SIZES:
-        raise RejoinderError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
-    return GPT2Config(vocab_size=vocab_size, n_positions=n_positions, **SIZES[size], **overrides)
+    return GPT2Config(
+        vocab_size=vocab_size, n_positions=n_positions, **size_dims(size), **overrides
+    )
+
+
+def is_size(name: str) -> bool:
+    """Whether `name` names a size (rather than a checkpoint to start from)."""
+    return name in SIZES or re.fullmatch(r"\d+x\d+", name) is not None
+
+
+def size_dims(size: str) -> dict[str, int]:
+    """n_layer, n_embd and n_head of a named size, or of "LxD" (L layers, width D, heads
+    of 64 dimensions, e.g. "6x192")."""
+    if size in SIZES:
+        return SIZES[size]
+    m = re.fullmatch(r"(\d+)x(\d+)", size)
+    if not m or int(m[1]) < 1 or int(m[2]) < 64 or int(m[2]) % 64:
+        raise RejoinderError(
+            f"unknown size {size!r}; choose one of {', '.join(SIZES)}, or LxD: L layers of "
+            "width D, a multiple of 64 (e.g. 6x192)"
+        )
+    return {"n_layer": int(m[1]), "n_embd": int(m[2]), "n_head": int(m[2]) // 64}
 
 
 def save_checkpoint(
@@ -147,8 +167,7 @@ def init_checkpoint(
 
     from rejoinder.tokenizers import build_tokenizer
 
-    if size not in SIZES:
-        raise RejoinderError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    size_dims(size)  # a clear error for an unknown size, before any work
     tok = build_tokenizer(tokenizer, corpus)
     fmt = get_format(format, tok, **(format_settings or {}))  # may add special tokens
     config = gpt2_config(

@@ -80,6 +80,9 @@ def _example(fmt: Format, turns, loss_on: str, max_tokens: int, meta=None) -> Ex
     )
 
 
+UNTRUNCATED = 1 << 30
+
+
 def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) -> list[Example]:
     """A dialogue as training examples of at most `max_tokens` tokens each.
 
@@ -87,17 +90,28 @@ def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) 
     turns give way); otherwise windows of whole turns overlapping by one turn.
     """
     turns, meta = list(dialogue.turns), {"source": dialogue.source, **dialogue.meta}
-    whole = fmt.training_example(turns, loss_on=loss_on, max_tokens=None)
+    # Lengths are measured untruncated: the format's own budget would cut them to fit.
+    whole = fmt.training_example(turns, loss_on=loss_on, max_tokens=UNTRUNCATED)
     if len(whole) <= max_tokens or loss_on == "last" or len(turns) == 1:
         return [_example(fmt, turns, loss_on, max_tokens, meta)]
+
+    def fits(a: int, b: int) -> bool:
+        return len(fmt.training_example(turns[a:b], loss_on, UNTRUNCATED)) <= max_tokens
+
+    # A window is first sized from each turn's length alone (exact for formats that
+    # just concatenate turns, an overestimate for those with a header), then checked
+    # and adjusted by whole encodings: a few per window instead of one per turn.
+    alone = [len(fmt.training_example([t], loss_on, UNTRUNCATED)) for t in turns]
     out, start, overlap = [], 0, 1 if loss_on == "responses" else 0
     while start < len(turns):
-        end = start + 1
-        while (
-            end < len(turns)
-            and len(fmt.training_example(turns[start : end + 1], loss_on)) <= max_tokens
-        ):
+        end, size = start + 1, alone[start]
+        while end < len(turns) and size + alone[end] <= max_tokens:
+            size += alone[end]
             end += 1
+        while end < len(turns) and fits(start, end + 1):
+            end += 1
+        while end > start + 1 and not fits(start, end):
+            end -= 1
         out.append(_example(fmt, turns[start:end], loss_on, max_tokens, meta))
         if end >= len(turns):
             break

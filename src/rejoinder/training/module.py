@@ -40,7 +40,7 @@ class DialogueLM(L.LightningModule):
         Args:
             init: a checkpoint directory to fine-tune (GPT-2, an imported DialoGPT, a
                 rejoinder checkpoint) or a size to start from scratch (tiny, small,
-                124M, 345M, 762M).
+                124M, 345M, 762M, or LxD such as 6x192).
             tokenizer: from scratch only: gpt2, bpe:N (learnt from the training split)
                 or char.
             format: the conversation format (default: the checkpoint's, else dialogpt).
@@ -86,11 +86,11 @@ class DialogueLM(L.LightningModule):
         """
         from transformers import GPT2LMHeadModel
 
-        from rejoinder.modeling.checkpoint import SIZES, gpt2_config, load_checkpoint
+        from rejoinder.modeling.checkpoint import gpt2_config, is_size, load_checkpoint
         from rejoinder.tokenizers import build_tokenizer
 
         h = self.hparams
-        if h.init in SIZES:
+        if is_size(h.init):
             saved = run_dir / "tokenizer" if run_dir else None
             if saved is not None and (saved / "tokenizer.json").is_file():
                 from transformers import AutoTokenizer
