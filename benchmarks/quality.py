@@ -10,7 +10,8 @@ Side by side, on the same machine and the same Chit-Chat splits:
 2. the baseline the issue names: a plain PyTorch loop (4 layers, width 256, a
    4,096-token byte-level BPE, pad-to-longest random batches of 16 dialogues cut to
    256 tokens, AdamW at a constant 5e-4) trained for --baseline-minutes, scored on
-   the same test responses with the same per-word definition.
+   the same test responses the same way (each given the latest turns before it that
+   fit 256 tokens) with the same per-word definition.
 
 Per word = exp(total NLL of the reference responses / (their whitespace words + one
 end of turn each)). Targets: quickstart per word <= 350; MMI raises both Entropy-4
@@ -75,7 +76,15 @@ def run_baseline(data: Path, minutes: float) -> dict:
     examples = [encode(d) for d in train]
     examples = [(i[-256:], lab[-256:]) for i, lab in examples]
     model = GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(tok), n_layer=4, n_embd=256, n_head=4, n_positions=1024)
+        GPT2Config(
+            vocab_size=len(tok),
+            n_layer=4,
+            n_embd=256,
+            n_head=4,
+            n_positions=1024,
+            bos_token_id=eos,
+            eos_token_id=eos,
+        )
     )
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
     rng = random.Random(0)
@@ -91,20 +100,19 @@ def run_baseline(data: Path, minutes: float) -> dict:
         steps += 1
     model.eval()
     nll = tokens = words = 0
-    with torch.inference_mode():
+    with torch.inference_mode():  # each response given the latest 256 tokens before it
         for d in test:
-            ids, labels = encode(d)
-            # Whole dialogues in windows of 256 tokens, each token scored once.
-            for s in range(0, len(ids), 256):
-                x = torch.tensor([ids[max(s - 1, 0) : s + 256]])
-                y = torch.tensor([labels[max(s - 1, 0) : s + 256]])
-                logits = model(x).logits[0, :-1]
-                target = y[0, 1:]
-                keep = target != -100
-                lp = torch.log_softmax(logits, -1)[keep].gather(1, target[keep][:, None])
-                nll -= float(lp.sum())
-                tokens += int(keep.sum())
-            words += sum(len(t.text.split()) + 1 for t in d.turns[1:])
+            pieces = [tok(t.text).input_ids + [eos] for t in d.turns]
+            for i in range(1, len(pieces)):
+                response = pieces[i][:255]
+                context = [x for p in pieces[:i] for x in p][-(256 - len(response)) :]
+                x = torch.tensor([context + response])
+                logp = torch.log_softmax(model(x).logits[0, :-1], -1)
+                target = x[0, 1:]
+                n = len(response)
+                nll -= float(logp[-n:].gather(1, target[-n:, None]).sum())
+                tokens += n
+                words += len(d.turns[i].text.split()) + 1
     return {
         "per_word": math.exp(nll / words),
         "per_token": math.exp(nll / tokens),

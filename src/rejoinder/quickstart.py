@@ -34,10 +34,10 @@ class Recipe:
     lr: float = 3e-3
     warmup_steps: int = 50
     dropout: float = 0.0
-    reverse_share: float = 0.25
+    reverse_share: float = 0.2
     """The reverse model's part of the training time (it only reranks)."""
     eval_contexts: int = 150
-    eval_seconds: float = 150.0
+    eval_seconds: float = 100.0
     """Time kept back for evaluation and the samples."""
     max_steps: int | None = None
     """A cap on each model's steps (None: as many as the time allows)."""

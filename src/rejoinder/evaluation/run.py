@@ -6,10 +6,10 @@ the context every turn before it. Dialogues whose contexts are identical pool th
 references, so a dataset with several replies to one context is scored
 multi-reference.
 
-Perplexity covers every response of the split (every turn after the first), scored
-in windows of whole turns as training sees them. Per token it is exp(NLL / tokens
-scored, end-of-turn included); per word it is exp(NLL / (whitespace words + one
-end-of-turn per response)), which compares models with different tokenizers fairly.
+Perplexity covers every response of the split (every turn after the first), each
+scored given the latest turns before it that fit the model's window. Per token it is
+exp(NLL / tokens scored, end-of-turn included); per word it is exp(NLL / (whitespace
+words + one end-of-turn per response)), which compares tokenizers fairly.
 """
 
 from __future__ import annotations
@@ -65,38 +65,38 @@ def load_test_set(dataset: str | Path, split: str = "test", limit: int | None = 
     )
 
 
-def perplexity(model, dialogues: list, batch_size: int = 8) -> dict[str, float]:
-    """Per-token and per-word perplexity of `model` on every response of `dialogues`."""
-    from rejoinder.formats import Encoding
-    from rejoinder.training.data import examples_of
+def perplexity(model, dialogues: list, batch_size: int = 16) -> dict[str, float]:
+    """Per-token and per-word perplexity of `model` on every response of `dialogues`.
 
-    budget = model.max_positions
-    if model.format.max_tokens:
-        budget = min(budget, model.format.max_tokens)
-    encodings, words, responses = [], 0, 0
-    for d in dialogues:
-        for ex in examples_of(d, model.format, "responses", budget):
-            encodings.append(
-                Encoding(
-                    ex.input_ids.tolist(),
-                    None if ex.token_type_ids is None else ex.token_type_ids.tolist(),
-                    ex.labels.tolist(),
-                )
-            )
-        for turn in d.turns[1:]:
-            words += len(turn.text.split()) + 1
-            responses += 1
+    Each response is scored given the turns before it, as many as fit the model's
+    window (the latest ones), so every response gets as much context as it can.
+    """
+    pairs = [
+        ([t.text for t in d.turns[:i]], d.turns[i].text)
+        for d in dialogues
+        for i in range(1, len(d.turns))
+    ]
+    if not pairs:
+        raise RejoinderError("there are no responses to score (every dialogue has one turn)")
+    budget = model.context_budget
+    encodings = [model.format.training_example([*c, r], "last", budget) for c, r in pairs]
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))  # little padding
     nll, tokens = 0.0, 0
-    for score in model.score_encodings(encodings, batch_size):
-        nll -= score.total
-        tokens += len(score.token_logprobs)
+    for start in range(0, len(order), 256):
+        chunk = [encodings[i] for i in order[start : start + 256]]
+        for score in model.score_encodings(chunk, batch_size):
+            nll -= score.total
+            tokens += len(score.token_logprobs)
+        _progress(f"perplexity: {min(start + 256, len(order))}/{len(order)} responses")
+    _end_progress()
+    words = sum(len(r.split()) + 1 for _, r in pairs)
     return {
         "per_word": math.exp(nll / words),
         "per_token": math.exp(nll / tokens),
         "nll": nll,
         "tokens": tokens,
         "words": words,
-        "responses": responses,
+        "responses": len(pairs),
     }
 
 
@@ -137,13 +137,18 @@ def generate_replies(
         chunk = contexts[start : start + batch_size]
         replies += model.generate_batch(chunk, preset=preset, seed=seed + start)
         _progress(f"{preset}: {len(replies)}/{len(contexts)} replies")
-    print(file=sys.stderr)
+    _end_progress()
     return replies
 
 
 def _progress(text: str) -> None:
     if sys.stderr.isatty():
         print(f"\r  {text}", end="", file=sys.stderr, flush=True)
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
 
 
 def evaluate(

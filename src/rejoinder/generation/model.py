@@ -254,6 +254,12 @@ class ConversationModel:
     def max_positions(self) -> int:
         return int(getattr(self.config, "n_positions", None) or self.config.max_position_embeddings)
 
+    @property
+    def context_budget(self) -> int:
+        """The most tokens the model reads at once: its positions, or the format's budget
+        (the window it was trained on) when that is smaller."""
+        return min(self.max_positions, self.format.max_tokens or self.max_positions)
+
     def encode(self, context: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Encoding:
         """What the model sees for `context`: truncated to leave room for the reply."""
         budget = self.max_positions - max_new_tokens
@@ -384,7 +390,7 @@ class ConversationModel:
                     f"a response to score must be one non-empty turn, got {response!r}"
                 )
             turns = [*as_context(context), *reply]
-            encodings.append(self.format.training_example(turns, "last", self.max_positions))
+            encodings.append(self.format.training_example(turns, "last", self.context_budget))
         return self.score_encodings(encodings, batch_size)
 
     def score_encodings(self, encodings: list[Encoding], batch_size: int = 16) -> list[Score]:
@@ -527,7 +533,9 @@ class ConversationModel:
             rev = self.reverse
             loss_on = "last" if config.mmi_source == "last" else "responses"
             encodings = [
-                rev.format.training_example([*source, *as_context([t])], loss_on, rev.max_positions)
+                rev.format.training_example(
+                    [*source, *as_context([t])], loss_on, rev.context_budget
+                )
                 for t in texts
             ]
             backward = rev.score_encodings(encodings)

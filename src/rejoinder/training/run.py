@@ -137,6 +137,8 @@ def train(argv: list[str] | None = None) -> int:
     # is `rejoinder train …` as typed; LightningCLI parses `argv` and would warn that
     # sys.argv holds more than that.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     return _train(argv)
 
 
