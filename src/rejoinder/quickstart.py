@@ -3,8 +3,8 @@
 Stages, each skipped when a run of the same OUT already finished it:
 
 1. data: the Chit-Chat corpus as a dataset (OUT/data);
-2. plan: how many training steps fit the budget on this machine, from a few timed
-   steps of the model (OUT/plan.json; kept, so a resumed run trains to the same plan);
+2. plan: the training time of each model (OUT/plan.json; kept, so a resumed run
+   trains to the same plan);
 3. forward model (OUT/forward), then 4. reverse model for MMI (OUT/reverse): trained
    with `rejoinder train`, which resumes from its last checkpoint when interrupted;
 5. evaluation: test perplexity and the metric table of nucleus sampling against MMI
@@ -41,15 +41,16 @@ class Recipe:
     """Time kept back for evaluation and the samples."""
     max_steps: int | None = None
     """A cap on each model's steps (None: as many as the time allows)."""
+    startup_seconds: float = 30.0
+    """What a training run spends before its first step (reading and encoding data)."""
     max_dialogues: int | None = None
     """Train on at most this many dialogues (None: all)."""
 
 
 @dataclass
 class Plan:
-    seconds_per_step: float
-    forward_steps: int
-    reverse_steps: int
+    """Seconds of training for each model, fixed by the first run (a resumed run keeps them)."""
+
     forward_seconds: float
     reverse_seconds: float
 
@@ -79,63 +80,34 @@ def build_data(out: Path) -> Path:
     return data
 
 
-def time_a_step(recipe: Recipe, vocab: int) -> float:
-    """Seconds per optimizer step of the recipe's model on a full batch, on this machine."""
-    import torch
-    from transformers import GPT2LMHeadModel
-
-    from rejoinder.modeling.checkpoint import gpt2_config
-
-    torch.manual_seed(0)
-    config = gpt2_config(recipe.size, vocab, bos_token_id=0, eos_token_id=0)
-    model = GPT2LMHeadModel(config)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    length = recipe.max_tokens // 2  # Chit-Chat's examples are about half the window
-    ids = torch.randint(0, vocab, (recipe.batch_tokens // length, length))
-    times = []
-    for _ in range(4):
-        start = time.perf_counter()
-        model(ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[1]  # the median after a warm-up step
-
-
 def make_plan(out: Path, recipe: Recipe, seconds: float) -> Plan:
+    """Splits the training time between the two models (kept in OUT/plan.json)."""
     path = out / "plan.json"
     if path.is_file():
         return Plan(**json.loads(path.read_text()))
-    vocab = int(recipe.tokenizer.split(":")[1]) if recipe.tokenizer.startswith("bpe:") else 50257
-    step = time_a_step(recipe, vocab) * 1.1  # Lightning, data and validation on top
-    training = max(seconds - recipe.eval_seconds, 60.0)
-    fwd = training * (1 - recipe.reverse_share)
-    rev = training * recipe.reverse_share
-    cap = recipe.max_steps or 1 << 30
-    plan = Plan(
-        step, min(max(int(fwd / step), 20), cap), min(max(int(rev / step), 20), cap), fwd, rev
-    )
+    training = max(seconds - recipe.eval_seconds - 2 * recipe.startup_seconds, 60.0)
+    plan = Plan(training * (1 - recipe.reverse_share), training * recipe.reverse_share)
     path.write_text(json.dumps(asdict(plan), indent=2) + "\n")
     return plan
 
 
-def train_one(
-    out: Path, data: Path, recipe: Recipe, steps: int, seconds: float, reverse: bool
-) -> Path | None:
-    """Trains one model; None when an earlier run already had."""
+def train_one(out: Path, data: Path, recipe: Recipe, seconds: float, reverse: bool) -> Path | None:
+    """Trains one model for `seconds`; None when an earlier run already had.
+
+    The learning rate anneals over the time itself (`--model.anneal_minutes`), and
+    `--trainer.max_time` ends the run then: the model comes out annealed however fast
+    this machine is, with as many steps as it could take.
+    """
     name = "reverse" if reverse else "forward"
     model_dir = out / name
+    step = "4/6" if reverse else "3/6"
     if (model_dir / "rejoinder.json").is_file():
-        _say("4/6" if reverse else "3/6", f"{name} model already trained: {model_dir}")
+        _say(step, f"{name} model already trained: {model_dir}")
         return None
     from rejoinder.training.run import train
 
-    _say(
-        "4/6" if reverse else "3/6",
-        f"training the {name} model: {recipe.size}, {steps} steps (about {seconds / 60:.1f} min)",
-    )
-    minutes = max(int(seconds // 60) + 1, 1)
+    _say(step, f"training the {name} model: {recipe.size}, {seconds / 60:.1f} min")
+    whole = int(seconds)
     argv = [
         f"--model.init={recipe.size}",
         f"--model.tokenizer={recipe.tokenizer}",
@@ -144,13 +116,14 @@ def train_one(
         f"--model.lr={recipe.lr}",
         f"--model.warmup_steps={recipe.warmup_steps}",
         f"--model.dropout={recipe.dropout}",
+        f"--model.anneal_minutes={0.97 * seconds / 60:.3f}",  # validation takes the rest
         f"--data.path={data}",
         f"--data.batch_tokens={recipe.batch_tokens}",
-        f"--trainer.max_steps={steps}",
-        f"--trainer.max_time=00:00:{minutes:02d}:00",
-        f"--trainer.val_check_interval={max(steps // 5, 1)}",
+        f"--trainer.max_steps={recipe.max_steps or 1_000_000}",
+        f"--trainer.max_time=00:{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}",
+        f"--trainer.val_check_interval={min(100, recipe.max_steps or 100)}",
         "--trainer.enable_model_summary=false",
-        f"--checkpoint_every={max(steps // 10, 10)}",
+        "--checkpoint_every=50",
         f"--out={model_dir}",
         f"--run={out / (name + '.run')}",
     ]
@@ -218,22 +191,11 @@ def quickstart(
     plan = make_plan(out, recipe, minutes * 60 - spent)
     _say(
         "2/6",
-        f"plan: {plan.seconds_per_step:.2f} s a step here; forward {plan.forward_steps} steps, "
-        f"reverse {plan.reverse_steps} steps ({out / 'plan.json'})",
+        f"plan: forward {plan.forward_seconds / 60:.1f} min, reverse "
+        f"{plan.reverse_seconds / 60:.1f} min of training ({out / 'plan.json'})",
     )
-    began = time.monotonic()
-    fresh = not (out / "forward.run" / "checkpoints" / "last.ckpt").exists()
-    trained = train_one(out, data, recipe, plan.forward_steps, plan.forward_seconds, reverse=False)
-    if trained and fresh:
-        # The forward run measured this machine better than the timed steps did: the
-        # reverse model gets what is left of the budget, at the forward run's pace.
-        took = time.monotonic() - began
-        left = minutes * 60 - (time.monotonic() - start) - recipe.eval_seconds
-        steps = int(plan.forward_steps * max(left, 30.0) / took)
-        plan.reverse_steps = min(max(steps, 20), recipe.max_steps or 1 << 30)
-        plan.reverse_seconds = max(left, 30.0)
-        (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
-    train_one(out, data, recipe, plan.reverse_steps, plan.reverse_seconds, reverse=True)
+    train_one(out, data, recipe, plan.forward_seconds, reverse=False)
+    train_one(out, data, recipe, plan.reverse_seconds, reverse=True)
     result = evaluate_models(out, data, recipe)
     show_samples(result)
     _say("done", f"in {(time.monotonic() - start) / 60:.1f} min; report in {out / 'report'}")

@@ -16,7 +16,8 @@ TINY = Recipe(
 )
 
 
-def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, capsys):
+def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, capfd):
+    # capfd, not capsys: Lightning, imported here first, keeps the stderr it found.
     out = tmp_path / "qs"
     result = quickstart(minutes=3, out=out, chat=False, recipe=TINY)
     for path in ["data/manifest.json", "plan.json", "forward/rejoinder.json",
@@ -31,10 +32,10 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, capsys):
     assert (out / "forward" / "tokenizer.json").read_text() == (
         out / "reverse" / "tokenizer.json"
     ).read_text()
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out
     assert "conversation 3" in printed and "mmi" in printed
 
     again = quickstart(minutes=3, out=out, chat=False, recipe=TINY)
-    said = capsys.readouterr().err
+    said = capfd.readouterr().err
     assert said.count("already") == 4  # data, both models, the evaluation
     assert again["systems"] == result["systems"]

@@ -35,6 +35,7 @@ class DialogueLM(L.LightningModule):
         min_lr_ratio: float = 0.1,
         dropout: float | None = None,
         heads: list[dict[str, Any]] | None = None,
+        anneal_minutes: float | None = None,
     ):
         """
         Args:
@@ -60,12 +61,17 @@ class DialogueLM(L.LightningModule):
                 style}] (an LM head for the dialogues whose style is "polite") or
                 [{name: emotion, kind: classify, column: emotion, weight: 0.5}] (the
                 response's emotion, from the hidden state at its end).
+            anneal_minutes: cosine and linear decay end after this much training time
+                or after max_steps, whichever comes first. With --trainer.max_time set to
+                the same, a run ends annealed however fast the machine is.
         """
         super().__init__()
         if loss_on not in LOSS_ON:
             raise RejoinderError(f"--model.loss_on must be one of {', '.join(LOSS_ON)}")
         if schedule not in SCHEDULES:
             raise RejoinderError(f"--model.schedule must be one of {', '.join(SCHEDULES)}")
+        if anneal_minutes is not None and not anneal_minutes > 0:
+            raise RejoinderError("--model.anneal_minutes must be a positive number of minutes")
         from rejoinder.modeling.heads import HeadSpec
 
         self.head_specs = HeadSpec.parse(heads)  # checked now, before any data is read
@@ -76,6 +82,8 @@ class DialogueLM(L.LightningModule):
         self._tokens_seen = 0
         self._step_tokens = 0
         self._clock: float | None = None
+        self._train_seconds = 0.0
+        """Training time so far (resumed runs included), for anneal_minutes."""
 
     # -- building the model --------------------------------------------------------
 
@@ -189,6 +197,7 @@ class DialogueLM(L.LightningModule):
         # batch to the end of this one: data, forward, backward and optimizer step.
         now = time.perf_counter()
         if self._clock is not None:
+            self._train_seconds += now - self._clock
             self.log("tok_s", self._step_tokens / max(now - self._clock, 1e-9), prog_bar=True)
         self._clock = now
 
@@ -216,12 +225,14 @@ class DialogueLM(L.LightningModule):
             },
             "tokenizer_kind": self.tokenizer_kind,
             "tokens_seen": self._tokens_seen,
+            "train_seconds": self._train_seconds,
             "rng": _rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("rejoinder", {})
         self._tokens_seen = info.get("tokens_seen", 0)
+        self._train_seconds = info.get("train_seconds", 0.0)
         if "rng" in info:  # dropout after a resume draws what it would have drawn
             _set_rng_state(info["rng"])
 
@@ -247,7 +258,16 @@ class DialogueLM(L.LightningModule):
         if total is None:
             total = self.trainer.estimated_stepping_batches
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(h.schedule, h.warmup_steps, int(total), h.min_lr_ratio)
+            opt,
+            lr_lambda(
+                h.schedule,
+                h.warmup_steps,
+                int(total),
+                h.min_lr_ratio,
+                (lambda: self._train_seconds / (60 * h.anneal_minutes))
+                if h.anneal_minutes
+                else None,
+            ),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -279,8 +299,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def lr_lambda(schedule: str, warmup: int, total: int, floor: float):
-    """The learning-rate multiplier at each step for a schedule (see DialogueLM)."""
+def lr_lambda(schedule: str, warmup: int, total: int, floor: float, elapsed=None):
+    """The learning-rate multiplier at each step for a schedule (see DialogueLM).
+
+    `elapsed`, when given, returns the fraction of the time budget used: the decay's
+    progress is then the larger of the steps' and the time's.
+    """
 
     def f(step: int) -> float:
         s = step + 1
@@ -292,6 +316,8 @@ def lr_lambda(schedule: str, warmup: int, total: int, floor: float):
         if schedule == "constant":
             return 1.0
         progress = min(1.0, (s - warmup) / max(total - warmup, 1))
+        if elapsed is not None:
+            progress = min(1.0, max(progress, elapsed()))
         if schedule == "linear":
             return 1.0 - (1.0 - floor) * progress
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
