@@ -146,8 +146,8 @@ def plot_metrics(result: dict, out: Path) -> list[Path]:
         values = [r.get(key) or 0.0 for r in rows]
         bars = ax.bar(names, values, color=["C0"] * (len(names) - 1) + ["C7"])
         for bar, r in zip(bars, rows, strict=True):
-            if r.get(key) is None:
-                bar.set_hatch("//")
+            if r.get(key) is None:  # not computed: say so rather than draw a zero
+                ax.text(bar.get_x() + bar.get_width() / 2, 0, "n/a", ha="center", va="bottom")
         ax.set_title(label)
         ax.tick_params(axis="x", labelsize=8)
     for ax in axes[len(shown) :]:
