@@ -7,11 +7,9 @@ complete, so a report that exists is never a partial one.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from rejoinder.atomic import atomic_directory
 from rejoinder.errors import RejoinderError
 
 COLUMNS = [
@@ -39,19 +37,11 @@ def check_out(out: str | Path, force: bool) -> Path:
 
 def write_report(result: dict, out: str | Path, force: bool = False) -> Path:
     out = check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         plots = plot_metrics(result, tmp)
         curve = plot_perplexity_curve(result.get("run"), tmp)
         (tmp / "report.md").write_text(markdown(result, [*plots, *([curve] if curve else [])]))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

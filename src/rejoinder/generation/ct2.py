@@ -8,11 +8,10 @@ same DecodingConfig as the torch backend, for the options CTranslate2 implements
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from rejoinder.atomic import atomic_directory
 from rejoinder.errors import RejoinderError
 from rejoinder.generation.config import DecodingConfig
 
@@ -36,15 +35,11 @@ def converted(path: str | Path, compute_type: str) -> Path:
     # The converter imports torch and transformers: only when there is something to convert.
     from ctranslate2.converters import TransformersConverter
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        TransformersConverter(str(path)).convert(str(tmp), quantization=compute_type, force=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with atomic_directory(target) as tmp:
+            converter = TransformersConverter(str(path))
+            converter.convert(str(tmp), quantization=compute_type, force=True)
     except Exception as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise RejoinderError(
             f"could not convert {path} for CTranslate2 ({type(e).__name__}: {e})"
         ) from None

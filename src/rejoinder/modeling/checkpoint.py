@@ -12,13 +12,12 @@ import datetime
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from rejoinder.atomic import atomic_directory
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import Format, format_from_dict, get_format
 
@@ -124,19 +123,12 @@ def save_checkpoint(
             **(made_by or {}),
         },
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if write_extra is not None:  # e.g. the extra heads, inside the same atomic rename
             write_extra(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
