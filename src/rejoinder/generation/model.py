@@ -75,6 +75,88 @@ class StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class StopClipper:
+    """Cuts a streamed reply at its first stop string.
+
+    Text that could be the start of a stop string is held back until it is known not
+    to be one; leading and trailing whitespace is dropped, as in a whole reply.
+    """
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = list(stops)
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text, self.sent, self.stopped = "", 0, False
+
+    def feed(self, piece: str) -> str:
+        """Takes the next piece of text; returns what can be shown now."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        cut = min((i for i in (self.text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.stopped = self.text[:cut], True
+            return ""
+        safe = len(self.text) - self.hold
+        if safe <= self.sent:
+            return ""
+        chunk = self.text[self.sent : safe]
+        if self.sent == 0:
+            chunk = chunk.lstrip()
+            if not chunk:  # only leading whitespace so far: show nothing yet
+                return ""
+        self.sent = safe
+        return chunk
+
+    def finish(self) -> str:
+        """The rest of the reply, once no more text comes."""
+        rest = self.text[self.sent :].rstrip()
+        if self.sent == 0:
+            rest = rest.lstrip()
+        self.sent = len(self.text)
+        return rest
+
+
+class _RowStreamer:
+    """A transformers streamer for a batch: (row, text) events on a queue.
+
+    A row's text is sent once its bytes make whole characters; (row, None) is sent
+    when the row produces one of `stop_ids`, and for every row at the end.
+    """
+
+    def __init__(self, tokenizer, rows: int, stop_ids: set[int], events):
+        self.tokenizer, self.stop_ids, self.events = tokenizer, stop_ids, events
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.shown = [""] * rows
+        self.done = [False] * rows
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # the first call carries the prompt
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if token in self.stop_ids:
+                self.done[row] = True
+                self.events.put((row, None))
+                continue
+            self.ids[row].append(token)
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # part of a character: wait for the rest
+                continue
+            shown = self.shown[row]
+            if len(text) > len(shown) and text.startswith(shown):
+                self.events.put((row, text[len(shown) :]))
+                self.shown[row] = text
+
+    def end(self) -> None:
+        for row, done in enumerate(self.done):
+            if not done:
+                self.done[row] = True
+                self.events.put((row, None))
+
+
 class ConversationModel:
     """A GPT-2-style model with its tokenizer and conversation format.
 
@@ -559,69 +641,87 @@ class ConversationModel:
         self, context: Any = None, head: str | None = None, preset: str | None = None, **options
     ) -> Iterator[str]:
         """Yields the reply's text as it is generated (one greedy or sampled reply)."""
+        for _, piece in self.stream_batch([context], head, preset, **options):
+            if piece is not None:
+                yield piece
+
+    def stream_batch(
+        self,
+        contexts: Sequence[Any],
+        head: str | None = None,
+        preset: str | None = None,
+        **options,
+    ) -> Iterator[tuple[int, str | None]]:
+        """Streams the replies to many contexts, generated as one batch.
+
+        Yields (row, text) as each row's text arrives and (row, None) once that row's
+        reply is complete (which may be long before the others'). With CTranslate2 the
+        rows are generated one after the other.
+        """
         config = decoding_config(preset, **options)
         if config.mmi_candidates or config.num_beams > 1 or config.num_return_sequences > 1:
             raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
         stops = self._stops(config)
         if self.ct2 is not None and head in (None, "default"):
-            pieces = self._ct2_pieces(context, config)
-        else:
-            pieces = self._torch_pieces(context, config, head)
-        text, sent = "", 0
-        hold = max((len(s) for s in stops), default=1) - 1  # a stop string may be arriving
-        try:
-            for piece in pieces:
-                text += piece
-                cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-                if cut >= 0:
-                    text = text[:cut]
-                    break
-                safe = len(text) - hold
-                if safe > sent:
-                    chunk = text[sent:safe]
-                    chunk = chunk.lstrip() if sent == 0 else chunk
-                    if chunk:
-                        yield chunk
-                    sent = safe if chunk or sent else sent
-        finally:
-            pieces.close()
-        rest = text[sent:].rstrip()
-        if sent == 0:
-            rest = rest.lstrip()
-        if rest:
-            yield rest
+            for row, context in enumerate(contexts):
+                clip = StopClipper(stops)
+                pieces = self._ct2_pieces(context, config)
+                try:
+                    for piece in pieces:
+                        if chunk := clip.feed(piece):
+                            yield row, chunk
+                        if clip.stopped:
+                            break
+                finally:
+                    pieces.close()
+                if rest := clip.finish():
+                    yield row, rest
+                yield row, None
+            return
+        yield from self._torch_stream(list(contexts), config, head, stops)
 
-    def _torch_pieces(self, context: Any, config: DecodingConfig, head) -> Iterator[str]:
-        """Text pieces from transformers' generate, run on a thread."""
+    def _torch_stream(self, contexts: list[Any], config: DecodingConfig, head, stops):
+        """(row, text) pieces from one transformers generate call, run on a thread."""
+        import queue
         import threading
 
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        events: queue.Queue = queue.Queue()
+        streamer = _RowStreamer(self.tokenizer, len(contexts), set(self.format.stop_ids), events)
         errors: list[BaseException] = []
 
         def run():
             try:
-                self._torch_generate([context], config, head, streamer)
+                self._torch_generate(contexts, config, head, streamer)
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
-                streamer.end()
+            finally:
+                events.put(None)
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        ended = False
+        clips = [StopClipper(stops) for _ in contexts]
+        live = set(range(len(contexts)))
         try:
-            yield from streamer
-            ended = True
+            while (event := events.get()) is not None:
+                row, piece = event
+                if row not in live:
+                    continue
+                if piece is not None and (chunk := clips[row].feed(piece)):
+                    yield row, chunk
+                if piece is None or clips[row].stopped:
+                    live.discard(row)
+                    if rest := clips[row].finish():
+                        yield row, rest
+                    yield row, None
         finally:
-            # A streamer iterated after its end blocks forever, so drain it only when the
-            # caller stopped early (a stop string: the stop criteria end generation at once).
-            if not ended:
-                for _ in streamer:
-                    pass
+            # The caller may stop early; generation then runs to its end unread.
             thread.join()
         if errors:
             raise errors[0]
+        for row in sorted(live):  # generation ended without a row's end (it cannot, but)
+            if rest := clips[row].finish():
+                yield row, rest
+            yield row, None
 
     def _ct2_pieces(self, context: Any, config: DecodingConfig) -> Iterator[str]:
         """Text pieces from CTranslate2, decoded as whole characters arrive."""
