@@ -1,5 +1,5 @@
 # The two commands of the README: `make quickstart` (the main job) and `make test`.
-.PHONY: setup test lint quickstart clean
+.PHONY: setup services test lint quickstart clean
 
 setup: .venv/.installed
 
@@ -11,7 +11,11 @@ lint: setup
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
 
-test: lint
+# Chromium and PostgreSQL for the serving tests (installed where this user may).
+services:
+	bash scripts/test-services.sh
+
+test: lint services
 	.venv/bin/python -m pytest -q
 
 # Build Chit-Chat, train forward and reverse models, evaluate, show samples, chat.

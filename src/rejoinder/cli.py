@@ -436,7 +436,81 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="decoding options, as with /set, e.g. --set do_sample=true top_p=0.9",
     )
+
+    p = verb("serve", cmd_serve)
+    p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
+    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI replies")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument(
+        "--db",
+        default="sqlite:///rejoinder-sessions.db",
+        help="where sessions live: sqlite:///FILE (default ./rejoinder-sessions.db) or "
+        "postgresql://USER:PASSWORD@HOST/DB",
+    )
+    p.add_argument("--model-name", help="the model's id in /v1/models (the directory's name)")
+    p.add_argument("--preset", default="nucleus", help="decoding when a request names none")
+    p.add_argument("--api-key", help="require Authorization: Bearer KEY (or REJOINDER_API_KEY)")
+    p.add_argument("--max-body-kb", type=float, default=256, help="largest request body (256)")
+    p.add_argument(
+        "--max-message-chars", type=int, default=4000, help="longest message (4000 characters)"
+    )
+    p.add_argument(
+        "--max-tokens-limit", type=int, default=256, help="most new tokens per reply (256)"
+    )
+    p.add_argument(
+        "--request-timeout", type=float, default=60, help="seconds a request may take (60)"
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="most requests in one generate call (16)"
+    )
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=50, help="how long to gather a batch (50 ms)"
+    )
+    p.add_argument(
+        "--filter-offensive",
+        action="store_true",
+        help="replace replies with blocklisted words by a refusal (logged)",
+    )
+    p.add_argument("--offensive-words", metavar="FILE", help="the blocklist (better-profanity's)")
+    p.add_argument(
+        "--cors-origin", action="append", metavar="URL", help="allow a web origin (repeatable)"
+    )
+    _add_backend_args(p)
     return parser
+
+
+def cmd_serve(args) -> int:
+    """Serves a checkpoint over HTTP: OpenAI's chat completions, sessions and a chat page."""
+    try:
+        from rejoinder.serve.app import Settings, serve
+    except ImportError as e:
+        raise RejoinderError(
+            f"serving needs the serve extra ({e.name} is missing): pip install 'rejoinder[serve]'"
+        ) from None
+    from rejoinder.generation.config import PRESETS
+
+    if args.preset not in PRESETS:
+        raise RejoinderError(f"--preset {args.preset}: presets are {', '.join(PRESETS)}")
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        model_name=args.model_name,
+        preset=args.preset,
+        api_key=args.api_key or os.environ.get("REJOINDER_API_KEY") or None,
+        max_body_bytes=int(args.max_body_kb * 1024),
+        max_message_chars=args.max_message_chars,
+        max_tokens=args.max_tokens_limit,
+        request_seconds=args.request_timeout,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        filter_offensive=args.filter_offensive or bool(args.offensive_words),
+        offensive_words=args.offensive_words,
+        cors_origins=args.cors_origin or [],
+    )
+    serve(args.model, args.reverse, settings, args.backend, args.compute_type)
+    return 0
 
 
 def cmd_export(args) -> int:

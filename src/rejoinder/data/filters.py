@@ -177,6 +177,10 @@ class Filters:
             return "subreddit"
         return None
 
+    def offensive(self, text: str) -> bool:
+        """Whether `text` holds a blocklisted word or phrase."""
+        return self._offensive(text, words(text))
+
     def _offensive(self, text: str, text_words: list[str]) -> bool:
         if not self.offensive_single.isdisjoint(text_words):
             return True

@@ -1,0 +1,205 @@
+"""Batching across users: concurrent requests gathered into batched generate calls.
+
+Requests wait in one queue. A worker thread takes the first, waits up to `wait`
+seconds for more (at most `max_batch`), groups those whose decoding options can share
+a call, and runs each group as one `generate_batch` (or one `stream_batch` for
+streamed replies). The model runs on that one thread only: torch already uses every
+core for one call, and a second call beside it would only slow both.
+
+Requests that cannot share a call run alone: a request with a seed (its reply must
+not depend on what else was in the batch), and MMI (its candidates are already a
+batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from rejoinder.generation.config import DecodingConfig
+
+log = logging.getLogger("rejoinder.serve")
+
+_STOP = object()
+
+
+@dataclass(eq=False)
+class Job:
+    """One reply (or n, for num_return_sequences) to one context."""
+
+    context: list
+    config: DecodingConfig
+    stream: bool
+    loop: asyncio.AbstractEventLoop
+    head: str | None = None
+    future: asyncio.Future | None = None
+    """Non-streamed jobs: the list of replies."""
+    pieces: asyncio.Queue | None = None
+    """Streamed jobs: text pieces, then None at the end (or an exception)."""
+    cancelled: bool = False
+    queued: float = field(default_factory=time.monotonic)
+
+    def key(self) -> tuple:
+        """Jobs with equal keys can share a generate call."""
+        if self.config.seed is not None or self.config.mmi_candidates:
+            return (id(self),)
+        options = asdict(replace(self.config, seed=None))
+        return (self.stream, self.head, *((k, _frozen(v)) for k, v in sorted(options.items())))
+
+    # Results are handed to the event loop's thread, where the request waits.
+    def resolve(self, replies: list[str]) -> None:
+        self.loop.call_soon_threadsafe(_set_result, self.future, replies)
+
+    def fail(self, error: BaseException) -> None:
+        if self.future is not None:
+            self.loop.call_soon_threadsafe(_set_exception, self.future, error)
+        else:
+            self.loop.call_soon_threadsafe(self.pieces.put_nowait, error)
+
+    def send(self, piece: str | None) -> None:
+        self.loop.call_soon_threadsafe(self.pieces.put_nowait, piece)
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _set_result(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+class Batcher:
+    """The queue of generation requests and the thread that serves them in batches."""
+
+    def __init__(self, model, max_batch: int = 16, wait: float = 0.05):
+        self.model, self.max_batch, self.wait = model, max(1, max_batch), max(0.0, wait)
+        self.jobs: queue.Queue = queue.Queue()
+        self.thread: threading.Thread | None = None
+        self.batches = 0
+        """Generate calls made so far (a batched call counts once)."""
+        self.batched_jobs = 0
+        """Jobs served by those calls: batched_jobs / batches is the mean batch size."""
+
+    # -- the event loop's side -------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the worker (the first request does, if nobody did before)."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._work, name="rejoinder-batcher", daemon=True)
+            self.thread.start()
+
+    def stop(self) -> None:
+        """Finishes every queued job, then ends the worker."""
+        if self.thread is not None:
+            self.jobs.put(_STOP)
+            self.thread.join()
+            self.thread = None
+
+    @property
+    def waiting(self) -> int:
+        return self.jobs.qsize()
+
+    async def generate(self, context: list, config: DecodingConfig, head=None) -> list[str]:
+        """The replies (num_return_sequences of them) to `context`."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        job = Job(context, config, False, loop, head, future=loop.create_future())
+        self.jobs.put(job)
+        try:
+            return await job.future
+        finally:
+            job.cancelled = True
+
+    async def stream(self, context: list, config: DecodingConfig, head=None) -> AsyncIterator[str]:
+        """The reply to `context`, piece by piece."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        job = Job(context, config, True, loop, head, pieces=asyncio.Queue())
+        self.jobs.put(job)
+        try:
+            while (piece := await job.pieces.get()) is not None:
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+        finally:
+            job.cancelled = True  # a client that left: its row is no longer read
+
+    # -- the worker thread -----------------------------------------------------------
+
+    def _work(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.jobs.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.wait
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    job = (
+                        self.jobs.get(timeout=remaining)
+                        if remaining > 0
+                        else self.jobs.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                batch.append(job)
+            groups: dict[tuple, list[Job]] = {}
+            for job in batch:
+                if not job.cancelled:
+                    groups.setdefault(job.key(), []).append(job)
+            for group in groups.values():
+                try:
+                    self._run(group)
+                except BaseException as e:  # the worker must outlive any one batch
+                    log.exception("serving a batch failed")
+                    for job in group:
+                        job.fail(e)
+        while True:  # what was queued before the stop is still served
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP and not job.cancelled:
+                self._run([job])
+
+    def _run(self, group: list[Job]) -> None:
+        self.batches += 1
+        self.batched_jobs += len(group)
+        config, head = group[0].config, group[0].head
+        contexts = [job.context for job in group]
+        options: dict[str, Any] = config.to_dict()
+        try:
+            if group[0].stream:
+                for row, piece in self.model.stream_batch(contexts, head=head, **options):
+                    if not group[row].cancelled:
+                        group[row].send(piece)
+                return
+            replies = self.model.generate_batch(contexts, head=head, **options)
+            for job, reply in zip(group, replies, strict=True):
+                job.resolve(reply if isinstance(reply, list) else [reply])
+        except Exception as e:  # every request of the call learns why
+            if len(group) > 1 and not group[0].stream:
+                # One bad request (say, options transformers refuses) must not fail the rest.
+                log.warning("a batch of %d failed (%s); serving them one by one", len(group), e)
+                for job in group:
+                    self._run([job])
+                return
+            for job in group:
+                job.fail(e)

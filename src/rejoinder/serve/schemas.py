@@ -1,0 +1,88 @@
+"""The HTTP API's request bodies: OpenAI's chat completion schema and rejoinder's sessions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str = "text"
+    text: str = ""
+
+
+class Message(BaseModel):
+    """One message of an OpenAI chat: system messages are kept out of the model's context."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if p.type == "text")
+
+
+class RejoinderOptions(BaseModel):
+    """rejoinder's own options, in the `rejoinder` field of a chat completion request."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str | None = Field(
+        None, description="a decoding preset: greedy, beam, nucleus, top-k, typical, min-p, mmi"
+    )
+    mmi: bool | None = Field(
+        None, description="rerank sampled candidates with the reverse model (needs --reverse)"
+    )
+    mmi_candidates: int | None = Field(None, ge=2, le=64)
+    head: str | None = Field(None, description="an extra LM head of a multi-head model")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other decoding option (top_k, repetition_penalty, num_beams, ...)",
+    )
+
+
+class ChatCompletionRequest(BaseModel):
+    """POST /v1/chat/completions, as OpenAI defines it (unknown fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    rejoinder: RejoinderOptions | None = None
+
+
+class SessionCreate(BaseModel):
+    """POST /v1/sessions: decoding options kept with the session (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    mmi: bool | None = None
+
+
+class SessionMessage(BaseModel):
+    """POST /v1/sessions/{id}/messages."""
+
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1)
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    preset: str | None = None
+    seed: int | None = None

@@ -1,0 +1,97 @@
+"""Sessions in a real PostgreSQL server, started by the test set-up on a free port."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import tempfile
+
+import httpx
+import pytest
+
+from tests.conftest import PARROT
+from tests.serve.conftest import free_port
+from tests.serve.services import postgres_bin
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bin_dir = postgres_bin()
+    root = tempfile.mkdtemp(prefix="rejoinder-pg-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(root, "data"), free_port()
+
+    def run(*command):
+        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=120)
+
+    run(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres")
+    run(
+        f"{bin_dir}/pg_ctl",
+        "-D",
+        data,
+        "-w",
+        "-l",
+        os.path.join(root, "log"),
+        "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+        "start",
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_store_on_postgres(postgres_url):
+    from rejoinder.serve.store import SessionStore
+
+    store = SessionStore(postgres_url)
+    sid = store.create({"temperature": 0})
+    assert store.append(sid, ("user", "hi"), ("assistant", "hello"))
+    assert store.get(sid)["messages"][1]["content"] == "hello"
+    assert store.get(sid)["options"] == {"temperature": 0}
+    assert not store.append("missing", ("user", "hi"))
+    assert store.delete(sid) and store.get(sid) is None
+    store.close()
+
+
+def test_two_servers_appending_to_one_session_lose_nothing(postgres_url):
+    from rejoinder.serve.store import SessionStore
+
+    a, b = SessionStore(postgres_url), SessionStore(postgres_url)
+    sid = a.create()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: (a, b)[i % 2].append(sid, ("user", f"u{i}"), ("assistant", f"a{i}")),
+                range(40),
+            )
+        )
+    messages = a.get(sid)["messages"]
+    assert len(messages) == 80
+    # Each pair was written in one transaction: a user message and its reply side by side.
+    pairs = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, 80, 2)]
+    assert sorted(pairs) == sorted((f"u{i}", f"a{i}") for i in range(40))
+    a.close()
+    b.close()
+
+
+def test_a_server_on_postgres_keeps_sessions_across_a_restart(start, postgres_url):
+    first = start(db=postgres_url)
+    sid = httpx.post(f"{first.url}/v1/sessions", json={"temperature": 0}).json()["id"]
+    r = httpx.post(f"{first.url}/v1/sessions/{sid}/messages", json={"content": "Hello"})
+    assert r.json()["reply"] == PARROT["Hello"]
+    first.stop()
+    second = start(db=postgres_url)
+    history = httpx.get(f"{second.url}/v1/sessions/{sid}").json()["messages"]
+    assert [m["content"] for m in history] == ["Hello", PARROT["Hello"]]
