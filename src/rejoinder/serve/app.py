@@ -31,7 +31,6 @@ from rejoinder.generation.config import DecodingConfig, decoding_config
 from rejoinder.serve.batching import Batcher
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
-    Message,
     SessionCreate,
     SessionMessage,
 )
@@ -306,13 +305,16 @@ class Server:
         return lock
 
 
-def turns_of(messages: list[Message]) -> list[Turn]:
-    """An OpenAI message list as the model's context: user and assistant turns, in order."""
+def turns_of(said) -> list[Turn]:
+    """(role, text) pairs as the model's context: the user's and assistant's turns, in order.
+
+    Other roles (system, tool) and empty texts (an empty reply is stored) are left out.
+    """
     speakers = {"user": "user", "assistant": "bot"}
     return [
-        Turn(m.text(), speaker=speakers[m.role])
-        for m in messages
-        if m.role in speakers and m.text().strip()
+        Turn(text, speaker=speakers[role])
+        for role, text in said
+        if role in speakers and text.strip()
     ]
 
 
@@ -452,7 +454,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
             options=extra.options if extra else None,
         )
         head = extra.head if extra else None
-        context = turns_of(body.messages)
+        context = turns_of((m.role, m.text()) for m in body.messages)
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         if body.stream:
             return StreamingResponse(
@@ -547,13 +549,9 @@ def _session_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _history(session: dict, content: str) -> list[Turn]:
-    speakers = {"user": "user", "assistant": "bot"}
-    turns = [
-        Turn(m["content"], speaker=speakers.get(m["role"], "user"))
-        for m in session["messages"]
-        if m["content"].strip()  # an empty reply is kept in the store, not shown to the model
-    ]
-    return [*turns, Turn(content, speaker="user")]
+    """A session's history and the new message, as the model's context."""
+    said = [(m["role"], m["content"]) for m in session["messages"]]
+    return turns_of([*said, ("user", content)])
 
 
 def _model_card(server: Server) -> dict[str, Any]:
