@@ -36,7 +36,7 @@ class Recipe:
     lr: float = 3e-3
     warmup_steps: int = 50
     dropout: float = 0.0
-    reverse_share: float = 0.2
+    reverse_share: float = 0.1
     """The reverse model's part of the training time (it only reranks)."""
     eval_contexts: int = 150
     eval_seconds: float = 100.0
