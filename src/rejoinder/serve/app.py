@@ -166,6 +166,12 @@ class Server:
         self.name = settings.model_name or Path(str(model.checkpoint.path)).name
         self.created = int(time.time())
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Tokens are counted with a private copy of the tokenizer: the batcher's thread
+        # uses the model's, and a Rust tokenizer used from two threads can fail with
+        # "Already borrowed".
+        from tokenizers import Tokenizer
+
+        self.counter = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
 
     # -- decoding options ----------------------------------------------------------
 
@@ -289,14 +295,14 @@ class Server:
 
     def usage(self, context: list[Turn], config: DecodingConfig, replies: list[str]) -> dict:
         prompt = len(self.model.encode(context, config.max_new_tokens))
-        done = sum(
-            len(self.model.tokenizer(r, add_special_tokens=False).input_ids) for r in replies
-        )
+        done = sum(self.tokens(r) for r in replies)
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
+    def tokens(self, text: str) -> int:
+        return len(self.counter.encode(text, add_special_tokens=False).ids)
+
     def finish_reason(self, reply: str, config: DecodingConfig) -> str:
-        n = len(self.model.tokenizer(reply, add_special_tokens=False).input_ids)
-        return "length" if n >= config.max_new_tokens else "stop"
+        return "length" if self.tokens(reply) >= config.max_new_tokens else "stop"
 
     def lock(self, sid: str) -> asyncio.Lock:
         lock = self.locks.get(sid)

@@ -54,16 +54,22 @@ class Job:
 
     # Results are handed to the event loop's thread, where the request waits.
     def resolve(self, replies: list[str]) -> None:
-        self.loop.call_soon_threadsafe(_set_result, self.future, replies)
+        self._hand(_set_result, self.future, replies)
 
     def fail(self, error: BaseException) -> None:
         if self.future is not None:
-            self.loop.call_soon_threadsafe(_set_exception, self.future, error)
+            self._hand(_set_exception, self.future, error)
         else:
-            self.loop.call_soon_threadsafe(self.pieces.put_nowait, error)
+            self._hand(self.pieces.put_nowait, error)
 
     def send(self, piece: str | None) -> None:
-        self.loop.call_soon_threadsafe(self.pieces.put_nowait, piece)
+        self._hand(self.pieces.put_nowait, piece)
+
+    def _hand(self, fn, *args) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop has closed: nobody waits for this any more
+            self.cancelled = True
 
 
 def _frozen(value):
