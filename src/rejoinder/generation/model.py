@@ -116,6 +116,14 @@ class StopClipper:
         return rest
 
 
+def _whole_text(tokenizer, ids: list[int], shown: str) -> str | None:
+    """The text of `ids` when it adds whole characters to `shown`; else None (wait)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if text.endswith("\ufffd"):  # part of a character: wait for the rest
+        return None
+    return text if len(text) > len(shown) and text.startswith(shown) else None
+
+
 class _RowStreamer:
     """A transformers streamer for a batch: (row, text) events on a queue.
 
@@ -142,12 +150,9 @@ class _RowStreamer:
                 self.events.put((row, None))
                 continue
             self.ids[row].append(token)
-            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # part of a character: wait for the rest
-                continue
-            shown = self.shown[row]
-            if len(text) > len(shown) and text.startswith(shown):
-                self.events.put((row, text[len(shown) :]))
+            text = _whole_text(self.tokenizer, self.ids[row], self.shown[row])
+            if text is not None:
+                self.events.put((row, text[len(self.shown[row]) :]))
                 self.shown[row] = text
 
     def end(self) -> None:
@@ -734,10 +739,8 @@ class ConversationModel:
         try:
             for token in tokens:
                 ids.append(token)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                if text.endswith("\ufffd"):  # part of a character: wait for the rest
-                    continue
-                if text.startswith(shown) and len(text) > len(shown):
+                text = _whole_text(self.tokenizer, ids, shown)
+                if text is not None:
                     yield text[len(shown) :]
                     shown = text
         finally:
