@@ -122,6 +122,24 @@ def test_a_plain_hugging_face_directory_chats_in_dialogpt_format(make_checkpoint
     assert ck.format.name == "dialogpt"
 
 
+def test_original_gpt2_activation_is_swapped_for_the_fused_kernel(make_checkpoint, tmp_path):
+    # Original GPT-2 and DialoGPT configs name "gelu_new"; we load them with PyTorch's
+    # fused tanh GELU, which is the same function.
+    hf = AutoModelForCausalLM.from_pretrained(make_checkpoint("dialogpt"))
+    hf.config.activation_function = "gelu_new"
+    hf.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(make_checkpoint("dialogpt")).save_pretrained(tmp_path)
+    original = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert original.config.activation_function == "gelu_new"
+    ck = load_checkpoint(tmp_path)
+    assert ck.model.config.activation_function == "gelu_pytorch_tanh"
+    ids = torch.tensor([ck.tokenizer("Hello there, how are you?").input_ids])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ck.model.eval()(input_ids=ids).logits, original(input_ids=ids).logits
+        )
+
+
 def _original_dialogpt_pickle(model, path, prefix=""):
     """Writes `model` the way DialoGPT's released pickles are laid out."""
     state = {prefix + k: v.clone() for k, v in model.state_dict().items()}

