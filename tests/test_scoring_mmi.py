@@ -74,6 +74,23 @@ def test_mmi_scores_every_candidate_in_batches_and_picks_the_best(pair):
         assert math.isclose(c.reverse, alone.mean, rel_tol=1e-4, abs_tol=1e-5)
 
 
+def test_mmi_batches_draw_independent_candidates_for_every_context(pair):
+    # Reranking contexts one by one with the same seed once gave every context the same
+    # random draws, so the candidates of similar contexts were alike. In a batch each
+    # row draws its own: identical contexts get different candidate sets.
+    config = decoding_config("mmi", mmi_candidates=4, seed=0, max_new_tokens=8, min_new_tokens=8)
+    results = pair.rerank_batch([["Hello"]] * 4, config)
+    sets = [frozenset(c.text for c in r.candidates) for r in results]
+    assert len(set(sets)) == 4
+    for r in results:  # each pick is still its own candidates' best
+        assert r.reply == max(r.candidates, key=lambda c: c.score).text
+    # A batch of one is `rerank`, draw for draw.
+    alone = pair.rerank(["Hello"], config=config)
+    assert pair.rerank_batch([["Hello"]], config)[0] == alone
+    replies = pair.generate_batch([["Hello"], ["How are you?"]], preset="mmi", seed=0)
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+
+
 def test_mmi_sampling_by_temperature_is_seeded(pair):
     kw = dict(preset="dialogpt-mmi", mmi_candidates=5, max_new_tokens=6, min_new_tokens=6)
     a = pair.generate(["Hello"], seed=3, **kw)

@@ -98,10 +98,21 @@ def test_rejoinder_options_and_mmi(start, parrot_dir, reverse_dir):
     from rejoinder.generation import ConversationModel
 
     model = ConversationModel.from_pretrained(parrot_dir, reverse=reverse_dir)
-    server = start(model)
+    server = start(model, batch_wait_ms=200)
     r = chat(server.url, [user("Hello")], rejoinder={"mmi": True, "mmi_candidates": 4}, seed=1)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
+    # Unseeded MMI requests share generate calls, each still reranked on its own context.
+    calls = httpx.get(f"{server.url}/health").json()["generate_calls"]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        many = list(
+            pool.map(
+                lambda a: chat(server.url, [user(a)], rejoinder={"mmi": True, "mmi_candidates": 3}),
+                list(PARROT) * 2,
+            )
+        )
+    assert all(m.status_code == 200 and m.json()["choices"][0]["message"] for m in many)
+    assert httpx.get(f"{server.url}/health").json()["generate_calls"] - calls < len(many)
     beams = chat(server.url, [user("Hello")], rejoinder={"preset": "beam"})
     assert beams.json()["choices"][0]["message"]["content"] == PARROT["Hello"]
     unknown = chat(server.url, [user("Hello")], rejoinder={"options": {"top_z": 3}})

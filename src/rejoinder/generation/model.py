@@ -22,6 +22,8 @@ from rejoinder.generation.config import DecodingConfig, decoding_config
 from rejoinder.modeling.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 DEFAULT_MAX_NEW_TOKENS = DecodingConfig.max_new_tokens  # one default, the config's
+MMI_ROWS = 128
+"""At most this many MMI candidates (contexts times mmi_candidates) share a generate call."""
 
 
 @dataclass
@@ -381,7 +383,7 @@ class ConversationModel:
             raise RejoinderError("generate_batch takes a list of contexts (each a list of turns)")
         config = decoding_config(preset, **options)
         if config.mmi_candidates:
-            return [self.rerank(c, config=config, head=head).reply for c in contexts]
+            return [r.reply for r in self.rerank_batch(list(contexts), config, head)]
         return self._generate(list(contexts), config, head) if contexts else []
 
     def _generate(self, contexts: list[Any], config: DecodingConfig, head: str | None) -> list:
@@ -588,14 +590,20 @@ class ConversationModel:
     ) -> MMIResult:
         """DialoGPT's MMI: sample candidates, score them with the reverse model, pick.
 
-        All candidates come from one batched generate call, and all are scored in one
-        padded forward pass of each model. A candidate's score is the reverse model's
-        mean log-likelihood of the source (the last message, or the whole history with
-        mmi_source="history") given the candidate, plus mmi_lambda times the forward
-        model's mean log-likelihood of the candidate. mmi_temperature 0 picks the best;
-        T > 0 samples from softmax(score / T). The candidates and scores are returned.
+        A candidate's score is the reverse model's mean log-likelihood of the source
+        (the last message, or the whole history with mmi_source="history") given the
+        candidate, plus mmi_lambda times the forward model's mean log-likelihood of the
+        candidate. mmi_temperature 0 picks the best; T > 0 samples from softmax(score / T).
+        The candidates and scores are returned.
         """
         config = config or decoding_config(preset, **options)
+        return self.rerank_batch([context], config, head)[0]
+
+    def rerank_batch(
+        self, contexts: Sequence[Any], config: DecodingConfig, head: str | None = None
+    ) -> list[MMIResult]:
+        """`rerank` for many contexts: their candidates come from shared generate calls
+        (every row draws its own samples) and are scored in shared padded batches."""
         if self.reverse is None:
             raise RejoinderError(
                 "MMI reranking needs a reverse model: ConversationModel.from_pretrained(DIR, "
@@ -607,38 +615,59 @@ class ConversationModel:
                 "MMI candidates are sampled: set do_sample=true (or num_beams >= mmi_candidates)"
             )
         sample = replace(config, num_return_sequences=n, mmi_candidates=0)
-        history = as_context(context)
-        texts = self._generate([history], sample, head)[0]
-        texts = list(dict.fromkeys(t for t in texts if t.strip())) or [""]
-        if texts == [""]:
-            return MMIResult("", [Candidate("", 0.0, 0.0, 0.0)])
-        forward = self.loglikelihood([(history, t) for t in texts])
-        source = history[-1:] if config.mmi_source == "last" else history
-        if not source:  # nothing said yet: nothing for the reverse model to explain
-            backward = [Score(0.0, [0.0], [])] * len(texts)
-        else:
-            rev = self.reverse
-            loss_on = "last" if config.mmi_source == "last" else "responses"
-            encodings = [
-                rev.format.training_example(
-                    [*source, *as_context([t])], loss_on, rev.context_budget
-                )
-                for t in texts
-            ]
-            backward = rev.score_encodings(encodings)
-        candidates = [
-            Candidate(t, f.mean, b.mean, b.mean + config.mmi_lambda * f.mean)
-            for t, f, b in zip(texts, forward, backward, strict=True)
-        ]
-        scores = [c.score for c in candidates]
-        if config.mmi_temperature > 0:  # softmax(score / T), shifted so exp never overflows
-            top = max(scores)
-            weights = [math.exp((s - top) / config.mmi_temperature) for s in scores]
-            rng = random.Random(None if config.seed is None else config.seed + 1)
-            pick = rng.choices(range(len(candidates)), weights)[0]
-        else:
-            pick = max(range(len(scores)), key=scores.__getitem__)
-        return MMIResult(candidates[pick].text, candidates)
+        histories = [as_context(c) for c in contexts]
+        per_call = max(1, MMI_ROWS // n)
+        drawn: list[list[str]] = []
+        for start in range(0, len(histories), per_call):
+            chunk = histories[start : start + per_call]
+            seed = None if config.seed is None else config.seed + start
+            drawn += self._generate(chunk, replace(sample, seed=seed), head)
+        texts = [list(dict.fromkeys(t for t in ts if t.strip())) for ts in drawn]
+        pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
+        forward = iter(self.loglikelihood(pairs) if pairs else [])
+        backward = iter(self._source_scores(histories, texts, config.mmi_source))
+        rng = random.Random(None if config.seed is None else config.seed + 1)
+        results = []
+        for ts in texts:
+            if not ts:
+                results.append(MMIResult("", [Candidate("", 0.0, 0.0, 0.0)]))
+                continue
+            candidates = []
+            for t in ts:
+                f, b = next(forward), next(backward)
+                candidates.append(Candidate(t, f.mean, b.mean, b.mean + config.mmi_lambda * f.mean))
+            scores = [c.score for c in candidates]
+            if config.mmi_temperature > 0:  # softmax(score / T), shifted so exp never overflows
+                top = max(scores)
+                weights = [math.exp((s - top) / config.mmi_temperature) for s in scores]
+                pick = rng.choices(range(len(candidates)), weights)[0]
+            else:
+                pick = max(range(len(scores)), key=scores.__getitem__)
+            results.append(MMIResult(candidates[pick].text, candidates))
+        return results
+
+    def _source_scores(
+        self, histories: list[list[str]], texts: list[list[str]], mmi_source: str
+    ) -> list[Score]:
+        """The reverse model's log-likelihood of each history's source given each of its
+        candidates, in one flat list."""
+        rev = self.reverse
+        loss_on = "last" if mmi_source == "last" else "responses"
+        encodings, where = [], []
+        for history, ts in zip(histories, texts, strict=True):
+            source = history[-1:] if mmi_source == "last" else history
+            for t in ts:
+                if source:
+                    where.append(len(encodings))
+                    encodings.append(
+                        rev.format.training_example(
+                            [*source, *as_context([t])], loss_on, rev.context_budget
+                        )
+                    )
+                else:  # nothing said yet: nothing for the reverse model to explain
+                    where.append(None)
+        scores = rev.score_encodings(encodings) if encodings else []
+        return [Score(0.0, [0.0], []) if i is None else scores[i] for i in where]
 
     # -- streaming -------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ a call, and runs each group as one `generate_batch` (or one `stream_batch` for
 streamed replies). The model runs on that one thread only: torch already uses every
 core for one call, and a second call beside it would only slow both.
 
-Requests that cannot share a call run alone: a request with a seed (its reply must
-not depend on what else was in the batch), and MMI (its candidates are already a
-batch).
+A request with a seed runs alone: its reply must not depend on what else was in the
+batch. MMI requests share calls like the rest (`generate_batch` draws every context's
+candidates in one generate call).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Job:
 
     def key(self) -> tuple:
         """Jobs with equal keys can share a generate call."""
-        if self.config.seed is not None or self.config.mmi_candidates:
+        if self.config.seed is not None:
             return (id(self),)
         options = asdict(replace(self.config, seed=None))
         return (self.stream, self.head, *((k, _frozen(v)) for k, v in sorted(options.items())))
