@@ -33,6 +33,11 @@ class Recipe:
     batch_tokens: int = 2048
     """Small batches: at this budget more steps beat bigger ones (measured: 8192 tokens a
     batch reached val loss 5.24 in 4 minutes, 4096 reached 5.04, 2048 4.93, 1024 5.24)."""
+    loss_on: str = "all"
+    """Learn every turn, the first too: Chit-Chat's dialogues of one turn (44% of them,
+    5% of its words) become training text, and first turns are learnt as well (7% of
+    the words). Measured over 5 minutes: test perplexity per word 454, against 485
+    with the loss on responses only."""
     lr: float = 3e-3
     warmup_steps: int = 50
     dropout: float = 0.0
@@ -47,6 +52,26 @@ class Recipe:
     """What a training run spends before its first step (reading and encoding data)."""
     max_dialogues: int | None = None
     """Train on at most this many dialogues (None: all)."""
+    precision: str = "auto"
+    """Lightning's precision; auto: bf16-mixed where the processor computes in bf16
+    natively (measured on a 2-core AVX512-BF16 CPU: 9% more tokens a second, and lower
+    test perplexity for the same time), else 32-true."""
+
+
+def auto_precision() -> str:
+    """bf16-mixed on a GPU that has bf16 and on CPUs with native bf16 instructions
+    (AVX512-BF16 or AMX), where it is faster; 32-true elsewhere, where emulated bf16
+    would be slower than float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    cpu = torch.cpu
+    native = any(
+        getattr(cpu, probe, lambda: False)()
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return "bf16-mixed" if native else "32-true"
 
 
 @dataclass
@@ -110,6 +135,7 @@ def train_one(out: Path, data: Path, recipe: Recipe, seconds: float, reverse: bo
 
     _say(step, f"training the {name} model: {recipe.size}, {seconds / 60:.1f} min")
     whole = int(seconds)
+    precision = auto_precision() if recipe.precision == "auto" else recipe.precision
     # The reverse model starts from the forward one: it already knows the language and
     # the vocabulary, and has only to learn to read a dialogue backwards.
     start = (
@@ -124,6 +150,7 @@ def train_one(out: Path, data: Path, recipe: Recipe, seconds: float, reverse: bo
         *start,
         f"--model.reverse={str(reverse).lower()}",
         f"--model.max_tokens={recipe.max_tokens}",
+        f"--model.loss_on={recipe.loss_on}",
         f"--model.lr={recipe.lr}",
         f"--model.warmup_steps={recipe.warmup_steps}",
         f"--model.dropout={recipe.dropout}",
@@ -132,6 +159,7 @@ def train_one(out: Path, data: Path, recipe: Recipe, seconds: float, reverse: bo
         f"--data.batch_tokens={recipe.batch_tokens}",
         f"--trainer.max_steps={recipe.max_steps or 1_000_000}",
         f"--trainer.max_time=00:{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}",
+        f"--trainer.precision={precision}",
         f"--trainer.val_check_interval={min(300, recipe.max_steps or 300)}",
         "--trainer.enable_model_summary=false",
         "--checkpoint_every=100",
