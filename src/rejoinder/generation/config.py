@@ -137,7 +137,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # DialoGPT's interactive MMI: sampled candidates, reranked by the reverse model,
     # the reply drawn from softmax(score / T).
     "dialogpt-mmi": {"do_sample": True, "top_p": 0.9, "mmi_candidates": 10, "mmi_temperature": 0.5},
-    "mmi": {"do_sample": True, "top_p": 0.9, "mmi_candidates": 10},
+    # Candidates from the whole distribution: the reverse model is the filter, and a
+    # wider pool gives it more to choose from. On the quickstart's models (3 seeds) this
+    # beats nucleus on BLEU-2, F1, Entropy-4 and Dist-2; candidates from top_p 0.9 gave
+    # a higher F1 but a lower Dist-2 than nucleus.
+    "mmi": {"do_sample": True, "top_p": 1.0, "mmi_candidates": 10},
 }
 
 FIELDS = {f.name for f in fields(DecodingConfig)}
