@@ -22,6 +22,11 @@ def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
+        # mkdtemp makes the directory private (0700); the output gets the permissions
+        # any directory made here would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
