@@ -29,7 +29,7 @@ def dump(n: int) -> Path:
     cache.mkdir(exist_ok=True)
     path = cache / f"RC_synth_{n}.zst"
     if not path.exists():
-        from rejoinder.data.synth import synth_reddit
+        from rejoinder.testing.reddit import synth_reddit
 
         t = time.perf_counter()
         synth_reddit(n, path, seed=0)

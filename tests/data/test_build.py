@@ -8,11 +8,13 @@ import pytest
 import zstandard
 
 from rejoinder.cli import main
+from rejoinder.data.build import BuildConfig, Source, build
 from rejoinder.data.filters import FILTERS
-from rejoinder.data.pipeline import BuildConfig, Source, build, split_of
+from rejoinder.data.records import SPLITS, read_dialogues
 from rejoinder.data.reddit import RedditOptions
-from rejoinder.data.synth import BLOCKED_SUBREDDITS, synth_reddit
+from rejoinder.data.stages import split_of
 from rejoinder.errors import RejoinderError
+from rejoinder.testing.reddit import BLOCKED_SUBREDDITS, synth_reddit
 
 
 def rows(out, split):
@@ -64,6 +66,7 @@ def built(dump, tmp_path_factory):
 def test_reddit_build_writes_splits_and_an_honest_manifest(built):
     out, manifest = built
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test", "train", "valid"]
+    assert list(out.parent.iterdir()) == [out]  # the work files went with the build
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["dialogues"] == manifest["dialogues"]
     counts = {s: len(rows(out, s)) for s in ("train", "valid", "test")}
@@ -181,7 +184,7 @@ def test_a_truncated_dump_is_counted_not_fatal(dump, tmp_path):
 
 
 def test_buckets_grow_with_the_dump_so_memory_does_not(tmp_path):
-    from rejoinder.data.pipeline import BUCKET_BYTES, _bucket_count
+    from rejoinder.data.engines.local import BUCKET_BYTES, bucket_count
 
     sizes = [1 << 20, 1 << 30, 4 << 30]  # sparse files: no disk is used
     counts = []
@@ -189,7 +192,7 @@ def test_buckets_grow_with_the_dump_so_memory_does_not(tmp_path):
         path = tmp_path / f"RC_{size}.zst"
         with open(path, "wb") as f:
             f.truncate(size)
-        counts.append(_bucket_count([str(path)]))
+        counts.append(bucket_count([str(path)]))
     assert counts[0] == 1 and counts[0] < counts[1] < counts[2]
     # Each bucket holds about BUCKET_BYTES of (decompressed) comments.
     assert (4 << 30) * 8 / counts[2] <= BUCKET_BYTES
@@ -216,3 +219,29 @@ def test_spark_gives_the_same_dataset(built, dump, tmp_path):
         assert rows(out, split) == rows(spark_out, split)
     for key in ("dialogues", "dropped", "bad_input", "counts"):
         assert spark_manifest[key] == manifest[key], key
+
+
+def test_read_dialogues_gives_back_what_was_written(built):
+    out, manifest = built
+    for split in SPLITS:
+        dialogues = read_dialogues(out, split)
+        assert len(dialogues) == manifest["dialogues"][split]
+        by_id = {r["id"]: r for r in rows(out, split)}
+        for d in dialogues:
+            assert d.texts == [t["text"] for t in by_id[d.id]["turns"]]
+    assert len(read_dialogues(out, "train", limit=3)) == 3
+    with pytest.raises(RejoinderError, match="no manifest.json"):
+        read_dialogues(out / "train", "train")
+
+
+def test_a_failed_build_leaves_the_old_dataset(tmp_path):
+    qa = tmp_path / "qa.tsv"
+    qa.write_text("How are you?\tFine, thanks.\n")
+    out = tmp_path / "kept"
+    build(BuildConfig(sources=[Source("qa", {"path": str(qa)})], out=str(out)))
+    before = rows(out, "train") + rows(out, "valid") + rows(out, "test")
+    missing = Source("qa", {"path": str(tmp_path / "nope.tsv")})
+    with pytest.raises(RejoinderError, match="no such file"):
+        build(BuildConfig(sources=[missing], out=str(out), force=True))
+    assert rows(out, "train") + rows(out, "valid") + rows(out, "test") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "qa.tsv"]

@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 
 from rejoinder.data.filters import FILTERS, FilterConfig, Filters, TrigramSketch
@@ -74,6 +76,23 @@ def test_trigram_sketch_counts_and_merges():
     assert shares[2] is None  # no trigrams to judge
     # Collisions can only raise counts: nothing seen once reads as frequent.
     assert merged.frequent_share(["the cat sat on the mat"], 1)[0] == 0.0
+
+
+def test_sketches_merged_or_pickled_count_like_one_sketch():
+    texts = ["I do not know"] * 700 + ["the cat sat on the mat", "what do you know"] * 5
+    one = TrigramSketch(width_bits=16, batch=100)
+    one.add(texts)
+    parts = [TrigramSketch(width_bits=16, batch=100) for _ in range(3)]
+    for i, text in enumerate(texts):
+        parts[i % 3].add([text])  # each part still holds texts it has not counted yet
+    shipped = [pickle.loads(pickle.dumps(part)) for part in parts]
+    merged = shipped[0].merge(shipped[1]).merge(shipped[2])
+    probes = ["I do not know", "the cat sat on the mat", "what do you know", "no such words here"]
+    for count in (0, 4, 5, 699, 700):
+        assert merged.frequent_share(probes, count) == one.frequent_share(probes, count), count
+    assert one.frequent_share(probes, 699)[0] == 1.0 and one.frequent_share(probes, 700)[0] == 0.0
+    with pytest.raises(ValueError, match="same width"):
+        one.merge(TrigramSketch(width_bits=12))
 
 
 def test_normalize_like_the_dialogpt_extractor():

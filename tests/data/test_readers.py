@@ -12,16 +12,13 @@ import re
 import pytest
 
 from rejoinder import RejoinderError
-from rejoinder.data import readers
-from rejoinder.data.readers import (
-    READERS,
-    open_lines,
-    read_chatterbot,
-    read_chitchat,
-    read_dailydialog,
-    read_jsonl,
-    read_qa,
-)
+from rejoinder.data.io import open_lines
+from rejoinder.data.readers import SOURCES, chatterbot
+from rejoinder.data.readers.chatterbot import read_chatterbot
+from rejoinder.data.readers.chitchat import read_chitchat
+from rejoinder.data.readers.dailydialog import read_dailydialog
+from rejoinder.data.readers.jsonl import read_jsonl
+from rejoinder.data.readers.qa import read_qa
 from rejoinder.data.report import Report
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -258,7 +255,7 @@ def test_chatterbot_numbers_nulls_and_bad_entries(tmp_path, report, monkeypatch)
     )
     (folder / "broken.yml").write_text("conversations: [unclosed\n")
     (folder / "empty.yml").write_text("categories: [x]\n")
-    monkeypatch.setattr(readers, "_chatterbot_root", lambda: tmp_path)
+    monkeypatch.setattr(chatterbot, "corpus_root", lambda: tmp_path)
     dialogues = list(read_chatterbot("klingon", report=report))
     assert [d.texts for d in dialogues] == [["How many legs has a spider?", "8"], ["Hello", "Hi"]]
     assert dialogues[0].id == "chatterbot-Klingon-misc-0"
@@ -437,7 +434,7 @@ def test_qa_pairs(tmp_path, report):
 @pytest.mark.parametrize("name", ["dailydialog", "jsonl", "qa", "chitchat"])
 def test_missing_path_is_a_request_error(tmp_path, name):
     with pytest.raises(RejoinderError, match="no such file"):
-        list(READERS[name](tmp_path / "nowhere.jsonl", report=Report()))
+        list(SOURCES[name].read(tmp_path / "nowhere.jsonl", report=Report()))
 
 
 def test_unknown_language_lists_the_available_ones():
@@ -452,5 +449,6 @@ def test_dailydialog_directory_without_its_files(tmp_path):
 
 
 def test_registry_names_every_reader():
-    assert set(READERS) == {"dailydialog", "chitchat", "jsonl", "qa", "chatterbot"}
-    assert all(callable(f) for f in READERS.values())
+    readers = {name: kind.read for name, kind in SOURCES.items() if not kind.threads}
+    assert set(readers) == {"dailydialog", "chitchat", "jsonl", "qa", "chatterbot"}
+    assert all(callable(f) for f in readers.values())

@@ -2,8 +2,16 @@ import json
 
 import pytest
 
-from rejoinder.data.reddit import RedditOptions, parse_comment, thread_dialogues
+from rejoinder.data.reddit import (
+    RedditOptions,
+    check_reddit_source,
+    link_of,
+    parse_comment,
+    read_reddit_file,
+    thread_dialogues,
+)
 from rejoinder.data.report import Report
+from rejoinder.errors import RejoinderError
 
 
 def comment(cid, parent, body="words here", t=0, score=1, author=None, link="t3_L"):
@@ -112,3 +120,24 @@ def test_options_are_checked():
         RedditOptions(min_depth=0)
     with pytest.raises(ValueError, match="max_depth"):
         RedditOptions(min_depth=3, max_depth=2)
+
+
+def test_dump_files_give_records_keyed_by_their_thread(tmp_path):
+    comments, submissions = tmp_path / "RC.ndjson", tmp_path / "RS.ndjson"
+    comments.write_bytes(line() + b"\n\n" + line(id="c2", parent_id="t1_c1") + b"\n{oops\n")
+    submissions.write_text(json.dumps({"id": "L", "title": "A title", "subreddit": "pics"}))
+    args = {"comments": [comments], "submissions": [submissions]}
+    assert check_reddit_source(args) == ([str(comments)], [str(submissions)])
+    report = Report()
+    pairs = [
+        *read_reddit_file(str(submissions), "submissions", report),
+        *read_reddit_file(str(comments), "comments", report),
+    ]
+    assert [link for link, _ in pairs] == ["t3_L"] * 3
+    assert all(link_of(record) == link for link, record in pairs)
+    assert report.counts == {"submissions read": 1, "comment lines read": 3}
+    assert report.bad_input == {"malformed json": 1}
+    with pytest.raises(RejoinderError, match="needs --comments"):
+        check_reddit_source({"submissions": [submissions]})
+    with pytest.raises(RejoinderError, match="does not exist"):
+        check_reddit_source({"comments": [tmp_path / "nope.zst"]})

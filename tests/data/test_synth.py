@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from rejoinder.data import synth
-from rejoinder.data.synth import BLAND_REPLIES, BLOCKED_SUBREDDITS, synth_reddit
+from rejoinder.errors import RejoinderError
+from rejoinder.testing import reddit as synth
+from rejoinder.testing.__main__ import main
+from rejoinder.testing.bodies import lexicon
+from rejoinder.testing.reddit import BLAND_REPLIES, BLOCKED_SUBREDDITS, synth_reddit
 
 N = 20_000
 GONE = ("[deleted]", "[removed]")
@@ -91,8 +94,10 @@ def test_tiny_and_empty(tmp_path):
     for n in (1, 2, 5):
         synth_reddit(n, tmp_path / f"{n}.ndjson", seed=n)
         assert len(read_lines(tmp_path / f"{n}.ndjson")) == n
-    with pytest.raises(ValueError):
+    with pytest.raises(RejoinderError, match="0 or more"):
         synth_reddit(-1, tmp_path / "x.zst")
+    with pytest.raises(RejoinderError, match="must be an int"):
+        synth_reddit(2.5, tmp_path / "x.zst")
 
 
 def test_count_fields_and_types(dump):
@@ -146,7 +151,7 @@ def test_ids_unique_apart_from_duplicates(dump):
 def test_injected_phenomena_at_their_rates(dump):
     summary, comments, _ = dump
     bodies = [c["body"] for c in comments]
-    lex = synth._lexicon()
+    lex = lexicon()
 
     n_deleted = sum(b == "[deleted]" for b in bodies)
     n_removed = sum(b == "[removed]" for b in bodies)
@@ -263,3 +268,18 @@ def test_submissions_one_row_per_thread(dump):
     # num_comments counts distinct comments: duplicate lines are not counted twice.
     distinct = Counter(c["link_id"] for c in {c["id"]: c for c in comments}.values())
     assert all(by_id[link[3:]]["num_comments"] == k for link, k in distinct.items())
+
+
+def test_the_command_line_writes_what_the_function_writes(tmp_path, capsys):
+    out, subs = tmp_path / "RC.zst", tmp_path / "RS.zst"
+    assert (
+        main(["synth-reddit", "--comments", "500", "--out", str(out), "--submissions", str(subs)])
+        == 0
+    )
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == f"wrote 500 comments to {out}"
+    summary = synth_reddit(500, tmp_path / "again.zst", submissions_out=tmp_path / "s.zst")
+    assert json.loads(second) == summary
+    assert out.read_bytes() == (tmp_path / "again.zst").read_bytes()
+    assert main(["synth-reddit", "--comments", "0", "--out", str(out)]) == 2
+    assert "--comments must be at least 1" in capsys.readouterr().err

@@ -1,106 +1,100 @@
-"""The `rejoinder data` verbs: build, show, synth-reddit."""
+"""The `rejoinder data` verbs: build and show.
+
+`data build`'s options are made from the dataclasses they fill (`BuildConfig`,
+`FilterConfig`, `RedditOptions`), and its sources from the registry of source kinds.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import textwrap
+from dataclasses import MISSING
 from pathlib import Path
+from typing import Any
 
+from rejoinder.data.build import BuildConfig, Source, build, summary
+from rejoinder.data.filters import FILTERS, FilterConfig
+from rejoinder.data.readers import SOURCES, SourceKind
+from rejoinder.data.records import SPLITS
+from rejoinder.data.reddit import RedditOptions
 from rejoinder.errors import RejoinderError
+from rejoinder.options import add_options, field_docs, from_args, given
 
-SOURCE_KINDS = ("reddit", "dailydialog", "chitchat", "jsonl", "qa", "chatterbot")
-NEEDS_PATH = ("dailydialog", "jsonl", "qa")
+SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
+    "comments": {
+        "action": "extend",
+        "nargs": "+",
+        "metavar": "RC_FILE",
+        "help": "Pushshift comment dump (.zst, .bz2, .xz, .gz or plain); repeatable",
+    },
+    "submissions": {
+        "action": "extend",
+        "nargs": "+",
+        "default": [],
+        "metavar": "RS_FILE",
+        "help": "Pushshift submission dump, for --title; repeatable",
+    },
+    "language": {"metavar": "NAME", "help": "chatterbot corpus language, e.g. chinese"},
+}
+"""The options that sources take (`SourceKind.needs` and `.takes` name them by dest)."""
 
 
-def parse_sources(tokens: list[str], args) -> list:
+def _flag(dest: str) -> str:
+    return f"--{dest.replace('_', '-')} {SOURCE_OPTIONS[dest]['metavar']}"
+
+
+def usage(kind: SourceKind) -> str:
+    """How the command line names a source: `jsonl PATH`, `reddit --comments RC_FILE`."""
+    return " ".join([kind.name, *(["PATH"] if kind.path else []), *map(_flag, kind.needs)])
+
+
+def parse_sources(tokens: list[str], args: argparse.Namespace) -> list[Source]:
     """`reddit dailydialog DIR chitchat` -> Sources; --comments etc. attach to theirs."""
-    from rejoinder.data.pipeline import Source
-
     sources: list[Source] = []
     i = 0
     while i < len(tokens):
-        kind = tokens[i]
-        if kind not in SOURCE_KINDS:
-            raise RejoinderError(
-                f"unknown source {kind!r}; sources are {', '.join(SOURCE_KINDS)} "
-                "(paths follow dailydialog, jsonl and qa)"
-            )
+        kind = SOURCES.get(tokens[i])
+        if kind is None:
+            known = ", ".join(usage(k) for k in SOURCES.values())
+            raise RejoinderError(f"unknown source {tokens[i]!r}; sources are {known}")
         i += 1
-        if kind in NEEDS_PATH:
-            if i >= len(tokens) or tokens[i] in SOURCE_KINDS:
-                raise RejoinderError(f"source {kind} needs a path: {kind} PATH")
-            sources.append(Source(kind, {"path": tokens[i]}))
+        values: dict[str, Any] = {}
+        if kind.path:
+            if i >= len(tokens) or tokens[i] in SOURCES:
+                raise RejoinderError(f"source {kind.name} needs a path: {kind.name} PATH")
+            values["path"] = tokens[i]
             i += 1
-        elif kind == "reddit":
-            if not args.comments:
-                raise RejoinderError("source reddit needs --comments RC_FILE (repeatable)")
-            sources.append(
-                Source(kind, {"comments": args.comments, "submissions": args.submissions or []})
-            )
-        elif kind == "chatterbot":
-            if not args.language:
-                raise RejoinderError("source chatterbot needs --language NAME (e.g. chinese)")
-            sources.append(Source(kind, {"language": args.language}))
-        else:
-            sources.append(Source(kind, {}))
+        for dest in kind.needs:
+            if not getattr(args, dest, None):
+                help_text = SOURCE_OPTIONS[dest]["help"]
+                raise RejoinderError(f"source {kind.name} needs {_flag(dest)} ({help_text})")
+            values[dest] = getattr(args, dest)
+        for dest in kind.takes:
+            values[dest] = getattr(args, dest)
+        sources.append(Source(kind.name, values))
     if not sources:
-        raise RejoinderError(f"name at least one source: {', '.join(SOURCE_KINDS)}")
+        raise RejoinderError(f"name at least one source: {', '.join(SOURCES)}")
     return sources
+
+
+def build_config(args: argparse.Namespace) -> BuildConfig:
+    """The BuildConfig that `data build`'s parsed arguments ask for."""
+    return from_args(
+        BuildConfig,
+        args,
+        sources=parse_sources(args.sources, args),
+        filter_options=given(FilterConfig, args),
+        reddit=from_args(RedditOptions, args),
+    )
 
 
 def cmd_build(args) -> int:
     """Builds a dialogue dataset from corpora: DIR/{train,valid,test}/*.parquet + manifest.json."""
-    from rejoinder.data.pipeline import BuildConfig, build
-    from rejoinder.data.reddit import RedditOptions
-
-    filter_options = {
-        "targets": args.targets,
-        "repetition_run": args.repetition_run,
-        "top_words": args.top_words,
-        "max_words": args.max_words,
-        "offensive_words": args.offensive_words,
-        "subreddit_blocklist": args.subreddit_blocklist,
-        "bland_share": args.bland_share,
-        "bland_count": args.bland_count,
-    }
-    config = BuildConfig(
-        sources=parse_sources(args.sources, args),
-        out=args.out,
-        filters=args.filters,
-        filter_options={k: v for k, v in filter_options.items() if v is not None},
-        reddit=RedditOptions(
-            min_depth=args.min_depth,
-            max_depth=args.max_depth,
-            min_score=args.min_score,
-            leaves_only=not args.all_paths,
-            max_turn_words=args.max_turn_words,
-            title=args.title,
-        ),
-        valid=args.valid,
-        test=args.test,
-        explain=args.explain,
-        force=args.force,
-        engine=args.engine,
-        master=args.master,
-    )
-    manifest = build(config)
+    manifest = build(build_config(args))
     print(summary(manifest, Path(args.out)))
     return 0
-
-
-def summary(manifest: dict, out: Path) -> str:
-    d = manifest["dialogues"]
-    lines = [
-        f"wrote {d['total']} dialogues to {out} "
-        f"(train {d['train']}, valid {d['valid']}, test {d['test']}) in {manifest['seconds']} s"
-    ]
-    if manifest["dropped"]:
-        lines.append("dropped by filter:")
-        lines += [f"  {name:<12} {n:>10}" for name, n in manifest["dropped"].items()]
-    if manifest["bad_input"]:
-        lines.append("skipped input (bad records):")
-        lines += [f"  {reason:<40} {n:>10}" for reason, n in manifest["bad_input"].items()]
-    return "\n".join(lines)
 
 
 def cmd_show(args) -> int:
@@ -146,105 +140,74 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_synth_reddit(args) -> int:
-    """Writes a synthetic Pushshift comment dump with Reddit's shapes, for tests and benchmarks."""
-    from rejoinder.data.synth import synth_reddit
+def _only(cls: type, *names: str) -> set[str]:
+    """The fields of `cls` to skip so that only `names` become options."""
+    return {f.name for f in dataclasses.fields(cls)} - set(names)
 
-    if args.comments < 1:
-        raise RejoinderError("--comments must be at least 1")
-    info = synth_reddit(args.comments, args.out, submissions_out=args.submissions, seed=args.seed)
-    print(f"wrote {args.comments} comments to {args.out}")
-    print(json.dumps(info, sort_keys=True))
-    return 0
+
+def _filters_group(parser: argparse.ArgumentParser):
+    """The argument group of the filters, titled with what runs by default on each kind."""
+    by_default: dict[str, list[str]] = {}
+    for kind in SOURCES.values():
+        by_default.setdefault(kind.filters, []).append(kind.name)
+    most = max(by_default, key=lambda spec: len(by_default[spec]))
+    defaults = [f"{spec} for {', '.join(names)}" for spec, names in by_default.items()]
+    defaults[list(by_default).index(most)] = f"{most} for the others"
+    parameters = [
+        f"--{f.name.replace('_', '-')} {f.default}"
+        for f in dataclasses.fields(FilterConfig)
+        if not f.metadata.get("cli", {}).get("hidden") and f.default not in (None, MISSING)
+    ]
+    description = f"filters: {', '.join(FILTERS)}. Parameters not given keep their defaults: "
+    return parser.add_argument_group(
+        f"filters (DialoGPT's; by default {', '.join(defaults)})",
+        textwrap.fill(description + ", ".join(parameters) + ".", 78),
+    )
+
+
+def _sources_epilog() -> str:
+    rows = [(usage(kind), kind.description) for kind in SOURCES.values()]
+    width = max(len(u) for u, _ in rows)
+    return "sources:\n" + "\n".join(f"  {u:<{width}}  {d}" for u, d in rows)
 
 
 def add_data_verbs(parser: argparse.ArgumentParser) -> None:
+    """Adds `build` and `show` under `parser` (the `data` verb's), as args.data_verb."""
     verbs = parser.add_subparsers(dest="data_verb", metavar="DATA_VERB", required=True)
 
-    def verb(name, fn):
-        p = verbs.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+    def verb(name, fn, **kw):
+        p = verbs.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__, **kw)
         p.set_defaults(fn=fn)
         return p
 
-    p = verb("build", cmd_build)
+    p = verb(
+        "build",
+        cmd_build,
+        epilog=_sources_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "sources",
         nargs="+",
         metavar="SOURCE",
-        help="reddit, dailydialog PATH, chitchat, jsonl PATH, qa PATH, chatterbot",
+        help=", ".join(usage(k) for k in SOURCES.values()),
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument(
-        "--comments",
-        action="extend",
-        nargs="+",
-        metavar="RC_FILE",
-        help="Pushshift comment dump (.zst, .bz2, .xz, .gz or plain); repeatable",
-    )
-    p.add_argument(
-        "--submissions",
-        action="extend",
-        nargs="+",
-        metavar="RS_FILE",
-        help="Pushshift submission dump, for --title; repeatable",
-    )
-    p.add_argument("--language", help="chatterbot corpus language, e.g. chinese")
-    p.add_argument(
-        "--engine",
-        default="local",
-        choices=["local", "spark"],
-        help="local (embedded, default) or spark",
-    )
-    p.add_argument("--master", help="Spark master URL (default local[*])")
-    g = p.add_argument_group("filters (DialoGPT's; default: all for reddit, none for the others)")
-    g.add_argument(
-        "--filters",
-        metavar="SPEC",
-        help="auto, all, none, or names: url,repetition,non_english,brackets,"
-        "too_long,offensive,subreddit,bland",
-    )
-    g.add_argument(
-        "--targets",
-        choices=["last", "responses"],
-        help="turns the target checks look at (default: last)",
-    )
-    g.add_argument("--repetition-run", type=int, help="a word this many times in a row (3)")
-    g.add_argument("--top-words", type=int, help="top English words a target needs one of (50)")
-    g.add_argument("--max-words", type=int, help="words in source + target at most (200)")
-    g.add_argument("--offensive-words", metavar="FILE", help="blocklist (default better-profanity)")
-    g.add_argument("--subreddit-blocklist", metavar="FILE", help="subreddits to leave out")
-    g.add_argument("--bland-share", type=float, help="share of frequent trigrams (0.9)")
-    g.add_argument("--bland-count", type=int, help="a trigram is frequent above this count (1000)")
-    g.add_argument(
-        "--explain",
-        type=int,
-        default=0,
-        metavar="N",
-        help="keep N dropped dialogues per filter in the manifest",
-    )
-    r = p.add_argument_group("reddit threads")
-    r.add_argument("--min-depth", type=int, default=2, help="turns a dialogue needs (2)")
-    r.add_argument("--max-depth", type=int, help="turns a path may have")
-    r.add_argument("--min-score", type=int, help="lower-scored comments break the chain")
-    r.add_argument("--max-turn-words", type=int, help="longer comments break the chain")
-    r.add_argument(
-        "--all-paths",
-        action="store_true",
-        help="a dialogue for the path to every comment, not only to leaves",
-    )
-    r.add_argument("--title", action="store_true", help="the submission title as first turn")
+    p.add_argument("--out", required=True, metavar="DIR", help=field_docs(BuildConfig)["out"])
+    add_options(p, BuildConfig, skip=_only(BuildConfig, "force", "engine", "master"))
+    for dest, kw in SOURCE_OPTIONS.items():
+        users = [k.name for k in SOURCES.values() if dest in k.needs + k.takes]
+        kw = {**kw, "help": f"{kw['help']} ({', '.join(users)})"}
+        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, **kw)
+    g = _filters_group(p)
+    add_options(g, BuildConfig, skip=_only(BuildConfig, "filters"))
+    # Only the parameters given are recorded (and override FilterConfig's defaults).
+    add_options(g, FilterConfig, override=True)
+    add_options(g, BuildConfig, skip=_only(BuildConfig, "explain"))
+    add_options(p.add_argument_group("reddit threads"), RedditOptions)
     s = p.add_argument_group("splits (by thread or dialogue, deterministic)")
-    s.add_argument("--valid", type=float, default=0.01, help="validation fraction (0.01)")
-    s.add_argument("--test", type=float, default=0.01, help="test fraction (0.01)")
+    add_options(s, BuildConfig, skip=_only(BuildConfig, "valid", "test"))
 
     p = verb("show", cmd_show)
     p.add_argument("dir", metavar="DIR", help="a dataset directory")
-    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="train", choices=list(SPLITS))
     p.add_argument("-n", type=int, default=3, help="dialogues to print (3)")
-
-    p = verb("synth-reddit", cmd_synth_reddit)
-    p.add_argument("--comments", type=int, required=True, metavar="N", help="number of comments")
-    p.add_argument("--out", required=True, metavar="FILE", help="RC_ dump to write (.zst or plain)")
-    p.add_argument("--submissions", metavar="FILE", help="also write the RS_ submissions")
-    p.add_argument("--seed", type=int, default=0)

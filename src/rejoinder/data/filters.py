@@ -25,13 +25,16 @@ import itertools
 import re
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from rejoinder.data.text import words
 from rejoinder.errors import RejoinderError
+from rejoinder.options import option
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FILTERS = (
     "url", "repetition", "non_english", "brackets", "too_long", "offensive", "subreddit", "bland",
@@ -45,9 +48,9 @@ _URL = re.compile(r"https?://|www\.\w|\b\w+\.(?:com|org|net|io|gov|edu)(?:/|\b)"
 class FilterConfig:
     """Which filters run, and their parameters (the DialoGPT paper's by default)."""
 
-    enabled: tuple[str, ...] = FILTERS
+    enabled: tuple[str, ...] = option(FILTERS, hidden=True)
     """Names of the filters to run; the others are off."""
-    targets: str = "last"
+    targets: Literal["last", "responses"] = "last"
     """Which turns the target checks look at: "last" (the paper's) or "responses"."""
     repetition_run: int = 3
     """A word this many times in a row in a target drops it."""
@@ -55,15 +58,15 @@ class FilterConfig:
     """A target needs one of the this-many most frequent English words."""
     max_words: int = 200
     """Source and target together may have at most this many words."""
-    offensive_words: str | None = None
+    offensive_words: str | None = option(None, metavar="FILE")
     """A file of blocklisted words or phrases, one a line (default: better-profanity's)."""
-    subreddit_blocklist: str | None = None
+    subreddit_blocklist: str | None = option(None, metavar="FILE")
     """A file of subreddit names to leave out, one a line."""
     bland_share: float = 0.9
     """A target whose share of frequent trigrams is at least this is bland."""
     bland_count: int = 1000
     """A trigram seen more often than this in the corpus is frequent."""
-    extra: dict = field(default_factory=dict)
+    extra: dict = option(default_factory=dict, hidden=True)
 
     def __post_init__(self):
         unknown = [f for f in self.enabled if f not in FILTERS]
@@ -214,26 +217,20 @@ class TrigramSketch:
     Counts can only be over-estimated, by collisions, and two rows of 4M counters keep
     that far below the threshold of 1,000 for corpora of hundreds of millions of words.
     Hashes are stable (CRC-32 of the words), so workers' sketches add up exactly and
-    both engines agree.
+    both engines agree: a worker counts into its own sketch, and the engine ships it
+    (pickled, pending texts counted) and combines them with `merge`.
     """
 
-    _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F], dtype=np.uint64)
+    # numpy is imported where it is used, so that the command line, which only needs
+    # FilterConfig's fields, starts without it.
+    _MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)
 
     def __init__(self, width_bits: int = 22, depth: int = 2, batch: int = 20_000):
+        import numpy as np
+
         self.width_bits, self.depth, self.batch = width_bits, depth, batch
         self._table = np.zeros((depth, 1 << width_bits), dtype=np.uint32)
         self._pending: list[str] = []
-
-    @property
-    def table(self) -> np.ndarray:
-        """The counters, (depth, 2**width_bits); reading it counts what is pending."""
-        self._flush()
-        return self._table
-
-    @table.setter
-    def table(self, value: np.ndarray) -> None:
-        self._pending.clear()
-        self._table = value
 
     def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Trigram keys of all texts, and for each the index of the text it came from.
@@ -241,6 +238,8 @@ class TrigramSketch:
         Words are lower-cased, ASCII punctuation is dropped, and each word is hashed
         with CRC-32: all in C, which matters at a billion words.
         """
+        import numpy as np
+
         crc, drop = zlib.crc32, _PUNCT
         per_text = [list(map(crc, t.lower().encode().translate(None, drop).split())) for t in texts]
         lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
@@ -254,8 +253,11 @@ class TrigramSketch:
         return keys[same], o[:-2][same]
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        mix = np.array(self._MIX[: self.depth], dtype=np.uint64)
         with np.errstate(over="ignore"):
-            mixed = keys[None, :] * self._MIX[: self.depth, None]
+            mixed = keys[None, :] * mix[:, None]
         return (mixed >> np.uint64(64 - self.width_bits)).astype(np.int64)
 
     def add(self, texts: Iterable[str]) -> None:
@@ -265,6 +267,8 @@ class TrigramSketch:
             self._flush()
 
     def _flush(self) -> None:
+        import numpy as np
+
         if not self._pending:
             return
         keys, _ = self._keys(self._pending)
@@ -274,20 +278,33 @@ class TrigramSketch:
                 self._table[r] += np.bincount(idx, minlength=self._table.shape[1]).astype(np.uint32)
 
     def merge(self, other: TrigramSketch) -> TrigramSketch:
-        self.table += other.table
+        """Adds `other`'s counts to this sketch's (workers' sketches add up exactly)."""
+        if (other.width_bits, other.depth) != (self.width_bits, self.depth):
+            raise ValueError("only sketches of the same width and depth can be merged")
+        self._flush()
+        other._flush()
+        self._table += other._table
         return self
+
+    def __getstate__(self) -> dict:
+        # What is shipped to another process counts what is still pending.
+        self._flush()
+        return self.__dict__.copy()
 
     def frequent_share(self, texts: Sequence[str], count: int) -> list[float | None]:
         """For each text, the share of its trigrams seen more than `count` times.
 
         None for a text of fewer than three words: it has no trigrams to judge.
         """
+        import numpy as np
+
         keys, owner = self._keys(texts)
         share: list[float | None] = [None] * len(texts)
         if not len(keys):
             return share
         rows = self._rows(keys)
-        table = self.table
+        self._flush()
+        table = self._table
         est = np.min(np.stack([table[r][idx] for r, idx in enumerate(rows)]), axis=0)
         frequent = np.bincount(owner, weights=(est > count), minlength=len(texts))
         total = np.bincount(owner, minlength=len(texts))

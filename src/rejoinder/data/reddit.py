@@ -1,4 +1,4 @@
-"""Reddit threads the DialoGPT way: parse Pushshift lines, build trees, walk root-to-leaf paths.
+"""Reddit threads the DialoGPT way: read Pushshift dumps, build trees, walk root-to-leaf paths.
 
 These are plain functions over plain tuples, shared by the local and the Spark engine;
 an engine only decides how comments travel to their thread.
@@ -6,13 +6,17 @@ an engine only decides how comments travel to their thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from rejoinder.data.io import open_lines
+from rejoinder.data.records import RawDialogue
 from rejoinder.data.report import Report
 from rejoinder.data.text import normalize
 from rejoinder.errors import RejoinderError
+from rejoinder.options import option
 
 try:
     import orjson
@@ -34,6 +38,7 @@ DELETED = frozenset({"[deleted]", "[removed]"})
 Comment = tuple[str, str, str, str, str | None, str, int, int]
 # A submission: (link_id, title, author, subreddit)
 Submission = tuple[str, str, str | None, str]
+SUB = "\x00submission"  # tags submission records; no comment id can start with NUL
 
 
 @dataclass
@@ -46,8 +51,9 @@ class RedditOptions:
     """Turns deeper than this are not followed: a path stops at this many turns."""
     min_score: int | None = None
     """Comments scored below this break the chain, like deleted ones."""
-    leaves_only: bool = True
-    """Emit only root-to-leaf paths; False emits the path to every comment."""
+    leaves_only: bool = option(True, flag="--all-paths")
+    """Only root-to-leaf paths become dialogues; --all-paths makes one of the path to every
+    comment."""
     max_turn_words: int | None = None
     """Comments longer than this many words break the chain."""
     title: bool = False
@@ -133,40 +139,6 @@ def parse_submission(line: bytes, report: Report) -> Submission | None:
     author = obj.get("author")
     author = author if isinstance(author, str) and author not in DELETED else None
     return (f"t3_{sid}", title, author, str(obj.get("subreddit") or ""))
-
-
-@dataclass
-class RawDialogue:
-    """A dialogue before it becomes a parquet row: what every engine passes around."""
-
-    id: str
-    source: str
-    group: str
-    """The split key: dialogues of one group (a Reddit thread) land in one split."""
-    texts: list[str]
-    speakers: list[str | None]
-    subreddit: str | None = None
-    emotions: list[str | None] | None = None
-    acts: list[str | None] | None = None
-    meta: str | None = None
-    """Other facts as a JSON object string."""
-
-    def astuple(self) -> tuple:
-        """The fields in order (dataclasses.astuple deep-copies, which is slow)."""
-        return (
-            self.id, self.source, self.group, self.texts, self.speakers, self.subreddit,
-            self.emotions, self.acts, self.meta,
-        )  # fmt: skip
-
-    def to_row(self) -> tuple:
-        n = len(self.texts)
-        emotions = self.emotions or [None] * n
-        acts = self.acts or [None] * n
-        turns = [
-            {"text": t, "speaker": s, "emotion": e, "act": a}
-            for t, s, e, a in zip(self.texts, self.speakers, emotions, acts, strict=True)
-        ]
-        return (self.id, self.source, turns, self.group, self.meta)
 
 
 def thread_dialogues(
@@ -265,21 +237,39 @@ def thread_dialogues(
     return out, [text[i] for i in text]
 
 
-def group_threads(
-    comments: Iterable[Comment],
-) -> dict[str, list[Comment]]:
-    """Comments by thread (link_id)."""
-    threads: dict[str, list[Comment]] = {}
-    for c in comments:
-        threads.setdefault(c[2], []).append(c)
-    return threads
+def check_reddit_source(args: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The comment and submission dumps a reddit source names, each checked to exist."""
+    comments = [str(p) for p in args.get("comments") or []]
+    submissions = [str(p) for p in args.get("submissions") or []]
+    if not comments:
+        raise RejoinderError("the reddit source needs --comments FILE (a Pushshift RC_ dump)")
+    for p in comments + submissions:
+        if not Path(p).is_file():
+            raise RejoinderError(f"Reddit dump {p} does not exist")
+    return comments, submissions
 
 
-def iter_thread_dialogues(
-    threads: dict[str, list[Comment]],
-    submissions: dict[str, Submission],
-    options: RedditOptions,
-    report: Report,
-) -> Iterator[tuple[list[RawDialogue], list[str]]]:
-    for link_id in sorted(threads):
-        yield thread_dialogues(link_id, threads[link_id], options, report, submissions.get(link_id))
+def read_reddit_file(path: str, kind: str, report: Report) -> Iterator[tuple[str, tuple]]:
+    """(link_id, record) for each readable line of one dump; kind is "comments" or "submissions".
+
+    A submission record is (SUB, link_id, title, author, subreddit); a comment is a
+    Comment tuple. Both engines read through this.
+    """
+    for line in open_lines(path, report):
+        if not line.strip():
+            continue
+        if kind == "submissions":
+            s = parse_submission(line, report)
+            if s is not None:
+                report.count("submissions read")
+                yield s[0], (SUB, *s)
+        else:
+            report.count("comment lines read")
+            c = parse_comment(line, report)
+            if c is not None:
+                yield c[2], c
+
+
+def link_of(record: tuple) -> str:
+    """The thread (link_id) of a record that `read_reddit_file` yielded."""
+    return record[1] if record[0] == SUB else record[2]

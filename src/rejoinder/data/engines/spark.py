@@ -1,11 +1,11 @@
-"""The Spark engine of `rejoinder data build` (PySpark; local mode or a cluster).
+"""The Spark engine (PySpark; local mode or a cluster).
 
-It runs the same plain functions as the local engine (parsing, the tree walk, the
-filters, the trigram sketch, the split) and only moves records differently: dump
-files are read in parallel, comments meet their thread in a shuffle by link_id, each
-partition walks its threads, the per-partition trigram sketches are summed, and the
-bland pass runs where the dialogues are. Workers need rejoinder installed (or shipped
-with --py-files); counts travel back to the driver with the data.
+It runs the same stages as the local engine (parsing, the tree walk, the filters, the
+trigram sketch, the split) and only moves records differently: dump files are read in
+parallel, comments meet their thread in a shuffle by link_id, each partition walks its
+threads, the per-partition trigram sketches are merged, and the bland pass runs where
+the dialogues are. Workers need rejoinder installed (or shipped with --py-files);
+counts travel back to the driver with the data.
 """
 
 from __future__ import annotations
@@ -15,24 +15,51 @@ import shutil
 import sys
 from pathlib import Path
 
+from rejoinder.data.config import BuildConfig
 from rejoinder.data.filters import FilterConfig, TrigramSketch
-from rejoinder.data.pipeline import (
-    SPLITS,
-    BuildConfig,
-    _ensure_every_split,
+from rejoinder.data.readers import source_kind
+from rejoinder.data.records import SPLITS, arrow_schema
+from rejoinder.data.reddit import check_reddit_source, read_reddit_file
+from rejoinder.data.report import Report
+from rejoinder.data.stages import (
     bland_pass,
-    check_reddit_source,
+    ensure_every_split,
     filters_for,
     other_dialogues,
+    plan,
     process_thread,
-    read_reddit_file,
     split_of,
 )
-from rejoinder.data.reddit import RawDialogue
-from rejoinder.data.report import Report
 from rejoinder.errors import RejoinderError
 
+# Partitions carry tagged items: the records themselves, and the report (and sketch)
+# of the partition, which the driver collects.
 _REPORT, _ROW, _SKETCH = "report", "row", "sketch"
+
+
+def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> dict[str, int]:
+    """Builds the dataset's splits into `data_dir` on Spark (`config.master`)."""
+    spark = _session(config.master)
+    try:
+        return _run(spark, config, data_dir, report)
+    finally:
+        spark.stop()
+
+
+def spark_schema(schema):
+    """The Spark SQL type of a pyarrow schema or type: the parquet schema, written once."""
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+    if isinstance(schema, pa.Schema) or pa.types.is_struct(schema):
+        fields = [T.StructField(f.name, spark_schema(f.type), f.nullable) for f in schema]
+        return T.StructType(fields)
+    if pa.types.is_list(schema):
+        item = schema.value_field
+        return T.ArrayType(spark_schema(item.type), item.nullable)
+    if pa.types.is_string(schema):
+        return T.StringType()
+    raise TypeError(f"no Spark type for the arrow type {schema}")
 
 
 def _session(master: str | None):
@@ -73,27 +100,28 @@ def _read_files(config: BuildConfig):
 
 
 def _walk(config: BuildConfig, kind: str, use_sketch: bool):
+    """A partition function: threads -> tagged dialogues that pass, report and sketch."""
+
     def run(groups):
         report = Report(explain=config.explain)
         sketch = TrigramSketch() if use_sketch else None
         filters = filters_for(config, kind)
         for link_id, records in groups:
-            for raw in process_thread(link_id, records, config, filters, report, sketch):
+            for raw in process_thread(link_id, records, config.reddit, filters, report, sketch):
                 yield _ROW, raw
         yield _REPORT, report
         if sketch is not None:
-            yield _SKETCH, sketch.table
+            yield _SKETCH, sketch
 
     return run
 
 
-def _bland(config: BuildConfig, fconf: FilterConfig, table_bc):
+def _bland(config: BuildConfig, fconf: FilterConfig, sketch_bc):
+    """A partition function: (bland_check, dialogue) pairs -> tagged dialogues kept, report."""
+
     def run(items):
         report = Report(explain=config.explain)
-        sketch = None
-        if table_bc is not None:
-            sketch = TrigramSketch()
-            sketch.table = table_bc.value
+        sketch = sketch_bc.value if sketch_bc is not None else None
         for raw in bland_pass(items, sketch, fconf, report):
             yield _ROW, raw
         yield _REPORT, report
@@ -106,28 +134,19 @@ def _collect_reports(rdd, report: Report) -> None:
         report.merge(r)
 
 
-def build_spark(config: BuildConfig, tmp: Path, report: Report) -> dict[str, int]:
-    spark = _session(config.master)
+def _run(spark, config: BuildConfig, data_dir: Path, report: Report) -> dict[str, int]:
     sc = spark.sparkContext
-    try:
-        return _run(spark, sc, config, tmp, report)
-    finally:
-        spark.stop()
-
-
-def _run(spark, sc, config: BuildConfig, tmp: Path, report: Report) -> dict[str, int]:
-    plan = [(source, filters_for(config, source.kind)) for source in config.sources]
-    bland = [f.config for _, f in plan if "bland" in f.config.enabled]
+    sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
     parts = []  # RDDs of (bland_check, RawDialogue)
-    for source, filters in plan:
+    for source, filters in sources:
         counted = "bland" in filters.config.enabled
-        if source.kind != "reddit":
+        if not source_kind(source.kind).threads:
             # Small corpora: read on the driver, then distribute.
             local = list(other_dialogues(source, filters, report, sketch if counted else None))
             parts.append(sc.parallelize([(counted, raw) for raw in local], 8))
             continue
-        comments, submissions = check_reddit_source(source)
+        comments, submissions = check_reddit_source(source.args)
         files = [("submissions", p) for p in submissions] + [("comments", p) for p in comments]
         parsed = sc.parallelize(files, len(files)).mapPartitions(_read_files(config)).cache()
         _collect_reports(parsed, report)
@@ -136,45 +155,31 @@ def _run(spark, sc, config: BuildConfig, tmp: Path, report: Report) -> dict[str,
             .map(lambda x: x[1])
             .groupByKey(numPartitions=max(8, sc.defaultParallelism * 2))
         )
-        walked = threads.mapPartitions(_walk(config, "reddit", counted)).cache()
+        walked = threads.mapPartitions(_walk(config, source.kind, counted)).cache()
         _collect_reports(walked, report)
         if counted:
-            tables = walked.filter(lambda x: x[0] == _SKETCH).map(lambda x: x[1])
-            if not tables.isEmpty():
-                sketch.table += tables.treeReduce(lambda a, b: a + b)
+            # Each partition's sketch arrives as its own unpickled copy: merging in place is safe.
+            sketches = walked.filter(lambda x: x[0] == _SKETCH).map(lambda x: x[1])
+            if not sketches.isEmpty():
+                sketch.merge(sketches.treeReduce(lambda a, b: a.merge(b)))
         parts.append(walked.filter(lambda x: x[0] == _ROW).map(lambda x, c=counted: (c, x[1])))
         parsed.unpersist()
 
-    table_bc = sc.broadcast(sketch.table) if sketch is not None else None
-    fconf = bland[0] if bland else FilterConfig()
-    kept = sc.union(parts).mapPartitions(_bland(config, fconf, table_bc)).cache()
+    sketch_bc = sc.broadcast(sketch) if sketch is not None else None
+    fconf = bland or FilterConfig()
+    kept = sc.union(parts).mapPartitions(_bland(config, fconf, sketch_bc)).cache()
     _collect_reports(kept, report)
     rows = kept.filter(lambda x: x[0] == _ROW).map(
         lambda x: (split_of(x[1].group, config.valid, config.test), x[1].to_row())
     )
-    return _write(spark, rows, tmp / "data")
-
-
-def _spark_schema():
-    from pyspark.sql.types import ArrayType, StringType, StructField, StructType
-
-    turn = StructType([StructField(n, StringType()) for n in ("text", "speaker", "emotion", "act")])
-    return StructType(
-        [
-            StructField("id", StringType()),
-            StructField("source", StringType()),
-            StructField("turns", ArrayType(turn)),
-            StructField("group", StringType()),
-            StructField("meta", StringType()),
-        ]
-    )
+    return _write(spark, rows, data_dir)
 
 
 def _write(spark, rows, out: Path) -> dict[str, int]:
     rows = rows.cache()
     counts = {s: 0 for s in SPLITS}
     counts.update(rows.map(lambda x: x[0]).countByValue())
-    schema = _spark_schema()
+    schema = spark_schema(arrow_schema())
     for split in SPLITS:
         part = rows.filter(lambda x, s=split: x[0] == s).map(lambda x: x[1])
         target = out / split
@@ -185,8 +190,5 @@ def _write(spark, rows, out: Path) -> dict[str, int]:
         for extra in list(target.iterdir()):  # Hadoop's bookkeeping, not data
             if extra.name.startswith(("_", ".")):
                 extra.unlink() if extra.is_file() else shutil.rmtree(extra)
-    _ensure_every_split(out)
+    ensure_every_split(out)
     return {s: int(counts[s]) for s in SPLITS}
-
-
-__all__ = ["build_spark", "RawDialogue"]

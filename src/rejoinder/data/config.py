@@ -1,0 +1,66 @@
+"""What a build is asked to do: its sources and its options, as manifest.json records them.
+
+These live apart from `build` because the stages and both engines take them too, and
+`build` calls the engines.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rejoinder.data.readers import source_kind
+from rejoinder.data.reddit import RedditOptions
+from rejoinder.errors import RejoinderError
+from rejoinder.options import option
+
+Engine = Literal["local", "spark"]
+"""The engines a build can run on (`rejoinder.data.engines`)."""
+
+
+@dataclass
+class Source:
+    """One corpus to read: a kind of the registry (`readers.SOURCES`) and its arguments."""
+
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+    """What its reader takes (path, language); for reddit, comments and submissions, each
+    a list of dump paths."""
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build needs; manifest.json records it."""
+
+    sources: list[Source] = option(hidden=True)
+    out: str = option(hidden=True)
+    """The dataset directory to write."""
+    filters: str | None = option(None, metavar="SPEC")
+    """auto (each kind of source's default), all, none, or filter names joined by commas."""
+    filter_options: dict[str, Any] = option(default_factory=dict, hidden=True)
+    """The filter parameters that were given (fields of FilterConfig)."""
+    reddit: RedditOptions = option(default_factory=RedditOptions, hidden=True)
+    valid: float = 0.01
+    """The validation fraction."""
+    test: float = 0.01
+    """The test fraction."""
+    explain: int = option(0, metavar="N")
+    """Keep this many dropped dialogues per filter in the manifest."""
+    force: bool = False
+    """Replace the output directory if it exists."""
+    engine: Engine = "local"
+    """local (embedded, one machine) or spark."""
+    master: str | None = option(None, metavar="URL")
+    """Spark master URL (engine spark): local[*] by default."""
+
+    def __post_init__(self):
+        if not self.sources:
+            raise RejoinderError("give at least one source to build from")
+        for source in self.sources:
+            source_kind(source.kind)
+        if not (0 <= self.valid < 1 and 0 <= self.test < 1 and self.valid + self.test < 1):
+            raise RejoinderError("--valid and --test are fractions whose sum is below 1")
+        engines = typing.get_args(Engine)
+        if self.engine not in engines:
+            raise RejoinderError(f"unknown engine {self.engine!r}; choose {' or '.join(engines)}")

@@ -1,0 +1,38 @@
+"""The engines that run a build: they group and move records, the stages do the rest.
+
+An engine is a function `(config, data_dir, work_dir, report) -> dialogues per split`:
+it writes the splits' parquet files into `data_dir`, keeps whatever it needs between
+passes in `work_dir` (removed after the build), and counts into `report`. The local
+engine needs nothing but this package; the Spark engine is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rejoinder.data.config import BuildConfig
+from rejoinder.data.report import Report
+
+Run = Callable[[BuildConfig, Path, Path, Report], dict[str, int]]
+
+
+def _local() -> Run:
+    from rejoinder.data.engines import local
+
+    return local.run
+
+
+def _spark() -> Run:
+    from rejoinder.data.engines import spark
+
+    return spark.run
+
+
+ENGINES: dict[str, Callable[[], Run]] = {"local": _local, "spark": _spark}
+"""Each engine by name (`BuildConfig.engine`), as a function that imports it."""
+
+
+def engine(name: str) -> Run:
+    """The engine called `name` (BuildConfig checks the name)."""
+    return ENGINES[name]()

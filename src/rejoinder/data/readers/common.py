@@ -1,0 +1,70 @@
+"""What every reader shares: a record it cannot read is skipped and counted, never fatal.
+
+A reader builds each record's `Dialogue` with `build_or_count`: the builder raises
+`Skip(reason)` for a record it cannot read, and that record is counted under `reason`
+in the report while the reader goes on with the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from rejoinder.data.report import Report
+from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.errors import RejoinderError
+
+_LABEL_VALUES = (str, int, float, bool, type(None))
+
+
+class Skip(Exception):
+    """A record that cannot be read: `reason` is the report's key."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def make_turn(text: Any, speaker: Any, labels: Mapping[str, Any], report: Report) -> Turn | None:
+    """A stripped Turn, None for an empty one (counted); Skip for a text that is no text."""
+    if text is None:
+        report.count("empty turns skipped")
+        return None
+    if not isinstance(text, str):
+        raise Skip("wrong type: text")
+    text = text.strip()
+    if not text:
+        report.count("empty turns skipped")
+        return None
+    if speaker is not None and not isinstance(speaker, str):
+        if not isinstance(speaker, int | float) or isinstance(speaker, bool):
+            raise Skip("wrong type: speaker")
+        speaker = str(speaker)
+    plain = {}
+    for key, value in labels.items():
+        if isinstance(value, _LABEL_VALUES):
+            plain[str(key)] = value
+        else:
+            report.count("non-scalar turn labels dropped")
+    return Turn(text, speaker, plain)
+
+
+def make_dialogue(
+    turns: Iterable[Turn | None], id: str, source: str, meta: Mapping[str, Any]
+) -> Dialogue:
+    """A Dialogue of the turns that are not None; Skip when none is left."""
+    kept = tuple(t for t in turns if t is not None)
+    if not kept:
+        raise Skip("empty dialogue")
+    return Dialogue(kept, id, source, dict(meta))
+
+
+def build_or_count(report: Report, sample: Any, make: Callable[..., Dialogue], *args: Any):
+    """`make(*args)`, or None with a counted bad record when the record cannot be read."""
+    try:
+        return make(*args)
+    except Skip as e:
+        report.bad(e.reason, sample)
+    except RejoinderError as e:  # a check of Turn/Dialogue that the reader did not foresee
+        report.bad("invalid dialogue", f"{sample}: {e}")
+    return None

@@ -1,0 +1,135 @@
+"""Dialogues as JSON lines: lists of turns, {"turns": ...} or OpenAI-style {"messages": ...}."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rejoinder.data.io import existing, file_stem, text_lines
+from rejoinder.data.readers.common import Skip, build_or_count, make_dialogue, make_turn
+from rejoinder.data.report import Report
+from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.errors import RejoinderError
+
+_SCALARS = (str, int, float, bool)
+
+
+def read_jsonl(path: str | Path, *, report: Report) -> Iterator[Dialogue]:
+    """One dialogue per line, in any of three shapes:
+
+    - a list of strings: ["Hi", "Hello!"];
+    - {"turns": [...]} with strings or {"text", "speaker", other labels} objects;
+    - {"messages": [{"role", "content"}, ...]} (OpenAI's chat format; role -> speaker,
+      "system" messages are skipped and counted).
+
+    An object's `id` (else "{file stem}-{line number}") and `source` (else "jsonl") are
+    used; its other keys with a string, number or boolean value go into the meta.
+    Blank lines are ignored. .gz, .zst, .bz2 and .xz files are decompressed on the fly.
+    """
+    path = existing(path)
+    if path.is_dir():
+        raise RejoinderError(f"{path} is a directory; give a .jsonl file")
+    stem = file_stem(path)
+    for number, line in text_lines(path, report):
+        if not line.strip():
+            continue
+        sample = f"{path.name}:{number}: {line[:120]}"
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            report.bad("malformed json", sample)
+            continue
+        d = build_or_count(report, sample, _jsonl, obj, stem, number, report)
+        if d is not None:
+            yield d
+
+
+def _jsonl(obj: Any, stem: str, number: int, report: Report) -> Dialogue:
+    default_id = f"{stem}-{number}"
+    if isinstance(obj, list):
+        return make_dialogue(_jsonl_turns(obj, report), default_id, "jsonl", {})
+    if not isinstance(obj, Mapping):
+        raise Skip("wrong type: line")
+    if "turns" in obj:
+        if not isinstance(obj["turns"], list):
+            raise Skip("wrong type: turns")
+        turns = _jsonl_turns(obj["turns"], report)
+    elif "messages" in obj:
+        if not isinstance(obj["messages"], list):
+            raise Skip("wrong type: messages")
+        turns = _jsonl_messages(obj["messages"], report)
+    else:
+        raise Skip("missing field: turns")
+    id = obj.get("id")
+    if id is None or id == "":
+        id = default_id
+    elif isinstance(id, int) and not isinstance(id, bool):
+        id = str(id)
+    elif not isinstance(id, str):
+        raise Skip("wrong type: id")
+    source = obj.get("source")
+    if source is None or source == "":
+        source = "jsonl"
+    elif not isinstance(source, str):
+        raise Skip("wrong type: source")
+    meta = {}
+    for key, value in obj.items():
+        if key in ("id", "source", "turns", "messages"):
+            continue
+        if isinstance(value, _SCALARS):
+            meta[key] = value
+        else:
+            report.count("non-scalar meta keys dropped")
+    return make_dialogue(turns, id, source, meta)
+
+
+def _jsonl_turns(items: list[Any], report: Report) -> list[Turn | None]:
+    turns = []
+    for item in items:
+        if item is None or isinstance(item, str):
+            turns.append(make_turn(item, None, {}, report))
+        elif isinstance(item, Mapping):
+            if "text" in item:
+                text_key, speaker_key = "text", "speaker"
+            elif "content" in item:
+                text_key, speaker_key = "content", "role"
+            else:
+                raise Skip("missing field: text")
+            labels = {k: v for k, v in item.items() if k not in (text_key, speaker_key)}
+            turns.append(make_turn(item[text_key], item.get(speaker_key), labels, report))
+        else:
+            raise Skip("wrong type: turn")
+    return turns
+
+
+def _jsonl_messages(messages: list[Any], report: Report) -> list[Turn | None]:
+    turns = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            raise Skip("wrong type: message")
+        if "role" not in message:
+            raise Skip("missing field: role")
+        if "content" not in message:
+            raise Skip("missing field: content")
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str):
+            raise Skip("wrong type: role")
+        if role == "system":
+            report.count("system messages skipped")
+            continue
+        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+            parts = [
+                p["text"]
+                for p in content
+                if isinstance(p, Mapping) and p.get("type", "text") == "text" and "text" in p
+            ]
+            if not all(isinstance(p, str) for p in parts):
+                raise Skip("wrong type: content")
+            content = " ".join(p.strip() for p in parts if p.strip())
+        elif content is not None and not isinstance(content, str):
+            raise Skip("wrong type: content")
+        labels = {k: v for k, v in message.items() if k not in ("role", "content")}
+        turns.append(make_turn(content, role, labels, report))
+    return turns

@@ -1,0 +1,123 @@
+"""The dataset's records: a dialogue on its way through a build, and the parquet rows it becomes.
+
+A built dataset is DIR/{train,valid,test}/*.parquet plus DIR/manifest.json. Every row has
+the schema of `arrow_schema()`; `read_dialogues` reads a split back as `Dialogue`s, which
+is all that training and evaluation ever see of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.errors import RejoinderError
+
+SPLITS = ("train", "valid", "test")
+TURN_FIELDS = ("text", "speaker", "emotion", "act")
+
+
+@dataclass
+class RawDialogue:
+    """A dialogue before it becomes a parquet row: what every engine passes around."""
+
+    id: str
+    source: str
+    group: str
+    """The split key: dialogues of one group (a Reddit thread) land in one split."""
+    texts: list[str]
+    speakers: list[str | None]
+    subreddit: str | None = None
+    emotions: list[str | None] | None = None
+    acts: list[str | None] | None = None
+    meta: str | None = None
+    """Other facts as a JSON object string."""
+
+    @classmethod
+    def from_dialogue(cls, d: Dialogue) -> RawDialogue:
+        """A reader's `Dialogue` as a record; its meta's "group", if any, is the split key."""
+
+        def label(name: str) -> list[str | None] | None:
+            values = [t.labels.get(name) for t in d.turns]
+            return [None if v is None else str(v) for v in values] if any(values) else None
+
+        meta = {k: v for k, v in d.meta.items() if k != "group"}
+        return cls(
+            id=d.id,
+            source=d.source,
+            group=str(d.meta.get("group", d.id)),
+            texts=[t.text for t in d.turns],
+            speakers=[t.speaker for t in d.turns],
+            emotions=label("emotion"),
+            acts=label("act"),
+            meta=json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None,
+        )
+
+    def astuple(self) -> tuple:
+        """The fields in order (dataclasses.astuple deep-copies, which is slow)."""
+        return (
+            self.id, self.source, self.group, self.texts, self.speakers, self.subreddit,
+            self.emotions, self.acts, self.meta,
+        )  # fmt: skip
+
+    def to_row(self) -> tuple:
+        """The parquet row, its values in the order of `arrow_schema()`'s columns."""
+        n = len(self.texts)
+        emotions = self.emotions or [None] * n
+        acts = self.acts or [None] * n
+        turns = [
+            {"text": t, "speaker": s, "emotion": e, "act": a}
+            for t, s, e, a in zip(self.texts, self.speakers, emotions, acts, strict=True)
+        ]
+        return (self.id, self.source, turns, self.group, self.meta)
+
+
+def arrow_schema():
+    """The one schema of a dataset's parquet files (the Spark engine derives its own from it)."""
+    import pyarrow as pa
+
+    turn = pa.struct([(name, pa.string()) for name in TURN_FIELDS])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("source", pa.string()),
+            ("turns", pa.list_(turn)),
+            ("group", pa.string()),
+            ("meta", pa.string()),
+        ]
+    )
+
+
+def dialogue_from_row(row: Mapping[str, Any]) -> Dialogue | None:
+    """A parquet row (as a dict) as a `Dialogue`; None when no turn has text."""
+    turns = []
+    for t in row["turns"]:
+        if not t["text"] or not t["text"].strip():
+            continue
+        labels = {k: t[k] for k in ("emotion", "act") if t.get(k) is not None}
+        turns.append(Turn(t["text"], t.get("speaker"), labels))
+    if not turns:
+        return None
+    meta = json.loads(row["meta"]) if row.get("meta") else {}
+    return Dialogue(tuple(turns), row["id"], row["source"], meta)
+
+
+def read_dialogues(path: str | Path, split: str, limit: int | None = None) -> list[Dialogue]:
+    """The dialogues of one split of a `rejoinder data build` directory."""
+    import pyarrow.dataset as pads
+
+    root = Path(path)
+    if not (root / "manifest.json").is_file():
+        raise RejoinderError(
+            f"{root} is not a dataset directory (no manifest.json); make one with "
+            "`rejoinder data build`"
+        )
+    folder = root / split
+    if not folder.is_dir():
+        return []
+    table = pads.dataset(str(folder), format="parquet").to_table()
+    rows = (dialogue_from_row(row) for row in table.to_pylist()[:limit])
+    return [d for d in rows if d is not None]
