@@ -31,13 +31,25 @@ class ChatSession:
         self.options: dict[str, Any] = dict(options)
         self.history: list[Turn] = []
 
+    def config(self, options: dict[str, Any] | None = None):
+        """The DecodingConfig of the session's options (or of `options`), checked
+        against the model: MMI needs a reverse model, a head must exist."""
+        from rejoinder.generation.config import decoding_config
+
+        options = self.options if options is None else options
+        given = {k: v for k, v in options.items() if k != "preset" and v is not None}
+        config = decoding_config(options.get("preset"), **given)
+        self.model.check(config)
+        return config
+
     def send(self, text: str) -> str:
         """Adds the user's message, and returns (and remembers) the model's reply."""
         if not text.strip():
             raise RejoinderError("say something: the message is empty")
+        config = self.config()
         self.history.append(Turn(text, speaker="user"))
         try:
-            reply = self.model.generate(self.history, **self.options)
+            reply = self.model.generate(self.history, config)
         except Exception:
             self.history.pop()  # a failed reply leaves the conversation as it was
             raise
@@ -48,20 +60,17 @@ class ChatSession:
         return reply
 
     def can_stream(self) -> bool:
-        from rejoinder.generation.config import decoding_config
-
-        opts = {k: v for k, v in self.options.items() if k not in ("preset", "head")}
-        c = decoding_config(self.options.get("preset"), **opts)
-        return not (c.mmi_candidates or c.num_beams > 1 or c.num_return_sequences > 1)
+        return self.config().streamable
 
     def stream(self, text: str):
         """Like `send`, yielding the reply's text as it is generated."""
         if not text.strip():
             raise RejoinderError("say something: the message is empty")
+        config = self.config()
         self.history.append(Turn(text, speaker="user"))
         pieces = []
         try:
-            for piece in self.model.stream(self.history[:], **self.options):
+            for piece in self.model.stream(self.history[:], config):
                 pieces.append(piece)
                 yield piece
         except BaseException:
@@ -87,10 +96,7 @@ class ChatSession:
                 value = raw
             new[key] = None if raw.lower() in ("none", "null") else value
         trial = {**self.options, **new}
-        from rejoinder.generation.config import decoding_config
-
-        options = {k: v for k, v in trial.items() if v is not None and k not in ("preset", "head")}
-        decoding_config(trial.get("preset"), **options)  # refuse bad ones before keeping them
+        self.config(trial)  # refuse bad ones before keeping them
         self.options = {k: v for k, v in trial.items() if v is not None}
         return self.options
 

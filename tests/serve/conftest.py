@@ -51,7 +51,8 @@ def parrot(parrot_dir):
 @pytest.fixture
 def start(tmp_path, parrot):
     """start(**settings) -> a Running server around the parrot (stopped after the test)."""
-    from rejoinder.serve.app import Settings, create_app
+    from rejoinder.serve.app import create_app
+    from rejoinder.serve.server import Settings
 
     running = []
 

@@ -265,7 +265,7 @@ def test_malformed_and_invalid_bodies_get_422_with_a_reason(server):
 
 
 def test_limits(start):
-    server = start(max_body_bytes=2000, max_message_chars=100, max_tokens=16)
+    server = start(max_body_kb=2000 / 1024, max_message_chars=100, max_tokens=16)
     r = chat(server.url, [user("x" * 3000)])
     assert r.status_code == 413 and "2000 bytes" in r.json()["error"]["message"]
 
@@ -310,7 +310,7 @@ def test_the_offensive_filter_replaces_and_logs(start, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rejoinder.serve"):
         r = chat(server.url, [user("Hello")], **GREEDY)
         streamed = chat(server.url, [user("Hello")], stream=True, **GREEDY)
-    from rejoinder.serve.app import REFUSAL
+    from rejoinder.serve.server import REFUSAL
 
     assert r.json()["choices"][0]["message"]["content"] == REFUSAL
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events(streamed))

@@ -9,7 +9,8 @@ schemathesis = pytest.importorskip("schemathesis")
 
 @pytest.fixture(scope="module")
 def app(parrot, tmp_path_factory):
-    from rejoinder.serve.app import Settings, create_app
+    from rejoinder.serve.app import create_app
+    from rejoinder.serve.server import Settings
 
     db = tmp_path_factory.mktemp("fuzz") / "sessions.db"
     # Short replies keep a few hundred generated requests quick.

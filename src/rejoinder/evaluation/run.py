@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class TestSet:
 
 def load_test_set(dataset: str | Path, split: str = "test", limit: int | None = None) -> TestSet:
     """The test points of `split` of a `rejoinder data build` directory."""
-    from rejoinder.training.data import read_dialogues
+    from rejoinder.data.records import read_dialogues
 
     root = Path(dataset)
     dialogues = read_dialogues(root, split)
@@ -123,19 +123,25 @@ def meteor(hyps: list[str], refs: list[list[str]]) -> tuple[float | None, str | 
     return 100 * total / len(hyps), None
 
 
+def _configs(model, presets: list[str], seed: int) -> dict:
+    """Each preset's DecodingConfig, checked against the model before any work."""
+    from rejoinder.generation.config import decoding_config
+
+    configs = {name: decoding_config(name, seed=seed) for name in presets}
+    for config in configs.values():
+        model.check(config)  # MMI presets need the reverse model
+    return configs
+
+
 def generate_replies(
     model, contexts: list[list[str]], preset: str, seed: int = 0, batch_size: int = 16
 ) -> list[str]:
     """One reply per context with `preset` (MMI presets rerank with the reverse model)."""
-    from rejoinder.generation.config import decoding_config
-
-    config = decoding_config(preset, seed=seed)
-    if config.mmi_candidates and model.reverse is None:
-        raise RejoinderError(f"preset {preset!r} reranks with MMI: give a reverse model")
+    config = _configs(model, [preset], seed)[preset]
     replies: list[str] = []
     for start in range(0, len(contexts), batch_size):
         chunk = contexts[start : start + batch_size]
-        replies += model.generate_batch(chunk, preset=preset, seed=seed + start)
+        replies += model.generate_batch(chunk, replace(config, seed=seed + start))
         _progress(f"{preset}: {len(replies)}/{len(contexts)} replies")
     _end_progress()
     return replies
@@ -162,6 +168,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Perplexity and the metric table of `model` (a ConversationModel) on `dataset`."""
     presets = presets or ["nucleus"]
+    _configs(model, presets, seed)
     test = load_test_set(dataset, split, limit)
     print(
         f"evaluating on {len(test.contexts)} contexts of {dataset}:{split} "

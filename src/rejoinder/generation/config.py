@@ -2,26 +2,33 @@
 
 Fields are `transformers` generation options (validated here, with messages that name
 the option and its valid values) plus rejoinder's own: `seed`, `bad_words`, `stop`,
-and MMI reranking (`mmi_candidates`, `mmi_temperature`, `mmi_lambda`, `mmi_source`).
-Named presets give common settings that options override:
+`head`, and MMI reranking (`mmi_candidates`, `mmi_temperature`, `mmi_lambda`,
+`mmi_source`). The rules that follow from a config alone (can it stream, does it
+rerank) live here too, once. Named presets give common settings that options override:
 
 >>> decoding_config("nucleus", temperature=0.7).top_p
 0.9
+>>> decoding_config("mmi").uses_mmi, decoding_config("mmi").streamable
+(True, False)
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
 
 from rejoinder.errors import RejoinderError
+from rejoinder.options import option
+
+MMI_CANDIDATES = 10
+"""How many candidates MMI reranks when nothing says otherwise."""
 
 
 @dataclass
 class DecodingConfig:
     """How a reply is decoded."""
 
-    do_sample: bool = False
+    do_sample: bool = option(False, flag="--sample")
     """Sample (True) or search (False: greedy, or beam with num_beams > 1)."""
     temperature: float = 1.0
     """Divides the logits before sampling; > 0."""
@@ -43,24 +50,29 @@ class DecodingConfig:
     """Penalise tokens already in the sequence; >= 1 discourages repeats."""
     no_repeat_ngram_size: int = 0
     """Never repeat an n-gram of this size (0: off)."""
-    bad_words: list[str] = field(default_factory=list)
-    """Words the reply must not contain."""
+    bad_words: list[str] = option(default_factory=list, flag="--bad-word", metavar="WORD")
+    """A word the reply must not contain."""
     min_new_tokens: int = 0
+    """The reply is at least this many tokens long."""
     max_new_tokens: int = 64
-    stop: list[str] = field(default_factory=list)
-    """Extra strings that end a reply."""
+    """The reply is at most this many tokens long."""
+    stop: list[str] = option(default_factory=list, metavar="TEXT")
+    """A string that ends the reply."""
     num_return_sequences: int = 1
+    """Replies per context (sampled, or the best beams)."""
     seed: int | None = None
     """Makes sampling repeatable (the caller's RNG state is left alone)."""
-    use_cache: bool = True
+    use_cache: bool = option(True, hidden=True)
     """Reuse attention keys and values between steps (off only to check that it agrees)."""
+    head: str | None = None
+    """The LM head that replies, on a model with extra heads (None: the default one)."""
     mmi_candidates: int = 0
     """MMI: sample this many candidates and rerank them with the reverse model (0: off)."""
     mmi_temperature: float = 0.0
     """MMI: 0 picks the best candidate; T > 0 samples from softmax(score / T)."""
     mmi_lambda: float = 0.0
     """MMI: score = reverse log-likelihood + mmi_lambda * forward log-likelihood."""
-    mmi_source: str = "last"
+    mmi_source: Literal["last", "history"] = "last"
     """MMI: the source the reverse model must explain: the last message, or all history."""
 
     def __post_init__(self):
@@ -97,6 +109,10 @@ class DecodingConfig:
             bad("mmi_temperature", "use 0 (pick the best) or a number > 0")
         if self.mmi_source not in ("last", "history"):
             bad("mmi_source", "use 'last' or 'history'")
+        if self.uses_mmi and not self.do_sample and self.num_beams < self.mmi_candidates:
+            raise RejoinderError(
+                "MMI candidates are sampled: set do_sample=true (or num_beams >= mmi_candidates)"
+            )
         if isinstance(self.bad_words, str):
             self.bad_words = [self.bad_words]
         if isinstance(self.stop, str):
@@ -107,12 +123,29 @@ class DecodingConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def uses_mmi(self) -> bool:
+        """Whether replies are reranked by a reverse model (which must then be loaded)."""
+        return self.mmi_candidates > 0
+
+    @property
+    def streamable(self) -> bool:
+        """Whether the reply can be streamed: one reply, decoded left to right."""
+        return not (self.uses_mmi or self.num_beams > 1 or self.num_return_sequences > 1)
+
+    def with_mmi(self, on: bool) -> DecodingConfig:
+        """This config reranked by MMI (with MMI_CANDIDATES unless it names a number) or not."""
+        if not on:
+            return replace(self, mmi_candidates=0)
+        return self if self.uses_mmi else replace(self, mmi_candidates=MMI_CANDIDATES)
+
     def generate_kwargs(self) -> dict[str, Any]:
         """The `transformers` generate options (rejoinder's own ones left out)."""
         own = {
             "bad_words",
             "stop",
             "seed",
+            "head",
             "mmi_candidates",
             "mmi_temperature",
             "mmi_lambda",
@@ -136,19 +169,31 @@ PRESETS: dict[str, dict[str, Any]] = {
     "min-p": {"do_sample": True, "min_p": 0.05, "temperature": 1.0},
     # DialoGPT's interactive MMI: sampled candidates, reranked by the reverse model,
     # the reply drawn from softmax(score / T).
-    "dialogpt-mmi": {"do_sample": True, "top_p": 0.9, "mmi_candidates": 10, "mmi_temperature": 0.5},
+    "dialogpt-mmi": {
+        "do_sample": True,
+        "top_p": 0.9,
+        "mmi_candidates": MMI_CANDIDATES,
+        "mmi_temperature": 0.5,
+    },
     # Candidates from the whole distribution: the reverse model is the filter, and a
-    # wider pool gives it more to choose from. On the quickstart's models (3 seeds) this
-    # beats nucleus on BLEU-2, F1, Entropy-4 and Dist-2; candidates from top_p 0.9 gave
-    # a higher F1 but a lower Dist-2 than nucleus.
-    "mmi": {"do_sample": True, "top_p": 1.0, "mmi_candidates": 10},
+    # wider pool gives it more to choose from (benchmarks/quality.py compares the two).
+    "mmi": {"do_sample": True, "top_p": 1.0, "mmi_candidates": MMI_CANDIDATES},
 }
 
 FIELDS = {f.name for f in fields(DecodingConfig)}
 
 
-def decoding_config(preset: str | None = None, **options: Any) -> DecodingConfig:
-    """A DecodingConfig from a preset name and options that override it."""
+def decoding_config(
+    preset: str | None = None, config: DecodingConfig | None = None, **options: Any
+) -> DecodingConfig:
+    """A DecodingConfig from a preset name, or a whole `config`, and options that override it.
+
+    Every method that decodes takes its options this one way.
+    """
+    if config is not None:
+        if preset is not None:
+            raise RejoinderError("give a decoding config or a preset, not both")
+        return decoding_config(None, **{**config.to_dict(), **options})
     if preset is not None and preset not in PRESETS:
         raise RejoinderError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
     unknown = sorted(set(options) - FIELDS)

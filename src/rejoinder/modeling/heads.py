@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rejoinder.errors import RejoinderError
+from rejoinder.formats import IGNORE
 
 HEADS_FILE = "heads.safetensors"
 KINDS = ("lm", "classify")
@@ -114,7 +115,7 @@ class MultiHeadLM(nn.Module):
         )
         hidden = out.last_hidden_state  # (B, T, C)
         targets = labels[:, 1:]
-        total, count = hidden.new_zeros(()), (targets != -100).sum().clamp(min=1)
+        total, count = hidden.new_zeros(()), (targets != IGNORE).sum().clamp(min=1)
         for i, name in enumerate(self.lm_names):
             rows = (head_ids == i).nonzero().squeeze(-1) if head_ids is not None else None
             if rows is not None and rows.numel() == 0:
@@ -124,7 +125,7 @@ class MultiHeadLM(nn.Module):
             layer = self.base.lm_head if name == "default" else self.lm_heads[name]
             logits = layer(h[:, :-1])
             total = total + nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), t.flatten(), ignore_index=-100, reduction="sum"
+                logits.flatten(0, 1).float(), t.flatten(), ignore_index=IGNORE, reduction="sum"
             )
             if rows is None:
                 break
@@ -133,12 +134,12 @@ class MultiHeadLM(nn.Module):
             if spec.kind != "classify" or f"cls_{spec.name}" not in cls_labels:
                 continue
             y = cls_labels[f"cls_{spec.name}"]
-            if (y == -100).all():
+            if (y == IGNORE).all():
                 continue
             at = hidden[torch.arange(len(hidden), device=hidden.device), cls_pos]  # (B, C)
             logits = self.classifiers[spec.name](at)
             loss = loss + spec.weight * nn.functional.cross_entropy(
-                logits.float(), y, ignore_index=-100
+                logits.float(), y, ignore_index=IGNORE
             )
         return loss
 

@@ -1,8 +1,8 @@
 """The HTTP app: OpenAI's chat completions, sessions, health, and the chat page.
 
 `create_app(model, settings)` builds it around a loaded `ConversationModel`; `serve`
-runs it with uvicorn. Every reply goes through one `Batcher`, so concurrent users
-share generate calls.
+runs it with uvicorn. Every reply goes through the `Server`'s one `Batcher`, so
+concurrent users share generate calls.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ import json
 import logging
 import time
 import uuid
-import weakref
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -26,79 +22,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rejoinder.dialogue import Turn
-from rejoinder.errors import RejoinderError
-from rejoinder.generation.config import DecodingConfig, decoding_config
-from rejoinder.serve.batching import Batcher
+from rejoinder.generation.config import DecodingConfig
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
     SessionCreate,
     SessionMessage,
 )
-from rejoinder.serve.store import DEFAULT_DB, SessionStore
+from rejoinder.serve.server import ApiError, Server, Settings, error_body, turns_of
+from rejoinder.serve.store import SessionStore
 
 log = logging.getLogger("rejoinder.serve")
-
-REFUSAL = "Sorry, I'd rather not say that."
-
-
-@dataclass
-class Settings:
-    """How the server runs; each field is a `rejoinder serve` option."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    db: str = DEFAULT_DB
-    model_name: str | None = None
-    """The id in /v1/models (default: the model directory's name)."""
-    preset: str = "nucleus"
-    """Decoding when a request says nothing of it."""
-    api_key: str | None = None
-    """Requests to /v1 must carry `Authorization: Bearer KEY` (None: open)."""
-    max_body_bytes: int = 256 * 1024
-    max_message_chars: int = 4000
-    max_tokens: int = 256
-    """The most new tokens a request may ask for."""
-    default_max_tokens: int = 64
-    request_seconds: float = 60.0
-    """Time limit of a request (queueing and generation)."""
-    max_batch: int = 16
-    batch_wait_ms: float = 50.0
-    """How long the first request of a batch waits for others: long enough for clients
-    answered by the last batch to send their next request (10 ms split 8 clients into
-    two alternating half batches: 2.4x the throughput of one client, against 3.5x)."""
-    filter_offensive: bool = False
-    offensive_words: str | None = None
-    """A blocklist file (default: better-profanity's list, as the data filters use)."""
-    cors_origins: list[str] = field(default_factory=list)
-    shutdown_seconds: float = 30.0
-    """On SIGTERM or Ctrl-C: how long requests in flight may take to finish."""
-
-
-class ApiError(Exception):
-    """An error answered to the client, in OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-
-
-def error_body(message: str, kind: str, status: int) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": status}}
-
-
-class OffensiveFilter:
-    """Replaces replies that contain a blocklisted word, as the data filters judge them."""
-
-    def __init__(self, words_file: str | None):
-        from rejoinder.data.filters import FilterConfig, Filters
-
-        self.filters = Filters(FilterConfig(enabled=("offensive",), offensive_words=words_file))
-
-    def __call__(self, reply: str, where: str) -> str:
-        if self.filters.offensive(reply):
-            log.warning("offensive reply replaced by a refusal (%s)", where)
-            return REFUSAL
-        return reply
 
 
 class _BodyLimit:
@@ -152,176 +85,6 @@ class _BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class Server:
-    """What the routes share: the model, its batcher, the session store, the settings."""
-
-    def __init__(self, model, settings: Settings, store: SessionStore):
-        self.model, self.settings, self.store = model, settings, store
-        self.batcher = Batcher(model, settings.max_batch, settings.batch_wait_ms / 1000)
-        self.filter = (
-            OffensiveFilter(settings.offensive_words) if settings.filter_offensive else None
-        )
-        self.name = settings.model_name or Path(str(model.checkpoint.path)).name
-        self.created = int(time.time())
-        self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Tokens are counted with a private copy of the tokenizer: the batcher's thread
-        # uses the model's, and a Rust tokenizer used from two threads can fail with
-        # "Already borrowed".
-        from tokenizers import Tokenizer
-
-        self.counter = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
-
-    # -- decoding options ----------------------------------------------------------
-
-    def config(
-        self,
-        preset: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        n: int = 1,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
-        mmi: bool | None = None,
-        mmi_candidates: int | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> DecodingConfig:
-        """A request's DecodingConfig, checked against the server's limits."""
-        s = self.settings
-        options = dict(options or {})
-        if mmi and preset is None:
-            preset = "mmi"
-        values: dict[str, Any] = {**options}
-        if temperature is not None:
-            if temperature == 0:
-                values["do_sample"] = False
-            else:
-                values.update(do_sample=True, temperature=temperature)
-        if top_p is not None:
-            values["top_p"] = top_p
-        limit = max_tokens or options.get("max_new_tokens") or s.default_max_tokens
-        if not isinstance(limit, int) or limit > s.max_tokens:
-            raise ApiError(
-                422,
-                f"max_tokens {limit} is above this server's limit of {s.max_tokens} "
-                "(rejoinder serve --max-tokens-limit)",
-            )
-        values["max_new_tokens"] = limit
-        if n > 1:
-            values["num_return_sequences"] = n
-        if stop:
-            values["stop"] = [stop] if isinstance(stop, str) else list(stop)
-        if seed is not None:
-            values["seed"] = seed
-        if mmi_candidates:
-            values["mmi_candidates"] = mmi_candidates
-        try:
-            config = decoding_config(preset or s.preset, **values)
-        except RejoinderError as e:
-            raise ApiError(422, str(e)) from None
-        if mmi is False:
-            config.mmi_candidates = 0
-        elif mmi and not config.mmi_candidates:
-            config.mmi_candidates = 10
-        if config.mmi_candidates:
-            if self.model.reverse is None:
-                raise ApiError(
-                    422, "MMI needs a reverse model: start the server with --reverse DIR"
-                )
-            if config.num_return_sequences > 1:
-                raise ApiError(422, "MMI gives one reply: ask for n=1")
-        if config.num_beams > 8 or config.num_return_sequences > 16:
-            raise ApiError(422, "at most 8 beams and 16 replies per request")
-        return config
-
-    def check_length(self, texts: list[str]) -> None:
-        limit = self.settings.max_message_chars
-        for i, text in enumerate(texts):
-            if len(text) > limit:
-                raise ApiError(
-                    413,
-                    f"message {i} has {len(text)} characters; this server takes at most {limit} "
-                    "(rejoinder serve --max-message-chars)",
-                    "request_too_large",
-                )
-
-    # -- replies -------------------------------------------------------------------
-
-    def clean(self, reply: str, where: str) -> str:
-        return self.filter(reply, where) if self.filter else reply
-
-    async def replies(self, context: list[Turn], config: DecodingConfig, head=None) -> list[str]:
-        try:
-            return await asyncio.wait_for(
-                self.batcher.generate(context, config, head), self.settings.request_seconds
-            )
-        except TimeoutError:
-            raise ApiError(
-                504,
-                f"no reply within {self.settings.request_seconds:g} s "
-                "(rejoinder serve --request-timeout)",
-                "timeout",
-            ) from None
-        except RejoinderError as e:
-            raise ApiError(422, str(e)) from None
-
-    async def pieces(
-        self, context: list[Turn], config: DecodingConfig, head=None
-    ) -> AsyncIterator[str]:
-        """The reply in pieces: streamed where it can be, else whole, as one piece.
-
-        With the offensive filter on, the reply is checked whole before any of it is sent.
-        """
-        whole = (
-            config.mmi_candidates
-            or config.num_beams > 1
-            or config.num_return_sequences > 1
-            or self.filter is not None
-        )
-        if whole:
-            replies = await self.replies(context, config, head)
-            yield self.clean(replies[0], "stream")
-            return
-        deadline = time.monotonic() + self.settings.request_seconds
-        try:
-            async for piece in self.batcher.stream(context, config, head):
-                yield piece
-                if time.monotonic() > deadline:
-                    raise ApiError(504, "the reply ran over the time limit", "timeout")
-        except RejoinderError as e:
-            raise ApiError(422, str(e)) from None
-
-    def usage(self, context: list[Turn], config: DecodingConfig, replies: list[str]) -> dict:
-        prompt = len(self.model.encode(context, config.max_new_tokens))
-        done = sum(self.tokens(r) for r in replies)
-        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-    def tokens(self, text: str) -> int:
-        return len(self.counter.encode(text, add_special_tokens=False).ids)
-
-    def finish_reason(self, reply: str, config: DecodingConfig) -> str:
-        return "length" if self.tokens(reply) >= config.max_new_tokens else "stop"
-
-    def lock(self, sid: str) -> asyncio.Lock:
-        lock = self.locks.get(sid)
-        if lock is None:
-            lock = self.locks[sid] = asyncio.Lock()
-        return lock
-
-
-def turns_of(said) -> list[Turn]:
-    """(role, text) pairs as the model's context: the user's and assistant's turns, in order.
-
-    Other roles (system, tool) and empty texts (an empty reply is stored) are left out.
-    """
-    speakers = {"user": "user", "assistant": "bot"}
-    return [
-        Turn(text, speaker=speakers[role])
-        for role, text in said
-        if role in speakers and text.strip()
-    ]
 
 
 def sse(data: Any) -> str:
@@ -457,18 +220,18 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
             seed=body.seed,
             mmi=extra.mmi if extra else None,
             mmi_candidates=extra.mmi_candidates if extra else None,
+            head=extra.head if extra else None,
             options=extra.options if extra else None,
         )
-        head = extra.head if extra else None
         context = turns_of((m.role, m.text()) for m in body.messages)
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         if body.stream:
             return StreamingResponse(
-                _completion_chunks(server, rid, context, config, body.n, head),
+                _completion_chunks(server, rid, context, config, body.n),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        replies = [server.clean(r, rid) for r in await server.replies(context, config, head)]
+        replies = [server.clean(r, rid) for r in await server.replies(context, config)]
         return {
             "id": rid,
             "object": "chat.completion",
@@ -569,7 +332,7 @@ def _model_card(server: Server) -> dict[str, Any]:
     }
 
 
-async def _completion_chunks(server: Server, rid, context, config, n: int, head):
+async def _completion_chunks(server: Server, rid, context, config, n: int):
     """OpenAI's streamed chat completion: chunks, one choice index each, then [DONE]."""
     created = int(time.time())
 
@@ -590,7 +353,7 @@ async def _completion_chunks(server: Server, rid, context, config, n: int, head)
     async def run(index: int, cfg: DecodingConfig):
         text = ""
         try:
-            async for piece in server.pieces(context, cfg, head):
+            async for piece in server.pieces(context, cfg):
                 text += piece
                 await events.put(chunk(index, {"content": piece}))
             await events.put(chunk(index, {}, server.finish_reason(text, cfg)))

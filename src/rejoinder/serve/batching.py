@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
 
 from rejoinder.generation.config import DecodingConfig
 
@@ -37,7 +36,6 @@ class Job:
     config: DecodingConfig
     stream: bool
     loop: asyncio.AbstractEventLoop
-    head: str | None = None
     future: asyncio.Future | None = None
     """Non-streamed jobs: the list of replies."""
     pieces: asyncio.Queue | None = None
@@ -50,7 +48,7 @@ class Job:
         if self.config.seed is not None:
             return (id(self),)
         options = asdict(replace(self.config, seed=None))
-        return (self.stream, self.head, *((k, _frozen(v)) for k, v in sorted(options.items())))
+        return (self.stream, *((k, _frozen(v)) for k, v in sorted(options.items())))
 
     # Results are handed to the event loop's thread, where the request waits.
     def resolve(self, replies: list[str]) -> None:
@@ -117,22 +115,22 @@ class Batcher:
     def waiting(self) -> int:
         return self.jobs.qsize()
 
-    async def generate(self, context: list, config: DecodingConfig, head=None) -> list[str]:
+    async def generate(self, context: list, config: DecodingConfig) -> list[str]:
         """The replies (num_return_sequences of them) to `context`."""
         self.start()
         loop = asyncio.get_running_loop()
-        job = Job(context, config, False, loop, head, future=loop.create_future())
+        job = Job(context, config, False, loop, future=loop.create_future())
         self.jobs.put(job)
         try:
             return await job.future
         finally:
             job.cancelled = True
 
-    async def stream(self, context: list, config: DecodingConfig, head=None) -> AsyncIterator[str]:
+    async def stream(self, context: list, config: DecodingConfig) -> AsyncIterator[str]:
         """The reply to `context`, piece by piece."""
         self.start()
         loop = asyncio.get_running_loop()
-        job = Job(context, config, True, loop, head, pieces=asyncio.Queue())
+        job = Job(context, config, True, loop, pieces=asyncio.Queue())
         self.jobs.put(job)
         try:
             while (piece := await job.pieces.get()) is not None:
@@ -188,16 +186,15 @@ class Batcher:
     def _run(self, group: list[Job]) -> None:
         self.batches += 1
         self.batched_jobs += len(group)
-        config, head = group[0].config, group[0].head
+        config = group[0].config
         contexts = [job.context for job in group]
-        options: dict[str, Any] = config.to_dict()
         try:
             if group[0].stream:
-                for row, piece in self.model.stream_batch(contexts, head=head, **options):
+                for row, piece in self.model.stream_batch(contexts, config):
                     if not group[row].cancelled:
                         group[row].send(piece)
                 return
-            replies = self.model.generate_batch(contexts, head=head, **options)
+            replies = self.model.generate_batch(contexts, config)
             for job, reply in zip(group, replies, strict=True):
                 job.resolve(reply if isinstance(reply, list) else [reply])
         except Exception as e:  # every request of the call learns why

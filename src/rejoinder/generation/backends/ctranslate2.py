@@ -3,6 +3,7 @@
 The checkpoint is converted on first use into `DIR/ctranslate2-<compute_type>/` (or a
 user cache when DIR is read-only), atomically, and reused after. Generation takes the
 same DecodingConfig as the torch backend, for the options CTranslate2 implements.
+Nothing here imports torch: a CTranslate2 process never loads it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from pathlib import Path
 
 from rejoinder.atomic import atomic_directory
 from rejoinder.errors import RejoinderError
+from rejoinder.formats import IGNORE, Encoding
+from rejoinder.generation.backends import Job
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.streaming import StopStrings
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32", "int16", "float16", "bfloat16", "int8_float16")
 UNSUPPORTED = ("typical_p", "min_p")
@@ -46,10 +50,19 @@ def converted(path: str | Path, compute_type: str) -> Path:
     return target
 
 
-class Ct2Generator:
+class Ct2Backend:
     """Generation and scoring through a CTranslate2 Generator."""
 
-    def __init__(self, path: str | Path, compute_type: str = "int8", device: str = "cpu"):
+    name = "ctranslate2"
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer,
+        stop_ids: list[int],
+        compute_type: str = "int8",
+        device: str = "cpu",
+    ):
         try:
             import ctranslate2
         except ImportError:
@@ -57,17 +70,35 @@ class Ct2Generator:
                 "the ctranslate2 backend needs CTranslate2: pip install 'rejoinder[ct2]'"
             ) from None
 
+        self.tokenizer, self.stop_ids = tokenizer, list(stop_ids)
         self.dir = converted(path, compute_type)
-        # CTranslate2's own default (0) ran slower here than one thread per core.
+        # One thread per core: CTranslate2's own default (0) ran slower on small machines.
         threads = int(os.environ.get("REJOINDER_CT2_THREADS", os.cpu_count() or 0))
         self.generator = ctranslate2.Generator(
             str(self.dir), device=device, compute_type=compute_type, intra_threads=threads
         )
 
-    def _options(self, config: DecodingConfig, tokenizer, stop_ids, bad_ids) -> dict:
-        """CTranslate2's options for `config`, shared by whole and streamed replies."""
+    @classmethod
+    def for_checkpoint(cls, checkpoint, compute_type: str = "int8") -> Ct2Backend:
+        """The backend of a loaded checkpoint (its directory is converted once)."""
+        fmt = checkpoint.format
+        if fmt.encode([]).token_type_ids is not None:
+            raise RejoinderError(
+                f"the {fmt.name} format uses token types, which CTranslate2's GPT-2 lacks; "
+                "use the torch backend for it"
+            )
+        if not checkpoint.path or not Path(checkpoint.path).is_dir():
+            raise RejoinderError("the ctranslate2 backend needs a local checkpoint directory")
+        return cls(checkpoint.path, checkpoint.tokenizer, fmt.stop_ids, compute_type)
+
+    def _tokens(self, ids) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens(list(ids))
+
+    def _options(self, job: Job) -> dict:
+        """CTranslate2's options for a job, shared by whole and streamed replies."""
         import ctranslate2
 
+        config: DecodingConfig = job.config
         for name in UNSUPPORTED:
             if getattr(config, name) is not None:
                 raise RejoinderError(
@@ -78,13 +109,13 @@ class Ct2Generator:
         kwargs = dict(
             max_length=config.max_new_tokens,
             min_length=config.min_new_tokens,
-            end_token=tokenizer.convert_ids_to_tokens(stop_ids),
+            end_token=self._tokens(self.stop_ids),
             repetition_penalty=config.repetition_penalty,
             no_repeat_ngram_size=config.no_repeat_ngram_size,
             sampling_topk=1,
         )
-        if bad_ids:
-            kwargs["suppress_sequences"] = [tokenizer.convert_ids_to_tokens(b) for b in bad_ids]
+        if job.bad_ids:
+            kwargs["suppress_sequences"] = [self._tokens(b) for b in job.bad_ids]
         if config.do_sample:
             kwargs.update(
                 sampling_topk=config.top_k or 0,
@@ -93,16 +124,9 @@ class Ct2Generator:
             )
         return kwargs
 
-    def generate(
-        self,
-        prompts: list[list[int]],
-        config: DecodingConfig,
-        tokenizer,
-        stop_ids: list[int],
-        bad_ids,
-    ) -> list[list[list[int]]]:
-        """Token ids of the replies: for each prompt, num_return_sequences lists."""
-        kwargs = self._options(config, tokenizer, stop_ids, bad_ids)
+    def generate(self, job: Job) -> list[list[list[int]]]:
+        config = job.config
+        kwargs = self._options(job)
         kwargs.update(
             include_prompt_in_result=False,
             num_hypotheses=config.num_return_sequences,
@@ -110,38 +134,47 @@ class Ct2Generator:
             return_scores=False,
             beam_size=1 if config.do_sample else config.num_beams,
         )
-        tokens = [tokenizer.convert_ids_to_tokens(p) for p in prompts]
+        tokens = [self._tokens(p.input_ids) for p in job.prompts]
         # Prompts of one length per call: CTranslate2's GPT-2 gave wrong replies for the
         # shorter prompts of a batch of mixed lengths (seen with 4.8.5).
         out: list = [None] * len(tokens)
         for indices in _by_length(tokens):
             results = self.generator.generate_batch([tokens[i] for i in indices], **kwargs)
             for i, r in zip(indices, results, strict=True):
-                out[i] = [tokenizer.convert_tokens_to_ids(seq) for seq in r.sequences]
+                out[i] = [self.tokenizer.convert_tokens_to_ids(seq) for seq in r.sequences]
         return out
 
-    def stream(
-        self, prompt: list[int], config: DecodingConfig, tokenizer, stop_ids, bad_ids
-    ) -> Iterator[int]:
-        """The reply's token ids, one at a time as they are decoded (no end-of-turn id)."""
-        kwargs = self._options(config, tokenizer, stop_ids, bad_ids)
-        steps = self.generator.generate_tokens(tokenizer.convert_ids_to_tokens(prompt), **kwargs)
-        try:
-            for step in steps:
-                if step.token_id in stop_ids:
-                    return
-                yield step.token_id
-        finally:
-            steps.close()  # stops CTranslate2's decoding when the caller stops early
+    def stream(self, job: Job) -> Iterator[tuple[int, int | None]]:
+        """Token events of one row after another (CTranslate2 streams one prompt at a time)."""
+        kwargs = self._options(job)
+        check = StopStrings(self.tokenizer, job.stops) if job.stops else None
+        for row, prompt in enumerate(job.prompts):
+            steps = self.generator.generate_tokens(self._tokens(prompt.input_ids), **kwargs)
+            new: list[int] = []
+            try:
+                for step in steps:
+                    if step.token_id in self.stop_ids:
+                        break
+                    new.append(step.token_id)
+                    yield row, step.token_id
+                    if check is not None and check.found([new])[0]:
+                        break
+            finally:
+                steps.close()  # stops CTranslate2's decoding when the row (or caller) is done
+            yield row, None
 
-    def score(self, sequences: list[list[int]], tokenizer) -> list[list[float]]:
-        """Log-probabilities of each token after the first, for each sequence."""
-        out: list = [None] * len(sequences)
+    def score(self, encodings: list[Encoding], batch_size: int) -> list[list[float]]:
+        sequences = [e.input_ids for e in encodings]
+        per_token: list = [None] * len(sequences)
         for indices in _by_length(sequences):
-            batch = [tokenizer.convert_ids_to_tokens(sequences[i]) for i in indices]
+            batch = [self._tokens(sequences[i]) for i in indices]
             for i, r in zip(indices, self.generator.score_batch(batch), strict=True):
-                out[i] = list(r.log_probs)
-        return out
+                per_token[i] = list(r.log_probs)
+        # log_probs[i] is the log-probability of token i + 1 given the ones before it.
+        return [
+            [float(lps[i - 1]) for i, t in enumerate(e.labels) if t != IGNORE and i > 0]
+            for e, lps in zip(encodings, per_token, strict=True)
+        ]
 
 
 def _by_length(items: list) -> list[list[int]]:

@@ -1,0 +1,132 @@
+"""DialoGPT's MMI reranking: sample candidates, score them with a reverse model, pick.
+
+A candidate's score is the reverse model's mean log-likelihood of the source (the last
+message, or the whole history with mmi_source="history") given the candidate, plus
+mmi_lambda times the forward model's mean log-likelihood of the candidate.
+mmi_temperature 0 picks the best; T > 0 samples from softmax(score / T).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rejoinder.dialogue import as_context
+from rejoinder.errors import RejoinderError
+from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.scoring import NOTHING, Score
+
+MMI_ROWS = 128
+"""At most this many candidates (contexts times mmi_candidates) share a generate call."""
+
+
+@dataclass
+class Candidate:
+    """One MMI candidate with its scores (mean log-likelihoods per token)."""
+
+    text: str
+    forward: float
+    reverse: float
+    score: float
+
+
+@dataclass
+class MMIResult:
+    reply: str
+    candidates: list[Candidate]
+
+
+NEEDS_REVERSE = (
+    "MMI reranking needs a reverse model: ConversationModel.from_pretrained(DIR, "
+    "reverse=REVERSE_DIR), or --reverse REVERSE_DIR on the command line"
+)
+
+
+def check_config(model, config: DecodingConfig) -> None:
+    """Refuses an MMI config for a model without a reverse model: the one place that says so."""
+    if config.uses_mmi and model.reverse is None:
+        raise RejoinderError(NEEDS_REVERSE)
+
+
+def check_reverse(forward, reverse) -> None:
+    """Refuses a reverse model that cannot rerank `forward`'s candidates."""
+    where = reverse.checkpoint.path
+    if not reverse.format.reverse:
+        raise RejoinderError(
+            f"{where} is not a reverse model: its format does not reverse turns (train one "
+            "with --model.reverse true, or import DialoGPT's *_reverse.pkl)"
+        )
+    if reverse.tokenizer.get_vocab() != forward.tokenizer.get_vocab():
+        raise RejoinderError(
+            f"the reverse model {where} has another tokenizer than the forward model; "
+            "MMI needs both to share one vocabulary"
+        )
+
+
+def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list[MMIResult]:
+    """MMI for many contexts with a ConversationModel that has a reverse model.
+
+    The candidates of several contexts come from shared generate calls (every row draws
+    its own samples) and are scored in shared padded batches.
+    """
+    model.check(config)
+    n = config.mmi_candidates
+    sample = replace(config, num_return_sequences=n, mmi_candidates=0)
+    histories = [as_context(c) for c in contexts]
+    per_call = max(1, MMI_ROWS // n)
+    drawn: list[list[str]] = []
+    for start in range(0, len(histories), per_call):
+        seed = None if config.seed is None else config.seed + start
+        drawn += model.generate_batch(
+            histories[start : start + per_call], config=replace(sample, seed=seed)
+        )
+    texts = [list(dict.fromkeys(t for t in ts if t.strip())) for ts in drawn]
+    pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
+    forward = iter(model.loglikelihood(pairs))
+    backward = iter(_source_scores(model.reverse, histories, texts, config.mmi_source))
+    rng = random.Random(None if config.seed is None else config.seed + 1)
+    results = []
+    for ts in texts:
+        if not ts:
+            results.append(MMIResult("", [Candidate("", 0.0, 0.0, 0.0)]))
+            continue
+        candidates = []
+        for t in ts:
+            f, b = next(forward), next(backward)
+            candidates.append(Candidate(t, f.mean, b.mean, b.mean + config.mmi_lambda * f.mean))
+        results.append(MMIResult(candidates[_pick(candidates, config, rng)].text, candidates))
+    return results
+
+
+def _pick(candidates: list[Candidate], config: DecodingConfig, rng: random.Random) -> int:
+    scores = [c.score for c in candidates]
+    if config.mmi_temperature > 0:  # softmax(score / T), shifted so exp never overflows
+        top = max(scores)
+        weights = [math.exp((s - top) / config.mmi_temperature) for s in scores]
+        return rng.choices(range(len(candidates)), weights)[0]
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
+def _source_scores(
+    reverse, histories: list[list], texts: list[list[str]], mmi_source: str
+) -> list[Score]:
+    """The reverse model's log-likelihood of each history's source given each of its
+    candidates, in one flat list."""
+    loss_on = "last" if mmi_source == "last" else "responses"
+    encodings, where = [], []
+    for history, ts in zip(histories, texts, strict=True):
+        source = history[-1:] if mmi_source == "last" else history
+        for t in ts:
+            if source:
+                where.append(len(encodings))
+                turns = [*source, *as_context([t])]
+                encodings.append(
+                    reverse.format.training_example(turns, loss_on, reverse.context_budget)
+                )
+            else:  # nothing said yet: nothing for the reverse model to explain
+                where.append(None)
+    scores = reverse.score_encodings(encodings)
+    return [NOTHING if i is None else scores[i] for i in where]
