@@ -12,7 +12,7 @@ a 64-token context and exactly 64 new tokens (min_new_tokens forces the length):
    sampling, one padded scoring pass per model, ctranslate2 int8) vs DialoGPT's
    interactive algorithm re-implemented faithfully (one sampled candidate at a time
    with a KV cache, then one reverse-model loss per candidate), seconds;
-3. peak RSS of each.
+3. peak RSS of each child (its own VmHWM, not the parent's carried over).
 Targets: fastest backend >= 2.5x transformers; MMI >= 5x faster; int8 <= half the
 memory of float32 torch.
 """
@@ -43,7 +43,7 @@ def checkpoints() -> tuple[Path, Path]:
 
 
 CHILD = r"""
-import json, random, resource, sys, time
+import json, random, sys, time
 mode, fwd, rev, top_k = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 CONTEXT, NEW = 64, 64
 # A text whose DialoGPT encoding (its tokens, then end-of-text) is exactly CONTEXT ids,
@@ -65,7 +65,10 @@ if mode in ("transformers", "torch", "mmi-dialogpt"):  # the CTranslate2 runs ne
     torch.set_num_threads(2)
     ids = torch.tensor([prompt])
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # This process's own peak: VmHWM starts again at execve, while ru_maxrss carries
+    # the peak of the parent that forked it (which may have built 124M checkpoints).
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 if mode == "transformers":
     from transformers import AutoModelForCausalLM
     m = AutoModelForCausalLM.from_pretrained(fwd, attn_implementation="eager").eval()

@@ -53,8 +53,8 @@ def run_baseline(data: Path, minutes: float) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from rejoinder.data.records import read_dialogues
     from rejoinder.tokenizers import train_bpe
-    from rejoinder.training.data import read_dialogues
 
     torch.manual_seed(0)
     train = [d for d in read_dialogues(data, "train") if len(d.turns) > 1]

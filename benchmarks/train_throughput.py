@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def dataset() -> Path:
-    from rejoinder.data.pipeline import BuildConfig, Source, build
+    from rejoinder.data.build import BuildConfig, Source, build
 
     out = HERE / ".cache" / "chitchat"
     if not (out / "manifest.json").exists():
@@ -116,7 +116,7 @@ def main() -> None:
     fmt = get_format("dialogpt", tok, max_tokens=args.max_tokens)
     dm = DialogueData(str(data), batch_tokens=args.batch_tokens, val_split="none")
     dm.attach(fmt, "responses", args.max_tokens)
-    loader = dm._loader(dm.train, True, 0)
+    loader = dm.loader(dm.train, True, 0)
     budget_batches = [b for _, b in zip(range(args.steps), loader, strict=False)]
     pad = tok.pad_token_id
 

@@ -1,8 +1,11 @@
 """`rejoinder <verb>`: a table from each verb to the plain function that does it.
 
-Each verb's arguments are declared next to its function below. Heavy libraries are
-imported inside the functions, so `rejoinder --help` answers at once. Errors a user
-can fix (RejoinderError) print one line and exit with status 2, never a traceback.
+Each verb is a pair at the bottom of this file: the function that runs it, and the one
+that declares its arguments. Options that are fields of a config dataclass (decoding,
+serving, data filters) are generated from the dataclass (`rejoinder.options`), so
+their names, defaults and help are written once. Heavy libraries are imported inside
+the functions, so `rejoinder --help` answers at once. Errors a user can fix
+(RejoinderError) print one line and exit with status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -57,6 +60,76 @@ def _format_settings(args) -> dict:
     return settings
 
 
+def _load(args):
+    from rejoinder.generation import ConversationModel
+
+    return ConversationModel.from_pretrained(
+        args.model,
+        reverse=getattr(args, "reverse", None),
+        device=getattr(args, "device", None),
+        backend=getattr(args, "backend", "torch"),
+        compute_type=getattr(args, "compute_type", "int8"),
+    )
+
+
+# -- shared groups of arguments --------------------------------------------------------
+
+
+def _format_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.formats import FORMATS
+
+    p.add_argument(
+        "--format",
+        default="dialogpt",
+        choices=list(FORMATS),
+        help="conversation format (default: dialogpt)",
+    )
+    p.add_argument(
+        "--format-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a setting of the format, e.g. sep_token=<sep> (repeatable)",
+    )
+    p.add_argument("--reverse", action="store_true", help="reverse turn order (backward model)")
+
+
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tokenizer",
+        default="gpt2",
+        metavar="KIND",
+        help="gpt2 (GPT-2's BPE, offline), bpe:N (learnt from --corpus) or char",
+    )
+    p.add_argument(
+        "--corpus", metavar="FILE", help="text file, a line per text, for bpe:N and char"
+    )
+
+
+def _out_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "ctranslate2"],
+        help="decode with PyTorch (default) or CTranslate2 (fast on CPU)",
+    )
+    p.add_argument("--compute-type", default="int8", help="CTranslate2: int8 (default), float32, …")
+
+
+def _model_args(p: argparse.ArgumentParser, reverse: bool = True) -> None:
+    p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
+    if reverse:
+        p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
+    _backend_args(p)
+
+
+# -- the verbs ---------------------------------------------------------------------------
+
+
 def cmd_init(args) -> int:
     """Creates a randomly initialised GPT-2 checkpoint."""
     from rejoinder.modeling import init_checkpoint
@@ -75,6 +148,14 @@ def cmd_init(args) -> int:
     return 0
 
 
+def init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", default="tiny", help="tiny, small, 124M, 345M or 762M (default: tiny)")
+    _tokenizer_args(p)
+    _format_args(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    _out_args(p)
+
+
 def cmd_import_dialogpt(args) -> int:
     """Converts an original DialoGPT pickle (medium_ft.pkl, small_reverse.pkl) into a checkpoint."""
     from rejoinder.modeling.dialogpt import import_dialogpt
@@ -84,6 +165,18 @@ def cmd_import_dialogpt(args) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+def import_dialogpt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pickle", metavar="FILE.pkl", help="an original DialoGPT pickle")
+    p.add_argument("--size", help="small, medium or large; checked against the weights")
+    p.add_argument(
+        "--direction",
+        default="auto",
+        choices=["auto", "forward", "reverse"],
+        help="reverse for a backward model (auto: from the file name)",
+    )
+    _out_args(p)
 
 
 def cmd_encode(args) -> int:
@@ -114,94 +207,31 @@ def cmd_encode(args) -> int:
     return 0
 
 
-DECODING_FLAGS = [
-    # (flag, DecodingConfig field, type, help)
-    ("--temperature", "temperature", float, "sampling temperature (> 0)"),
-    ("--top-k", "top_k", int, "sample among the k most likely tokens"),
-    ("--top-p", "top_p", float, "nucleus sampling mass, in (0, 1]"),
-    ("--typical-p", "typical_p", float, "typical sampling mass, in (0, 1]"),
-    ("--min-p", "min_p", float, "drop tokens below min_p times the top one"),
-    ("--num-beams", "num_beams", int, "beam search width"),
-    ("--length-penalty", "length_penalty", float, "beam search length penalty"),
-    ("--repetition-penalty", "repetition_penalty", float, "penalty on repeated tokens"),
-    ("--no-repeat-ngram-size", "no_repeat_ngram_size", int, "never repeat n-grams of this size"),
-    ("--min-new-tokens", "min_new_tokens", int, "reply length at least"),
-    ("--max-new-tokens", "max_new_tokens", int, "reply length at most"),
-    ("--num-return-sequences", "num_return_sequences", int, "replies per prompt"),
-    ("--seed", "seed", int, "makes sampling repeatable"),
-    ("--mmi-candidates", "mmi_candidates", int, "MMI: candidates to rerank (needs --reverse)"),
-    ("--mmi-temperature", "mmi_temperature", float, "MMI: 0 picks the best, T samples"),
-    ("--mmi-lambda", "mmi_lambda", float, "MMI: weight of the forward score"),
-]
-
-
-def _add_decoding_args(p: argparse.ArgumentParser) -> None:
-    from rejoinder.generation.config import PRESETS
-
-    g = p.add_argument_group("decoding (any of them overrides the preset)")
-    g.add_argument("--preset", choices=list(PRESETS), help="named settings: " + ", ".join(PRESETS))
-    g.add_argument(
-        "--sample",
-        dest="do_sample",
-        action="store_const",
-        const=True,
-        help="sample instead of searching",
-    )
-    g.add_argument("--stop", action="append", help="a string that ends the reply (repeatable)")
-    g.add_argument("--bad-word", dest="bad_words", action="append", help="a word never to say")
-    for flag, dest, kind, help_ in DECODING_FLAGS:
-        g.add_argument(flag, dest=dest, type=kind, help=help_)
-    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
-    _add_backend_args(p)
-
-
-def _add_backend_args(p) -> None:
+def encode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("turns", nargs="*", metavar="TURN", help="the conversation, oldest turn first")
+    p.add_argument("--model", metavar="DIR", help="use this checkpoint's tokenizer and format")
+    _tokenizer_args(p)
+    _format_args(p)
+    p.add_argument("--max-tokens", type=int, help="token budget; the oldest turns go first")
     p.add_argument(
-        "--backend",
-        default="torch",
-        choices=["torch", "ctranslate2"],
-        help="decode with PyTorch (default) or CTranslate2 (fast on CPU)",
+        "--loss-on",
+        choices=["responses", "last", "all"],
+        help="print a training example with labels instead of the reply prompt",
     )
-    p.add_argument("--compute-type", default="int8", help="CTranslate2: int8 (default), float32, …")
+    p.add_argument("--tokens", action="store_true", help="also print each token's text")
 
 
-def _decoding_options(args) -> dict:
-    names = ["preset", "do_sample", "stop", "bad_words", *(d for _, d, _, _ in DECODING_FLAGS)]
-    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    if options:
-        from rejoinder.generation.config import decoding_config
+def cmd_export(args) -> int:
+    """Makes a checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
+    from rejoinder.training.export import export
 
-        decoding_config(
-            options.get("preset"), **{k: v for k, v in options.items() if k != "preset"}
-        )
-    return options
+    print(f"wrote {export(args.ckpt, args.out, overwrite=args.force)}")
+    return 0
 
 
-def _load(args):
-    from rejoinder.generation import ConversationModel
-
-    return ConversationModel.from_pretrained(
-        args.model,
-        reverse=getattr(args, "reverse", None),
-        device=getattr(args, "device", None),
-        backend=getattr(args, "backend", "torch"),
-        compute_type=getattr(args, "compute_type", "int8"),
-    )
-
-
-def cmd_chat(args) -> int:
-    """Chats with a checkpoint in the terminal (or one reply a line from a pipe)."""
-    from rejoinder.chat import ChatSession, repl
-
-    options = _decoding_options(args)
-    model = _load(args)
-    wants_mmi = options.get("mmi_candidates") or (options.get("preset") or "").endswith("mmi")
-    if wants_mmi and model.reverse is None:
-        raise RejoinderError("MMI reranking needs a reverse model: add --reverse DIR")
-    session = ChatSession(model, **options)
-    if args.set:
-        session.set_options(" ".join(args.set))
-    return repl(session)
+def export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpt", metavar="CKPT", help="a .ckpt file of a rejoinder train run")
+    _out_args(p)
 
 
 def cmd_score(args) -> int:
@@ -219,6 +249,12 @@ def cmd_score(args) -> int:
     return 0
 
 
+def score_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p, reverse=False)
+    p.add_argument("--context", nargs="*", metavar="TURN", help="the conversation so far")
+    p.add_argument("--response", required=True, help="the reply to score")
+
+
 def cmd_inspect(args) -> int:
     """Prints, step by step, the most likely next tokens as greedy decoding goes."""
     rows = _load(args).inspect(args.text, steps=args.steps, top=args.top, as_turn=args.turn)
@@ -230,11 +266,37 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="DIR", help="checkpoint directory")
+    p.add_argument("text", help="the text to continue")
+    p.add_argument("--steps", type=int, default=10, help="tokens to decode (10)")
+    p.add_argument("--top", type=int, default=5, help="alternatives to show per step (5)")
+    p.add_argument(
+        "--turn",
+        action="store_true",
+        help="treat TEXT as a conversation turn and inspect the reply",
+    )
+
+
+def cmd_quickstart(args) -> int:
+    """Builds Chit-Chat, trains forward and reverse models, evaluates, then chats."""
+    from rejoinder.quickstart import quickstart
+
+    _quiet_libraries()
+    quickstart(args.minutes, args.out, chat=False if args.no_chat else None)
+    return 0
+
+
+def quickstart_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=float, default=15.0, help="time budget for everything (15)")
+    p.add_argument("--out", default="quickstart", help="where everything goes (./quickstart)")
+    p.add_argument("--no-chat", action="store_true", help="exit after the samples")
+
+
 def cmd_eval(args) -> int:
     """Scores a model on a dataset split, or replies in a file against references."""
     from rejoinder.evaluation.report import check_out, table, write_report
     from rejoinder.evaluation.run import evaluate, score_files
-    from rejoinder.generation.config import PRESETS, decoding_config
 
     out = check_out(args.out, args.force)
     if args.hyp:
@@ -250,11 +312,6 @@ def cmd_eval(args) -> int:
                 "written by any system)"
             )
         presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-        for name in presets:
-            if name not in PRESETS:
-                raise RejoinderError(f"unknown preset {name!r}; use some of {', '.join(PRESETS)}")
-            if decoding_config(name).mmi_candidates and not args.reverse:
-                raise RejoinderError(f"preset {name!r} reranks with MMI: add --reverse DIR")
         if args.limit is not None and args.limit < 1:
             raise RejoinderError("--limit must be at least 1")
         result = evaluate(
@@ -269,139 +326,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_quickstart(args) -> int:
-    """Builds Chit-Chat, trains forward and reverse models, evaluates, then chats."""
-    from rejoinder.quickstart import quickstart
-
-    _quiet_libraries()
-    quickstart(args.minutes, args.out, chat=False if args.no_chat else None)
-    return 0
-
-
-def _add_format_args(p: argparse.ArgumentParser) -> None:
-    from rejoinder.formats import FORMATS
-
-    p.add_argument(
-        "--format",
-        default="dialogpt",
-        choices=list(FORMATS),
-        help="conversation format (default: dialogpt)",
-    )
-    p.add_argument(
-        "--format-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a setting of the format, e.g. sep_token=<sep> (repeatable)",
-    )
-    p.add_argument("--reverse", action="store_true", help="reverse turn order (backward model)")
-
-
-def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--tokenizer",
-        default="gpt2",
-        metavar="KIND",
-        help="gpt2 (GPT-2's BPE, offline), bpe:N (learnt from --corpus) or char",
-    )
-    p.add_argument(
-        "--corpus", metavar="FILE", help="text file, a line per text, for bpe:N and char"
-    )
-
-
-def _add_out_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from rejoinder import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="rejoinder",
-        description="GPT-2-style multi-turn conversational response generation.",
-        epilog="`rejoinder VERB --help` describes a verb.",
-    )
-    parser.add_argument("--version", action="version", version=f"rejoinder {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    def verb(name: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = verb("init", cmd_init)
-    p.add_argument("--size", default="tiny", help="tiny, small, 124M, 345M or 762M (default: tiny)")
-    _add_tokenizer_args(p)
-    _add_format_args(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    _add_out_args(p)
-
-    p = verb("import-dialogpt", cmd_import_dialogpt)
-    p.add_argument("pickle", metavar="FILE.pkl", help="an original DialoGPT pickle")
-    p.add_argument("--size", help="small, medium or large; checked against the weights")
-    p.add_argument(
-        "--direction",
-        default="auto",
-        choices=["auto", "forward", "reverse"],
-        help="reverse for a backward model (auto: from the file name)",
-    )
-    _add_out_args(p)
-
-    p = verb("encode", cmd_encode)
-    p.add_argument("turns", nargs="*", metavar="TURN", help="the conversation, oldest turn first")
-    p.add_argument("--model", metavar="DIR", help="use this checkpoint's tokenizer and format")
-    _add_tokenizer_args(p)
-    _add_format_args(p)
-    p.add_argument("--max-tokens", type=int, help="token budget; the oldest turns go first")
-    p.add_argument(
-        "--loss-on",
-        choices=["responses", "last", "all"],
-        help="print a training example with labels instead of the reply prompt",
-    )
-    p.add_argument("--tokens", action="store_true", help="also print each token's text")
-
-    p = verbs.add_parser(
-        "data",
-        help="Builds and inspects dialogue datasets from raw corpora.",
-        description="Builds and inspects dialogue datasets from raw corpora.",
-    )
-    from rejoinder.data.commands import add_data_verbs
-
-    add_data_verbs(p)
-
-    verbs.add_parser(
-        "train",
-        help="Trains a forward or reverse dialogue model (LightningCLI: rejoinder train --help).",
-        add_help=False,
-    )
-
-    p = verb("export", cmd_export)
-    p.add_argument("ckpt", metavar="CKPT", help="a .ckpt file of a rejoinder train run")
-    _add_out_args(p)
-
-    p = verb("score", cmd_score)
-    p.add_argument("model", metavar="DIR", help="checkpoint directory")
-    p.add_argument("--context", nargs="*", metavar="TURN", help="the conversation so far")
-    p.add_argument("--response", required=True, help="the reply to score")
-    _add_backend_args(p)
-
-    p = verb("inspect", cmd_inspect)
-    p.add_argument("model", metavar="DIR", help="checkpoint directory")
-    p.add_argument("text", help="the text to continue")
-    p.add_argument("--steps", type=int, default=10, help="tokens to decode (10)")
-    p.add_argument("--top", type=int, default=5, help="alternatives to show per step (5)")
-    p.add_argument(
-        "--turn",
-        action="store_true",
-        help="treat TEXT as a conversation turn and inspect the reply",
-    )
-
-    p = verb("quickstart", cmd_quickstart)
-    p.add_argument("--minutes", type=float, default=15.0, help="time budget for everything (15)")
-    p.add_argument("--out", default="quickstart", help="where everything goes (./quickstart)")
-    p.add_argument("--no-chat", action="store_true", help="exit after the samples")
-
-    p = verb("eval", cmd_eval)
+def eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="DIR", nargs="?", help="checkpoint directory to evaluate")
     p.add_argument("--data", metavar="DATASET", help="a `rejoinder data build` directory")
     p.add_argument("--split", default="test", help="the split to evaluate on (test)")
@@ -424,12 +349,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, metavar="REPORT", help="report directory to write")
     p.add_argument("--force", action="store_true", help="replace REPORT if it exists")
-    _add_backend_args(p)
+    _backend_args(p)
 
-    p = verb("chat", cmd_chat)
-    p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
+
+def cmd_chat(args) -> int:
+    """Chats with a checkpoint in the terminal (or one reply a line from a pipe)."""
+    from rejoinder.chat import ChatSession, repl
+    from rejoinder.generation.config import DecodingConfig
+    from rejoinder.options import given
+
+    options = given(DecodingConfig, args)
+    if args.preset:
+        options["preset"] = args.preset
+    session = ChatSession(_load(args), **options)
+    session.config()  # refuses options the model cannot decode with, before the first turn
+    if args.set:
+        session.set_options(" ".join(args.set))
+    return repl(session)
+
+
+def chat_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.generation.config import PRESETS, DecodingConfig
+    from rejoinder.options import add_options
+
+    _model_args(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda where there is a GPU)")
-    _add_decoding_args(p)
+    g = p.add_argument_group("decoding (any of them overrides the preset)")
+    g.add_argument("--preset", choices=list(PRESETS), help="named settings: " + ", ".join(PRESETS))
+    add_options(g, DecodingConfig, override=True)
     p.add_argument(
         "--set",
         nargs="+",
@@ -437,118 +384,102 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding options, as with /set, e.g. --set do_sample=true top_p=0.9",
     )
 
-    p = verb("serve", cmd_serve)
-    p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
-    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI replies")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000)")
-    p.add_argument(
-        "--db",
-        default="sqlite:///rejoinder-sessions.db",
-        help="where sessions live: sqlite:///FILE (default ./rejoinder-sessions.db) or "
-        "postgresql://USER:PASSWORD@HOST/DB",
-    )
-    p.add_argument("--model-name", help="the model's id in /v1/models (the directory's name)")
-    p.add_argument("--preset", default="nucleus", help="decoding when a request names none")
-    p.add_argument("--api-key", help="require Authorization: Bearer KEY (or REJOINDER_API_KEY)")
-    p.add_argument("--max-body-kb", type=float, default=256, help="largest request body (256)")
-    p.add_argument(
-        "--max-message-chars", type=int, default=4000, help="longest message (4000 characters)"
-    )
-    p.add_argument(
-        "--max-tokens-limit", type=int, default=256, help="most new tokens per reply (256)"
-    )
-    p.add_argument(
-        "--request-timeout", type=float, default=60, help="seconds a request may take (60)"
-    )
-    p.add_argument(
-        "--max-batch", type=int, default=16, help="most requests in one generate call (16)"
-    )
-    p.add_argument(
-        "--batch-wait-ms", type=float, default=50, help="how long to gather a batch (50 ms)"
-    )
-    p.add_argument(
-        "--filter-offensive",
-        action="store_true",
-        help="replace replies with blocklisted words by a refusal (logged)",
-    )
-    p.add_argument("--offensive-words", metavar="FILE", help="the blocklist (better-profanity's)")
-    p.add_argument(
-        "--cors-origin", action="append", metavar="URL", help="allow a web origin (repeatable)"
-    )
-    _add_backend_args(p)
-    return parser
-
 
 def cmd_serve(args) -> int:
     """Serves a checkpoint over HTTP: OpenAI's chat completions, sessions and a chat page."""
+    from rejoinder.options import from_args
+    from rejoinder.serve.server import Settings
+
     try:
-        from rejoinder.serve.app import Settings, serve
+        from rejoinder.serve.app import serve
     except ImportError as e:
         raise RejoinderError(
             f"serving needs the serve extra ({e.name} is missing): pip install 'rejoinder[serve]'"
         ) from None
-    from rejoinder.generation.config import PRESETS
-
-    if args.preset not in PRESETS:
-        raise RejoinderError(f"--preset {args.preset}: presets are {', '.join(PRESETS)}")
-    settings = Settings(
-        host=args.host,
-        port=args.port,
-        db=args.db,
-        model_name=args.model_name,
-        preset=args.preset,
-        api_key=args.api_key or os.environ.get("REJOINDER_API_KEY") or None,
-        max_body_bytes=int(args.max_body_kb * 1024),
-        max_message_chars=args.max_message_chars,
-        max_tokens=args.max_tokens_limit,
-        request_seconds=args.request_timeout,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        filter_offensive=args.filter_offensive or bool(args.offensive_words),
-        offensive_words=args.offensive_words,
-        cors_origins=args.cors_origin or [],
-    )
+    settings = from_args(Settings, args)
     serve(args.model, args.reverse, settings, args.backend, args.compute_type)
     return 0
 
 
-def cmd_export(args) -> int:
-    """Makes a checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
-    from rejoinder.training.run import export
+def serve_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.options import add_options
+    from rejoinder.serve.server import Settings  # plain Python: no serving library needed
 
-    print(f"wrote {export(args.ckpt, args.out, overwrite=args.force)}")
-    return 0
+    _model_args(p)
+    add_options(p, Settings)
+
+
+VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]] | str] = {
+    "init": (cmd_init, init_args),
+    "import-dialogpt": (cmd_import_dialogpt, import_dialogpt_args),
+    "encode": (cmd_encode, encode_args),
+    "data": "Builds and inspects dialogue datasets from raw corpora.",
+    "train": "Trains a forward or reverse dialogue model (LightningCLI: rejoinder train --help).",
+    "export": (cmd_export, export_args),
+    "score": (cmd_score, score_args),
+    "inspect": (cmd_inspect, inspect_args),
+    "quickstart": (cmd_quickstart, quickstart_args),
+    "eval": (cmd_eval, eval_args),
+    "chat": (cmd_chat, chat_args),
+    "serve": (cmd_serve, serve_args),
+}
+"""Each verb: (the function that runs it, the one that declares its arguments); a verb
+with a parser of its own (data's sub-verbs, train's LightningCLI) has its help line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rejoinder import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rejoinder",
+        description="GPT-2-style multi-turn conversational response generation.",
+        epilog="`rejoinder VERB --help` describes a verb.",
+    )
+    parser.add_argument("--version", action="version", version=f"rejoinder {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, entry in VERBS.items():
+        if isinstance(entry, str):
+            p = verbs.add_parser(name, help=entry, description=entry, add_help=name != "train")
+            if name == "data":
+                from rejoinder.data.commands import add_data_verbs
+
+                add_data_verbs(p)
+            continue
+        fn, arguments = entry
+        p = verbs.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        p.set_defaults(fn=fn)
+        arguments(p)
+    return parser
+
+
+def _train(argv: list[str]) -> int:
+    """`rejoinder train`: LightningCLI's own parser, --print_config, --config, dotted keys."""
+    from rejoinder.training.cli import train
+
+    return train(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        # `train` is LightningCLI's: its own parser, --print_config, --config, dotted keys.
-        try:
-            _quiet_libraries()
-            from rejoinder.training.run import train
-
-            return train(argv[1:])
-        except RejoinderError as e:
-            print(f"rejoinder train: error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(file=sys.stderr)
-            return 130
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv[:1] == ["train"]:
+            _quiet_libraries()
+            return _train(argv[1:])
+        args = build_parser().parse_args(argv)
         if args.verb != "data":  # data verbs never load transformers: keep their start quick
             _quiet_libraries()
         return args.fn(args)
     except RejoinderError as e:
-        verb = " ".join(filter(None, [args.verb, getattr(args, "data_verb", None)]))
-        print(f"rejoinder {verb}: error: {e}", file=sys.stderr)
+        where = " ".join(filter(None, [argv[0] if argv else "", _data_verb(argv)]))
+        print(f"rejoinder {where}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+
+
+def _data_verb(argv: list[str]) -> str | None:
+    return argv[1] if argv[:1] == ["data"] and len(argv) > 1 else None
 
 
 if __name__ == "__main__":

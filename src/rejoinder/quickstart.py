@@ -6,7 +6,8 @@ Stages, each skipped when a run of the same OUT already finished it:
 2. plan: the training time of each model (OUT/plan.json; kept, so a resumed run
    trains to the same plan);
 3. forward model (OUT/forward), then 4. reverse model for MMI (OUT/reverse): trained
-   with `rejoinder train`, which resumes from its last checkpoint when interrupted;
+   by `fit`, as `rejoinder train` does, resuming from the last checkpoint when
+   interrupted;
 5. evaluation: test perplexity and the metric table of nucleus sampling against MMI
    (OUT/report);
 6. three sample conversations, then the chat (when stdin is a terminal).
@@ -31,13 +32,10 @@ class Recipe:
     tokenizer: str = "bpe:4096"
     max_tokens: int = 256
     batch_tokens: int = 2048
-    """Small batches: at this budget more steps beat bigger ones (measured: 8192 tokens a
-    batch reached val loss 5.24 in 4 minutes, 4096 reached 5.04, 2048 4.93, 1024 5.24)."""
+    """Small batches: within a budget of minutes, more steps beat bigger batches."""
     loss_on: str = "all"
-    """Learn every turn, the first too: Chit-Chat's dialogues of one turn (44% of them,
-    5% of its words) become training text, and first turns are learnt as well (7% of
-    the words). Measured over 5 minutes: test perplexity per word 454, against 485
-    with the loss on responses only."""
+    """Learn every turn, the first too: Chit-Chat's many dialogues of one turn become
+    training text, which lowers test perplexity within the same time."""
     lr: float = 3e-3
     warmup_steps: int = 50
     dropout: float = 0.0
@@ -54,8 +52,8 @@ class Recipe:
     """Train on at most this many dialogues (None: all)."""
     precision: str = "auto"
     """Lightning's precision; auto: bf16-mixed where the processor computes in bf16
-    natively (measured on a 2-core AVX512-BF16 CPU: 9% more tokens a second, and lower
-    test perplexity for the same time), else 32-true."""
+    natively (there it is faster, and reaches a lower perplexity in the same time),
+    else 32-true."""
 
 
 def auto_precision() -> str:
@@ -97,13 +95,12 @@ def build_data(out: Path) -> Path:
     if (data / "manifest.json").is_file():
         _say("1/6", f"dataset already built: {data}")
         return data
-    from rejoinder.cli import main as cli
+    from rejoinder.data.build import BuildConfig, Source, build, summary
 
     _say("1/6", "building the Chit-Chat dataset")
     # 3% of the conversations for testing: about 200, enough for the diversity metrics.
-    command = ["data", "build", "chitchat", "--out", str(data), "--test", "0.03", "--force"]
-    if cli(command) != 0:
-        raise RejoinderError("building the Chit-Chat dataset failed (see above)")
+    config = BuildConfig(sources=[Source("chitchat")], out=str(data), test=0.03, force=True)
+    print(summary(build(config), data))
     return data
 
 
@@ -121,8 +118,8 @@ def make_plan(out: Path, recipe: Recipe, seconds: float) -> Plan:
 def train_one(out: Path, data: Path, recipe: Recipe, seconds: float, reverse: bool) -> Path | None:
     """Trains one model for `seconds`; None when an earlier run already had.
 
-    The learning rate anneals over the time itself (`--model.anneal_minutes`), and
-    `--trainer.max_time` ends the run then: the model comes out annealed however fast
+    The learning rate anneals over the time itself (`anneal_minutes`), and the
+    Trainer's `max_time` ends the run then: the model comes out annealed however fast
     this machine is, with as many steps as it could take.
     """
     name = "reverse" if reverse else "forward"
@@ -131,45 +128,41 @@ def train_one(out: Path, data: Path, recipe: Recipe, seconds: float, reverse: bo
     if (model_dir / "rejoinder.json").is_file():
         _say(step, f"{name} model already trained: {model_dir}")
         return None
-    from rejoinder.training.run import train
+    from rejoinder.training.data import DialogueData
+    from rejoinder.training.fit import FitOptions, fit
+    from rejoinder.training.module import DialogueLM
 
     _say(step, f"training the {name} model: {recipe.size}, {seconds / 60:.1f} min")
     whole = int(seconds)
-    precision = auto_precision() if recipe.precision == "auto" else recipe.precision
     # The reverse model starts from the forward one: it already knows the language and
     # the vocabulary, and has only to learn to read a dialogue backwards.
     start = (
-        [f"--model.init={out / 'forward'}"]
+        {"init": str(out / "forward")}
         if reverse
-        else [
-            f"--model.init={recipe.size}",
-            f"--model.tokenizer={recipe.tokenizer}",
-        ]
+        else {"init": recipe.size, "tokenizer": recipe.tokenizer}
     )
-    argv = [
-        *start,
-        f"--model.reverse={str(reverse).lower()}",
-        f"--model.max_tokens={recipe.max_tokens}",
-        f"--model.loss_on={recipe.loss_on}",
-        f"--model.lr={recipe.lr}",
-        f"--model.warmup_steps={recipe.warmup_steps}",
-        f"--model.dropout={recipe.dropout}",
-        f"--model.anneal_minutes={0.97 * seconds / 60:.3f}",  # validation takes the rest
-        f"--data.path={data}",
-        f"--data.batch_tokens={recipe.batch_tokens}",
-        f"--trainer.max_steps={recipe.max_steps or 1_000_000}",
-        f"--trainer.max_time=00:{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}",
-        f"--trainer.precision={precision}",
-        f"--trainer.val_check_interval={min(300, recipe.max_steps or 300)}",
-        "--trainer.enable_model_summary=false",
-        "--checkpoint_every=100",
-        f"--out={model_dir}",
-        f"--run={out / (name + '.run')}",
-    ]
-    if recipe.max_dialogues:
-        argv.append(f"--data.max_dialogues={recipe.max_dialogues}")
-    if train(argv) != 0:
-        raise RejoinderError(f"training the {name} model failed (see above)")
+    model = DialogueLM(
+        **start,
+        reverse=reverse,
+        max_tokens=recipe.max_tokens,
+        loss_on=recipe.loss_on,
+        lr=recipe.lr,
+        warmup_steps=recipe.warmup_steps,
+        dropout=recipe.dropout,
+        anneal_minutes=round(0.97 * seconds / 60, 3),  # validation takes the rest
+    )
+    dialogues = DialogueData(
+        str(data), batch_tokens=recipe.batch_tokens, max_dialogues=recipe.max_dialogues
+    )
+    trainer = {
+        "max_steps": recipe.max_steps or 1_000_000,
+        "max_time": f"00:{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}",
+        "precision": auto_precision() if recipe.precision == "auto" else recipe.precision,
+        "val_check_interval": min(300, recipe.max_steps or 300),
+        "enable_model_summary": False,
+    }
+    options = FitOptions(str(model_dir), run=str(out / f"{name}.run"), checkpoint_every=100)
+    print(fit(model, dialogues, options, trainer))
     return model_dir
 
 

@@ -3,7 +3,7 @@ a model trained from scratch that answers the questions it was trained on."""
 
 from rejoinder import ConversationModel
 from rejoinder.cli import main
-from rejoinder.training.data import read_dialogues
+from rejoinder.data.records import read_dialogues
 
 QUESTIONS = 24
 

@@ -6,7 +6,7 @@ import pytest
 
 from rejoinder import ConversationModel, RejoinderError
 from rejoinder.cli import main
-from rejoinder.data.pipeline import BuildConfig, Source, build
+from rejoinder.data.build import BuildConfig, Source, build
 from rejoinder.modeling.heads import HeadSpec
 from tests.training.test_train import args
 

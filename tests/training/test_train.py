@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from rejoinder.cli import main
-from rejoinder.data.pipeline import BuildConfig, Source, build
+from rejoinder.data.build import BuildConfig, Source, build
 
 LINES = [
     ["Hello there!", "Hi, how are you?", "Fine, thanks. And you?", "Great."],
@@ -95,17 +95,26 @@ def test_a_crashed_run_resumes_to_the_same_weights(dataset, tmp_path):
         torch.testing.assert_close(a[key], b[key], msg=key)
 
 
-def test_reverse_and_export(dataset, tmp_path, capsys):
+def test_reverse_and_export(dataset, tmp_path):
     out = tmp_path / "rev"
     assert main(args(dataset, out, "--model.reverse", "true")) == 0
     assert json.loads((out / "rejoinder.json").read_text())["format"]["reverse"] is True
     again = tmp_path / "exported"
     ckpt = tmp_path / "rev.run" / "checkpoints" / "last.ckpt"
     assert main(["export", str(ckpt), "--out", str(again)]) == 0
+    # Every exported weight is the one the run's checkpoint holds, and none is left out.
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    exported = weights(again)
+    trained = {k.removeprefix("model."): v for k, v in state.items()}
+    assert set(exported) <= set(trained)
+    assert set(trained) - set(exported) <= {"lm_head.weight"}  # tied to the embeddings
+    for key, value in exported.items():
+        assert torch.equal(value, trained[key]), key
     from rejoinder import ConversationModel
 
     bot = ConversationModel.from_pretrained(again)
-    assert bot.format.reverse and isinstance(bot.generate(["Hello there!"], max_new_tokens=4), str)
+    assert bot.format.reverse
+    torch.testing.assert_close(bot.model.lm_head.weight, trained["transformer.wte.weight"])
 
 
 def test_bad_runs_get_clear_errors(dataset, tmp_path, capsys):
@@ -196,7 +205,7 @@ def test_a_full_disk_never_leaves_a_torn_checkpoint(tmp_path, monkeypatch):
     import errno
 
     from rejoinder.errors import RejoinderError
-    from rejoinder.training.run import AtomicCheckpointIO
+    from rejoinder.training.fit import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"

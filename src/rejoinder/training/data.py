@@ -11,46 +11,18 @@ order.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
-from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.data.records import read_dialogues
+from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Format
-
-
-def read_dialogues(path: str | Path, split: str, limit: int | None = None) -> list[Dialogue]:
-    """The dialogues of one split of a `rejoinder data build` directory."""
-    import pyarrow.dataset as pads
-
-    root = Path(path)
-    if not (root / "manifest.json").is_file():
-        raise RejoinderError(
-            f"{root} is not a dataset directory (no manifest.json); make one with "
-            "`rejoinder data build`"
-        )
-    folder = root / split
-    if not folder.is_dir():
-        return []
-    table = pads.dataset(str(folder), format="parquet").to_table()
-    out = []
-    for row in table.to_pylist()[:limit]:
-        turns = []
-        for t in row["turns"]:
-            if not t["text"] or not t["text"].strip():
-                continue
-            labels = {k: t[k] for k in ("emotion", "act") if t.get(k) is not None}
-            turns.append(Turn(t["text"], t.get("speaker"), labels))
-        if turns:
-            meta = json.loads(row["meta"]) if row.get("meta") else {}
-            out.append(Dialogue(tuple(turns), row["id"], row["source"], meta))
-    return out
+from rejoinder.padding import pad_batch
 
 
 @dataclass
@@ -186,24 +158,16 @@ class BatchOrder(torch.utils.data.Sampler):
 
 
 class HeadRouting:
-    """Which LM head learns each example, and the class index of each classifier."""
+    """Which LM head learns each example, and the class index of each classifier.
+
+    `specs` are the heads as declared, with each classifier's labels learnt from the
+    training data where the declaration gave none.
+    """
 
     def __init__(self, heads: list, examples: list[Example]):
-        self.lm = [h for h in heads if h.kind == "lm"]
-        self.classify = [h for h in heads if h.kind == "classify"]
-        for h in self.classify:
-            if not h.labels:  # learn the label set from the training data
-                found = {
-                    str(e.response_labels.get(h.column))
-                    for e in examples
-                    if e.response_labels and e.response_labels.get(h.column) is not None
-                }
-                if not found:
-                    raise RejoinderError(
-                        f"classification head {h.name}: no response in the training data has a "
-                        f"{h.column!r} label"
-                    )
-                h.labels = sorted(found)
+        self.specs = [_with_labels(h, examples) for h in heads]
+        self.lm = [h for h in self.specs if h.kind == "lm"]
+        self.classify = [h for h in self.specs if h.kind == "classify"]
 
     def fields(self, e: Example) -> dict[str, int]:
         head = 0
@@ -218,26 +182,26 @@ class HeadRouting:
         return out
 
 
+def _with_labels(head, examples: list[Example]):
+    """A classification head with its label set (learnt from the examples when not given)."""
+    if head.kind != "classify" or head.labels:
+        return head
+    found = {
+        str(e.response_labels.get(head.column))
+        for e in examples
+        if e.response_labels and e.response_labels.get(head.column) is not None
+    }
+    if not found:
+        raise RejoinderError(
+            f"classification head {head.name}: no response in the training data has a "
+            f"{head.column!r} label"
+        )
+    return replace(head, labels=sorted(found))
+
+
 def collate(examples: list[Example], pad_id: int, routing: HeadRouting | None = None) -> dict:
     """Right-pads a batch; padding has label IGNORE and attention 0."""
-    width = max(len(e) for e in examples)
-    n = len(examples)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    types = (
-        None if examples[0].token_type_ids is None else torch.zeros((n, width), dtype=torch.long)
-    )
-    for i, e in enumerate(examples):
-        k = len(e)
-        ids[i, :k] = torch.from_numpy(e.input_ids)
-        labels[i, :k] = torch.from_numpy(e.labels)
-        mask[i, :k] = 1
-        if types is not None:
-            types[i, :k] = torch.from_numpy(e.token_type_ids)
-    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-    if types is not None:
-        batch["token_type_ids"] = types
+    batch = pad_batch(examples, pad_id, labels=True)
     if routing is not None:
         rows = [routing.fields(e) for e in examples]
         for key in rows[0]:
@@ -311,9 +275,15 @@ class DialogueData(L.LightningDataModule):
                 "tokens); raise --data.batch_tokens or lower --model.max_tokens"
             )
 
-    def _loader(
+    @property
+    def head_specs(self) -> list:
+        """The model's extra heads, their label sets filled in from the training data."""
+        return self.routing.specs if self.routing is not None else []
+
+    def loader(
         self, examples: list[Example], shuffle: bool, seed: int
     ) -> torch.utils.data.DataLoader:
+        """Batches of `examples` within the token budget, in the run's order for `seed`."""
         assert self.format is not None, "attach() a format first"
         lengths = np.asarray([len(e) for e in examples])
         batches = make_batches(lengths, self.batch_tokens, seed)
@@ -330,7 +300,7 @@ class DialogueData(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        loader = self._loader(self.train, True, self.seed)
+        loader = self.loader(self.train, True, self.seed)
         self._train_order = loader.batch_sampler
         if self._resume_epoch is not None:
             self._train_order.epoch = self._resume_epoch
@@ -341,7 +311,7 @@ class DialogueData(L.LightningDataModule):
     def val_dataloader(self):
         if not self.valid:
             return []
-        return self._loader(self.valid, False, self.seed)
+        return self.loader(self.valid, False, self.seed)
 
     def state_dict(self) -> dict[str, Any]:
         # Where in the data order the run is: saved with every checkpoint.

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 
 from rejoinder.errors import RejoinderError
-from rejoinder.formats import LOSS_ON, Format, format_from_dict, get_format
+from rejoinder.formats import IGNORE, LOSS_ON, Format, format_from_dict, get_format
 
 SCHEDULES = ("cosine", "linear", "constant", "noam")
 
@@ -79,7 +79,7 @@ class DialogueLM(L.LightningModule):
         self.model = None
         self.fmt: Format | None = None
         self.tokenizer_kind = tokenizer
-        self._tokens_seen = 0
+        self.tokens_seen = 0
         self._step_tokens = 0
         self._clock: float | None = None
         self._train_seconds = 0.0
@@ -186,9 +186,9 @@ class DialogueLM(L.LightningModule):
         if self.trainer.world_size > 1:  # every rank's tokens, not rank 0's times world size
             tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
         self._step_tokens = int(tokens)
-        self._tokens_seen += self._step_tokens
+        self.tokens_seen += self._step_tokens
         self.log("train_loss", loss, prog_bar=True)
-        self.log("tokens_seen", float(self._tokens_seen))
+        self.log("tokens_seen", float(self.tokens_seen))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
@@ -206,11 +206,11 @@ class DialogueLM(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         labels = batch["labels"]
-        n = int((labels[:, 1:] != -100).sum())
+        n = int((labels[:, 1:] != IGNORE).sum())
         loss = self(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=max(n, 1), sync_dist=True)
         self.log("val_ppl", torch.exp(loss.detach()), batch_size=max(n, 1), sync_dist=True)
-        self.log("tokens_seen", float(self._tokens_seen))
+        self.log("tokens_seen", float(self.tokens_seen))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Everything `rejoinder export` needs to make a checkpoint directory of this one.
@@ -224,14 +224,14 @@ class DialogueLM(L.LightningModule):
                 for k in ("bos_token", "eos_token", "unk_token", "pad_token")
             },
             "tokenizer_kind": self.tokenizer_kind,
-            "tokens_seen": self._tokens_seen,
+            "tokens_seen": self.tokens_seen,
             "train_seconds": self._train_seconds,
             "rng": _rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("rejoinder", {})
-        self._tokens_seen = info.get("tokens_seen", 0)
+        self.tokens_seen = info.get("tokens_seen", 0)
         self._train_seconds = info.get("train_seconds", 0.0)
         if "rng" in info:  # dropout after a resume draws what it would have drawn
             _set_rng_state(info["rng"])
