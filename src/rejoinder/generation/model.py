@@ -48,8 +48,8 @@ class ConversationModel:
         self.backend = "torch"
         self._ct2 = None
         self._torch: dict[str, Any] = {}
-        width = getattr(self.config, "hidden_size", None) or self.config.n_embd
-        self.heads = Heads(checkpoint, width)
+        self.max_positions = checkpoint.max_positions
+        self.heads = Heads(checkpoint, checkpoint.width)
 
     @classmethod
     def from_pretrained(
@@ -133,10 +133,6 @@ class ConversationModel:
         import torch
 
         return self._model.device if self._model is not None else torch.device("cpu")
-
-    @property
-    def max_positions(self) -> int:
-        return int(getattr(self.config, "n_positions", None) or self.config.max_position_embeddings)
 
     @property
     def context_budget(self) -> int:

@@ -57,6 +57,21 @@ class Checkpoint:
     config: Any = None
     """The model's configuration (there even when the weights were not loaded)."""
 
+    def _config(self):
+        return self.config if self.config is not None else self.model.config
+
+    @property
+    def max_positions(self) -> int:
+        """The most tokens the model reads at once."""
+        c = self._config()
+        return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
+
+    @property
+    def width(self) -> int:
+        """The size of the model's hidden states."""
+        c = self._config()
+        return int(getattr(c, "hidden_size", None) or c.n_embd)
+
 
 FAST_GELU = "gelu_pytorch_tanh"
 
