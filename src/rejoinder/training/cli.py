@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from rejoinder.options import field_docs
 from rejoinder.training.data import DialogueData
-from rejoinder.training.fit import TRAINER_DEFAULTS, FitOptions, fit
+from rejoinder.training.fit import TRAINER_DEFAULTS, FitOptions, fit, quiet_lightning
 from rejoinder.training.module import DialogueLM
 
 
@@ -44,17 +44,13 @@ class TrainCLI(LightningCLI):
 
 def train(argv: list[str] | None = None) -> int:
     """Trains a forward or reverse dialogue model (see `rejoinder train --help`)."""
-    import logging
     import warnings
 
     # Lightning's ddp launcher starts the other ranks by running sys.argv again, which
     # is `rejoinder train …` as typed; LightningCLI parses `argv` and would warn that
     # sys.argv holds more than that.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # Lightning's advertising ("Tip: try litlogger") is not what a user needs to read.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    quiet_lightning()  # before LightningCLI, which has notes of its own
     cli = TrainCLI(
         DialogueLM,
         DialogueData,

@@ -148,6 +148,18 @@ def _trainer(data: DialogueData, options: FitOptions, trainer: dict[str, Any]):
     return Trainer(**kwargs)
 
 
+def quiet_lightning() -> None:
+    """Keeps Lightning's notes off the terminal; its warnings stay."""
+    import logging
+    import warnings
+
+    # Lightning's notes ("GPU available: False", "Tip: try litlogger") are not what a
+    # user needs to read; its warnings stay.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def fit(
     model: DialogueLM,
     data: DialogueData,
@@ -160,6 +172,7 @@ def fit(
     `trainer` holds Lightning Trainer options (max_steps, max_time, precision, …) over
     TRAINER_DEFAULTS; `seed` seeds everything first (None: leave the RNGs alone).
     """
+    quiet_lightning()
     if seed is not None:
         from lightning.pytorch import seed_everything
 
