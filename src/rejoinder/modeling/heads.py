@@ -19,6 +19,7 @@ from torch import nn
 
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE
+from rejoinder.modeling.loss import causal_lm_loss
 
 HEADS_FILE = "heads.safetensors"
 KINDS = ("lm", "classify")
@@ -82,15 +83,13 @@ class MultiHeadLM(nn.Module):
         super().__init__()
         self.base = base
         self.specs = heads
-        width, vocab = base.config.n_embd, base.get_output_embeddings().weight.shape[0]
+        vocab, width = base.get_output_embeddings().weight.shape
         self.lm_heads = nn.ModuleDict()
         self.classifiers = nn.ModuleDict()
         for h in heads:
             if h.kind == "lm":
                 layer = nn.Linear(width, vocab, bias=False)
-                layer.weight.data.copy_(
-                    base.get_output_embeddings().weight.data
-                )  # start as GPT-2's
+                layer.weight.data.copy_(base.get_output_embeddings().weight.data)  # start as it
                 self.lm_heads[h.name] = layer
             else:
                 if not h.labels:
@@ -110,23 +109,20 @@ class MultiHeadLM(nn.Module):
         **cls_labels,
     ):
         """The weighted loss: LM loss per token over every head, plus the classifiers'."""
-        out = self.base.transformer(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        )
-        hidden = out.last_hidden_state  # (B, T, C)
-        targets = labels[:, 1:]
-        total, count = hidden.new_zeros(()), (targets != IGNORE).sum().clamp(min=1)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.base.base_model(**inputs).last_hidden_state  # (B, T, C)
+        total = hidden.new_zeros((), dtype=torch.float32)
+        count = (labels[:, 1:] != IGNORE).sum().clamp(min=1)
         for i, name in enumerate(self.lm_names):
             rows = (head_ids == i).nonzero().squeeze(-1) if head_ids is not None else None
             if rows is not None and rows.numel() == 0:
                 continue
             h = hidden if rows is None else hidden[rows]
-            t = targets if rows is None else targets[rows]
-            layer = self.base.lm_head if name == "default" else self.lm_heads[name]
-            logits = layer(h[:, :-1])
-            total = total + nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), t.flatten(), ignore_index=IGNORE, reduction="sum"
-            )
+            t = labels if rows is None else labels[rows]
+            layer = self.base.get_output_embeddings() if name == "default" else self.lm_heads[name]
+            total = total + causal_lm_loss(h, layer.weight, layer.bias, t)[0]
             if rows is None:
                 break
         loss = total / count
