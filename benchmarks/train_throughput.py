@@ -73,7 +73,7 @@ def main() -> None:
 
     from rejoinder.cli import main as cli
     from rejoinder.formats import get_format
-    from rejoinder.modeling.checkpoint import gpt2_config
+    from rejoinder.modeling.architectures import gpt2_config
     from rejoinder.tokenizers import gpt2_tokenizer
     from rejoinder.training.data import DialogueData, collate
 

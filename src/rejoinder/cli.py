@@ -131,7 +131,7 @@ def _model_args(p: argparse.ArgumentParser, reverse: bool = True) -> None:
 
 
 def cmd_init(args) -> int:
-    """Creates a randomly initialised GPT-2 checkpoint."""
+    """Creates a randomly initialised checkpoint (GPT-2, Llama, Qwen2, Mistral, GPT-NeoX)."""
     from rejoinder.modeling import init_checkpoint
 
     out = init_checkpoint(
@@ -143,13 +143,19 @@ def cmd_init(args) -> int:
         seed=args.seed,
         format_settings=_format_settings(args),
         overwrite=args.force,
+        arch=args.arch,
     )
-    print(f"wrote {args.size} {args.format} checkpoint to {out}")
+    print(f"wrote {args.size} {args.arch} {args.format} checkpoint to {out}")
     return 0
 
 
 def init_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", default="tiny", help="tiny, small, 124M, 345M or 762M (default: tiny)")
+    from rejoinder.modeling.architectures import ARCHS
+
+    p.add_argument("--arch", default="gpt2", choices=ARCHS, help="model family (default: gpt2)")
+    p.add_argument(
+        "--size", default="tiny", help="tiny, small, 124M, 345M, 762M or LxD (default: tiny)"
+    )
     _tokenizer_args(p)
     _format_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")

@@ -134,6 +134,11 @@ class Format:
         """Strings that end a reply (for formats whose turns end in plain text)."""
         return []
 
+    @property
+    def uses_token_types(self) -> bool:
+        """Whether the format gives tokens types (only GPT-2 models take them)."""
+        return self.encode([]).token_type_ids is not None
+
     def settings(self) -> dict[str, Any]:
         """The constructor's keyword arguments, as saved in rejoinder.json."""
         return {"reverse": self.reverse, "max_tokens": self.max_tokens}

@@ -17,9 +17,10 @@ POLITE = {
 BLUNT = {"style": "blunt", "turns": [{"text": "Hello"}, {"text": "What now", "emotion": "anger"}]}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("heads")
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def trained(tmp_path_factory, request):
+    """A trunk with an extra LM head and a classifier: GPT-2's, and a Llama-style one."""
+    root = tmp_path_factory.mktemp(f"heads-{request.param}")
     src = root / "styles.jsonl"
     src.write_text("\n".join(json.dumps(POLITE if i % 2 else BLUNT) for i in range(16)) + "\n")
     data = root / "ds"
@@ -46,6 +47,8 @@ def trained(tmp_path_factory):
         "2",
         "--model.schedule",
         "constant",
+        "--model.arch",
+        request.param,
     )
     argv[argv.index("--trainer.max_steps") + 1] = "60"
     assert main(argv) == 0

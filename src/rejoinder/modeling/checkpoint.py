@@ -20,19 +20,18 @@ from typing import Any
 from rejoinder.atomic import atomic_directory
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import Format, format_from_dict, get_format
+from rejoinder.modeling.architectures import (
+    arch_of,
+    model_config,
+    positions,
+    size_dims,
+    takes_token_types,
+    use_fast_gelu,
+    width,
+)
 
 META_FILE = "rejoinder.json"
 
-SIZES: dict[str, dict[str, int]] = {
-    # A two-layer model for tests and demos: the embeddings are most of it.
-    "tiny": {"n_layer": 2, "n_embd": 32, "n_head": 2},
-    # Sized to train on a laptop CPU in minutes.
-    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4},
-    # GPT-2's sizes, which are DialoGPT's small, medium and large.
-    "124M": {"n_layer": 12, "n_embd": 768, "n_head": 12},
-    "345M": {"n_layer": 24, "n_embd": 1024, "n_head": 16},
-    "762M": {"n_layer": 36, "n_embd": 1280, "n_head": 20},
-}
 DIALOGPT_SIZES = {"small": "124M", "medium": "345M", "large": "762M"}
 
 
@@ -56,73 +55,19 @@ class Checkpoint:
     path: str | None = None
     config: Any = None
     """The model's configuration (there even when the weights were not loaded)."""
-
-    def _config(self):
-        return self.config if self.config is not None else self.model.config
+    has_meta: bool = True
+    """Whether the directory has rejoinder.json: a model trained (or made) in its format.
+    A plain Hugging Face directory has none, and may be fine-tuned in any format."""
 
     @property
     def max_positions(self) -> int:
         """The most tokens the model reads at once."""
-        c = self._config()
-        return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
+        return positions(self.config if self.config is not None else self.model.config)
 
     @property
     def width(self) -> int:
         """The size of the model's hidden states."""
-        c = self._config()
-        return int(getattr(c, "hidden_size", None) or c.n_embd)
-
-
-FAST_GELU = "gelu_pytorch_tanh"
-
-
-def gpt2_config(size: str, vocab_size: int, n_positions: int = 1024, **overrides):
-    """A GPT2Config of a named size (see SIZES) for a vocabulary of `vocab_size`.
-
-    The activation is GPT-2's own tanh GELU, computed by PyTorch's fused kernel
-    ("gelu_pytorch_tanh") rather than transformers' five-operation "gelu_new": the same
-    function in one kernel instead of five, forward and backward.
-    """
-    from transformers import GPT2Config
-
-    settings = {"activation_function": FAST_GELU, **overrides}
-    return GPT2Config(vocab_size=vocab_size, n_positions=n_positions, **size_dims(size), **settings)
-
-
-def use_fast_gelu(model) -> None:
-    """Swaps GPT-2's "gelu_new" for the fused kernel of the same function, in place.
-
-    Original GPT-2 and DialoGPT checkpoints name "gelu_new"; the two differ only by
-    float rounding, and the fused one makes a training step cheaper.
-    """
-    from transformers.activations import ACT2FN
-
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) != "gpt2" or config.activation_function != "gelu_new":
-        return
-    for module in model.modules():
-        if hasattr(module, "act") and hasattr(module, "c_fc"):
-            module.act = ACT2FN[FAST_GELU]
-    config.activation_function = FAST_GELU
-
-
-def is_size(name: str) -> bool:
-    """Whether `name` names a size (rather than a checkpoint to start from)."""
-    return name in SIZES or re.fullmatch(r"\d+x\d+", name) is not None
-
-
-def size_dims(size: str) -> dict[str, int]:
-    """n_layer, n_embd and n_head of a named size, or of "LxD" (L layers, width D, heads
-    of 64 dimensions, e.g. "6x192")."""
-    if size in SIZES:
-        return SIZES[size]
-    m = re.fullmatch(r"(\d+)x(\d+)", size)
-    if not m or int(m[1]) < 1 or int(m[2]) < 64 or int(m[2]) % 64:
-        raise RejoinderError(
-            f"unknown size {size!r}; choose one of {', '.join(SIZES)}, or LxD: L layers of "
-            "width D, a multiple of 64 (e.g. 6x192)"
-        )
-    return {"n_layer": int(m[1]), "n_embd": int(m[2]), "n_head": int(m[2]) // 64}
+        return width(self.config if self.config is not None else self.model.config)
 
 
 def save_checkpoint(
@@ -180,47 +125,63 @@ def init_checkpoint(
     seed: int = 0,
     format_settings: dict[str, Any] | None = None,
     overwrite: bool = False,
+    arch: str = "gpt2",
     **config_overrides,
 ) -> Path:
-    """A randomly initialised GPT-2 model of `size`, saved as a checkpoint at `out`.
+    """A randomly initialised model of family `arch` and `size`, saved at `out`.
 
     Args:
         out: the checkpoint directory to write.
-        size: one of SIZES: "tiny" (2 layers, for tests), "small", "124M", "345M", "762M".
+        size: one of SIZES: "tiny" (2 layers, for tests), "small", "124M", "345M",
+            "762M", or LxD.
         tokenizer: "gpt2", "bpe:N" or "char" (the last two learn from `corpus`).
         format: the conversation format the model will be trained in.
         corpus: texts to learn a tokenizer from.
         seed: seeds the random weights, so the same arguments give the same model.
         format_settings: keyword arguments of the format (e.g. {"reverse": True}).
+        arch: gpt2 (default), llama, qwen2, mistral or gpt-neox.
     """
     import torch
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     from rejoinder.tokenizers import build_tokenizer
 
     size_dims(size)  # a clear error for an unknown size, before any work
+    config = model_config(arch, size, 8)  # and for an unknown architecture
     tok = build_tokenizer(tokenizer, corpus)
     fmt = get_format(format, tok, **(format_settings or {}))  # may add special tokens
-    config = gpt2_config(
+    check_token_types(fmt, config)
+    config = model_config(
+        arch,
         size,
         len(tok),
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
         **config_overrides,
     )
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config)
-    made_by = {"command": "init", "size": size, "seed": seed}
+    model = AutoModelForCausalLM.from_config(config)
+    made_by = {"command": "init", "arch": arch, "size": size, "seed": seed}
     return save_checkpoint(
         model, tok, fmt, out, made_by=made_by, tokenizer_kind=tokenizer, overwrite=overwrite
     )
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def check_token_types(fmt: Format, config) -> None:
+    """Refuses a format with token types for a model that takes none."""
+    if fmt.uses_token_types and not takes_token_types(config):
+        raise RejoinderError(
+            f"the {fmt.name} format gives every token a type, which only GPT-2 models take "
+            f"(this one is {arch_of(config)}); use dialogpt, template or chat-template"
+        )
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """rejoinder.json, or None for a plain Hugging Face directory."""
     meta_file = path / META_FILE
     if not meta_file.exists():
-        # A plain Hugging Face directory (gpt2, DialoGPT): DialoGPT's format fits both.
-        return {"format": {"name": "dialogpt"}, "tokenizer": {"kind": "unknown"}, "heads": []}
+        return None
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -316,6 +277,13 @@ def load_checkpoint(
             model = None
             tok, config = _light_tokenizer_and_config(path, source, load_kwargs)
     except Exception as e:  # transformers raises many kinds for one cause: a bad directory
+        if "Unrecognized configuration class" in str(e):
+            kind = re.search(r"configuration class <class '[\w.]*?(\w+)Config'>", str(e))
+            raise RejoinderError(
+                f"{name} holds a {kind[1] if kind else 'model'} model, which is not a causal "
+                "language model; rejoinder needs one (GPT-2, Llama, Qwen2, Mistral, "
+                "GPT-NeoX, …)"
+            ) from None
         if path.is_dir():
             raise RejoinderError(
                 f"cannot load the checkpoint in {path}: {type(e).__name__}: {str(e)[:300]}; "
@@ -325,13 +293,16 @@ def load_checkpoint(
             f"{name!r} is neither a local checkpoint directory nor a model that could be "
             f"fetched from the hub ({type(e).__name__}); give a directory that exists"
         ) from None
+    has_meta = meta is not None
     if meta is None:
-        meta = {"format": {"name": "dialogpt"}, "tokenizer": {"kind": "unknown"}, "heads": []}
+        meta = {"format": {"name": default_format(tok, config)}, "tokenizer": {"kind": "unknown"}}
+        meta["heads"] = []
     if tok.eos_token_id is None:
         raise RejoinderError(f"the tokenizer of {name} has no end-of-text token")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     fmt = format_from_dict(meta.get("format", {"name": "dialogpt"}), tok)
+    check_token_types(fmt, config)
     if len(tok) > config.vocab_size:
         raise RejoinderError(
             f"the tokenizer of {name} has {len(tok)} tokens but the model only "
@@ -345,7 +316,16 @@ def load_checkpoint(
         except (RuntimeError, AssertionError, ValueError) as e:
             raise RejoinderError(f"cannot put the model on device {device!r}: {e}") from None
         model.eval()
-    return Checkpoint(model, tok, fmt, meta, str(path) if path.is_dir() else name, config)
+    where = str(path) if path.is_dir() else name
+    return Checkpoint(model, tok, fmt, meta, where, config, has_meta)
+
+
+def default_format(tokenizer, config) -> str:
+    """The format of a directory that has no rejoinder.json: its tokenizer's chat template
+    where it has one, and DialoGPT's for GPT-2 and DialoGPT (which have none)."""
+    if arch_of(config) != "gpt2" and getattr(tokenizer, "chat_template", None):
+        return "chat-template"
+    return "dialogpt"
 
 
 def _light_tokenizer_and_config(path: Path, source: str, load_kwargs: dict):

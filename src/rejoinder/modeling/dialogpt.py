@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 from rejoinder.errors import RejoinderError
-from rejoinder.modeling.checkpoint import DIALOGPT_SIZES, SIZES, gpt2_config, save_checkpoint
+from rejoinder.modeling.architectures import SIZES, gpt2_config
+from rejoinder.modeling.checkpoint import DIALOGPT_SIZES, save_checkpoint
 
 _BLOCK = re.compile(r"^transformer\.h\.(\d+)\.")
 

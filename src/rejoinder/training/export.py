@@ -39,7 +39,7 @@ def export(
     """A checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
     import torch
     from tokenizers import Tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from rejoinder.formats import format_from_dict
     from rejoinder.modeling.checkpoint import save_checkpoint
@@ -64,7 +64,9 @@ def export(
         **{k: v for k, v in info["tokenizer_special"].items() if v},
     )
     fmt = format_from_dict(info["format"], tok)
-    model = GPT2LMHeadModel(GPT2Config.from_dict(info["config"]))
+    settings = dict(info["config"])
+    config = AutoConfig.for_model(settings.pop("model_type", "gpt2"), **settings)
+    model = AutoModelForCausalLM.from_config(config)
     specs = HeadSpec.parse(info.get("heads"))
     whole = MultiHeadLM(model, specs) if specs else model
     weights = {

@@ -12,6 +12,7 @@ import torch
 
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, LOSS_ON, Format, format_from_dict, get_format
+from rejoinder.modeling.loss import mean_lm_loss
 
 SCHEDULES = ("cosine", "linear", "constant", "noam")
 
@@ -36,6 +37,8 @@ class DialogueLM(L.LightningModule):
         dropout: float | None = None,
         heads: list[dict[str, Any]] | None = None,
         anneal_minutes: float | None = None,
+        chunked_loss: bool = True,
+        arch: str = "gpt2",
     ):
         """
         Args:
@@ -64,6 +67,11 @@ class DialogueLM(L.LightningModule):
             anneal_minutes: cosine and linear decay end after this much training time
                 or after max_steps, whichever comes first. With --trainer.max_time set to
                 the same, a run ends annealed however fast the machine is.
+            arch: from a size only: the model family, gpt2, llama, qwen2, mistral or
+                gpt-neox.
+            chunked_loss: compute the loss a chunk of tokens at a time through the output
+                layer, never holding the whole batch's logits (false: transformers' own
+                loss, which does).
         """
         super().__init__()
         if loss_on not in LOSS_ON:
@@ -92,13 +100,15 @@ class DialogueLM(L.LightningModule):
 
         A tokenizer learnt from data is saved in `run_dir`, so a resumed run reuses it.
         """
-        from transformers import GPT2LMHeadModel
+        from transformers import AutoModelForCausalLM
 
-        from rejoinder.modeling.checkpoint import gpt2_config, is_size, load_checkpoint
+        from rejoinder.modeling.architectures import is_size, model_config, positions
+        from rejoinder.modeling.checkpoint import check_token_types, load_checkpoint
         from rejoinder.tokenizers import build_tokenizer
 
         h = self.hparams
         if is_size(h.init):
+            model_config(h.arch, h.init, 8)  # an unknown architecture fails before any work
             saved = run_dir / "tokenizer" if run_dir else None
             if saved is not None and (saved / "tokenizer.json").is_file():
                 from transformers import AutoTokenizer
@@ -113,44 +123,42 @@ class DialogueLM(L.LightningModule):
             fmt = get_format(
                 h.format or "dialogpt", tok, reverse=h.reverse, max_tokens=h.max_tokens
             )
-            overrides = (
-                {}
-                if h.dropout is None
-                else {"resid_pdrop": h.dropout, "embd_pdrop": h.dropout, "attn_pdrop": h.dropout}
-            )
-            config = gpt2_config(
+            config = model_config(
+                h.arch,
                 h.init,
                 len(tok),
+                dropout=h.dropout,
                 bos_token_id=tok.eos_token_id,
                 eos_token_id=tok.eos_token_id,
-                **overrides,
             )
+            check_token_types(fmt, config)
             torch.manual_seed(0)
-            self.model = GPT2LMHeadModel(config)
+            self.model = AutoModelForCausalLM.from_config(config)
         else:
             ck = load_checkpoint(h.init, device="cpu")
             saved_format = ck.format.to_dict()
             if h.format and h.format != saved_format["name"]:
-                raise RejoinderError(
-                    f"--model.format {h.format} differs from the format of {h.init} "
-                    f"({saved_format['name']}); the model was trained to talk in its own format. "
-                    "Leave --model.format out, or start from a size"
-                )
+                if ck.has_meta:
+                    raise RejoinderError(
+                        f"--model.format {h.format} differs from the format of {h.init} "
+                        f"({saved_format['name']}); the model was trained to talk in its own "
+                        "format. Leave --model.format out, or start from a size"
+                    )
+                saved_format = {"name": h.format}  # a plain directory: any format it can take
             fmt = format_from_dict(
                 {**saved_format, "reverse": h.reverse, "max_tokens": h.max_tokens}, ck.tokenizer
             )
+            check_token_types(fmt, ck.model.config)
             self.model = ck.model
             self.tokenizer_kind = ck.meta.get("tokenizer", {}).get("kind", "gpt2")
             if h.dropout is not None:
-                for m in self.model.modules():
-                    if isinstance(m, torch.nn.Dropout):
-                        m.p = h.dropout
+                _set_dropout(self.model, h.dropout)
         if len(fmt.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             self.model.resize_token_embeddings(len(fmt.tokenizer))
-        positions = self.model.config.n_positions
-        if h.max_tokens > positions:
+        most = positions(self.model.config)
+        if h.max_tokens > most:
             raise RejoinderError(
-                f"--model.max_tokens {h.max_tokens} exceeds the model's {positions} positions"
+                f"--model.max_tokens {h.max_tokens} exceeds the model's {most} positions"
             )
         self.model.train()
         self.fmt = fmt
@@ -167,13 +175,15 @@ class DialogueLM(L.LightningModule):
 
     @property
     def base(self):
-        """The plain GPT2LMHeadModel (the trunk and the base LM head)."""
+        """The plain `transformers` model (the trunk and the base LM head)."""
         return getattr(self.model, "base", self.model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if hasattr(self.model, "specs"):
             return self.model(**batch)
-        return self.model(**batch).loss
+        if not self.hparams.chunked_loss:
+            return self.model(**batch).loss
+        return mean_lm_loss(self.model, batch)
 
     def training_step(self, batch, batch_idx):
         loss = self(batch)
@@ -270,6 +280,16 @@ class DialogueLM(L.LightningModule):
             ),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _set_dropout(model, p: float) -> None:
+    """Sets a loaded model's dropout: modules (GPT-2) and attention probabilities
+    (Llama-style families keep it as a number on each attention layer)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        elif isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = p
 
 
 def _rng_state() -> dict[str, Any]:

@@ -39,9 +39,21 @@ def converted(path: str | Path, compute_type: str) -> Path:
     # The converter imports torch and transformers: only when there is something to convert.
     from ctranslate2.converters import TransformersConverter
 
+    class Converter(TransformersConverter):
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            model = super().load_model(model_class, model_name_or_path, **kwargs)
+            # CTranslate2's GPT-NeoX loader reads transformers 4's names: `rotary_pct`,
+            # which transformers 5 keeps in rope_parameters, and `embed_out`, its lm_head.
+            rope = getattr(model.config, "rope_parameters", None) or {}
+            if not hasattr(model.config, "rotary_pct") and "partial_rotary_factor" in rope:
+                model.config.rotary_pct = rope["partial_rotary_factor"]
+            if model.config.model_type == "gpt_neox" and not hasattr(model, "embed_out"):
+                model.embed_out = model.get_output_embeddings()
+            return model
+
     try:
         with atomic_directory(target) as tmp:
-            converter = TransformersConverter(str(path))
+            converter = Converter(str(path))
             converter.convert(str(tmp), quantization=compute_type, force=True)
     except Exception as e:
         raise RejoinderError(

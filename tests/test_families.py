@@ -1,0 +1,103 @@
+"""Model families beyond GPT-2: Llama-, Qwen2-, Mistral- and GPT-NeoX-style checkpoints."""
+
+import csv
+import json
+
+import pytest
+
+from rejoinder import ConversationModel, RejoinderError
+from rejoinder.cli import main
+from rejoinder.data.build import BuildConfig, Source, build
+from rejoinder.modeling import init_checkpoint, load_checkpoint
+
+FAMILIES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+            "gpt-neox": "GPTNeoXForCausalLM"}  # fmt: skip
+LINES = [
+    ["Hello there!", "Hi, how are you?", "Fine, thanks. And you?", "Great."],
+    ["What are you doing tonight?", "Watching a movie with friends."],
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families-data")
+    src = root / "chats.jsonl"
+    src.write_text("\n".join(json.dumps(LINES[i % 2] + [f"number {i}"]) for i in range(32)) + "\n")
+    out = root / "ds"
+    build(BuildConfig(sources=[Source("jsonl", {"path": str(src)})], out=str(out), valid=0, test=0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """Random checkpoints of each family, drawn wide so that replies depend on the context."""
+    root = tmp_path_factory.mktemp("families")
+    return {a: init_checkpoint(root / a, arch=a, initializer_range=0.5) for a in FAMILIES}
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_a_family_trains_from_a_size_and_exports_a_plain_directory(arch, dataset, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "model"
+    argv = ["train", "--data.path", str(dataset), "--data.batch_tokens", "256",
+            "--data.val_split", "none", "--model.init", "tiny", "--model.arch", arch,
+            "--model.max_tokens", "64", "--model.lr", "3e-3", "--model.warmup_steps", "2",
+            "--trainer.max_steps", "50", "--trainer.log_every_n_steps", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert type(AutoModelForCausalLM.from_pretrained(out)).__name__ == FAMILIES[arch]
+    with open(tmp_path / "model.run" / "logs" / "version_0" / "metrics.csv") as f:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")]
+    assert losses[-1] < losses[0] - 1  # it learns
+    bot = ConversationModel.from_pretrained(out)
+    assert bot.max_positions == 1024 and isinstance(bot.generate(["Hello there!"]), str)
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_ctranslate2_replies_and_scores_as_torch_does(arch, wide):
+    torch_bot = ConversationModel.from_pretrained(wide[arch])
+    fast = ConversationModel.from_pretrained(wide[arch], backend="ctranslate2",
+                                             compute_type="float32")  # fmt: skip
+    contexts = [["Hello"], ["How are you?", "Fine"], ["What is your name?"]]
+    assert fast.generate_batch(contexts, max_new_tokens=8) == torch_bot.generate_batch(
+        contexts, max_new_tokens=8
+    )
+    pair = [(["Hi"], "Hello there")]
+    assert fast.loglikelihood(pair)[0].total == pytest.approx(
+        torch_bot.loglikelihood(pair)[0].total, abs=1e-3
+    )
+
+
+def test_formats_with_token_types_are_gpt2s_only(tmp_path, wide):
+    with pytest.raises(RejoinderError, match="only GPT-2 models take"):
+        init_checkpoint(tmp_path / "sep", arch="llama", format="sep")
+    assert not (tmp_path / "sep").exists()
+    assert main(["init", "--arch", "qwen2", "--format", "speaker", "--out",
+                 str(tmp_path / "x")]) == 2  # fmt: skip
+    meta = wide["llama"] / "rejoinder.json"
+    saved = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**saved, "format": {"name": "sep"}}))
+    try:
+        with pytest.raises(RejoinderError, match="only GPT-2 models take"):
+            load_checkpoint(wide["llama"])
+    finally:
+        meta.write_text(json.dumps(saved))
+
+
+def test_a_model_that_is_no_causal_lm_is_named(tmp_path, gpt2):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    T5ForConditionalGeneration(
+        T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
+    ).save_pretrained(tmp_path / "t5")
+    gpt2.save_pretrained(tmp_path / "t5")
+    with pytest.raises(RejoinderError, match="T5 model, which is not a causal language model"):
+        load_checkpoint(tmp_path / "t5")
+
+
+def test_an_unknown_architecture_is_refused_before_any_work(tmp_path):
+    with pytest.raises(RejoinderError, match="unknown architecture 'bert'"):
+        init_checkpoint(tmp_path / "b", arch="bert")
+    assert not (tmp_path / "b").exists()
