@@ -8,7 +8,7 @@ is all that training and evaluation ever see of it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +105,10 @@ def dialogue_from_row(row: Mapping[str, Any]) -> Dialogue | None:
     return Dialogue(tuple(turns), row["id"], row["source"], meta)
 
 
-def read_dialogues(path: str | Path, split: str, limit: int | None = None) -> list[Dialogue]:
-    """The dialogues of one split of a `rejoinder data build` directory."""
+def iter_dialogues(path: str | Path, split: str, limit: int | None = None) -> Iterator[Dialogue]:
+    """The dialogues of one split of a `rejoinder data build` directory, read a batch of
+    rows at a time (at most `limit` rows), so that a split is never all in memory as
+    Python objects at once."""
     import pyarrow.dataset as pads
 
     root = Path(path)
@@ -117,7 +119,20 @@ def read_dialogues(path: str | Path, split: str, limit: int | None = None) -> li
         )
     folder = root / split
     if not folder.is_dir():
-        return []
-    table = pads.dataset(str(folder), format="parquet").to_table()
-    rows = (dialogue_from_row(row) for row in table.to_pylist()[:limit])
-    return [d for d in rows if d is not None]
+        return
+    left = limit
+    for batch in pads.dataset(str(folder), format="parquet").to_batches(batch_size=2048):
+        rows = batch.to_pylist()
+        if left is not None:
+            rows, left = rows[:left], left - min(left, len(rows))
+        for row in rows:
+            d = dialogue_from_row(row)
+            if d is not None:
+                yield d
+        if left == 0:
+            return
+
+
+def read_dialogues(path: str | Path, split: str, limit: int | None = None) -> list[Dialogue]:
+    """The dialogues of one split of a `rejoinder data build` directory."""
+    return list(iter_dialogues(path, split, limit))

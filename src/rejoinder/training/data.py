@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from rejoinder.data.records import read_dialogues
+from rejoinder.data.records import iter_dialogues
 from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Format
@@ -245,17 +245,18 @@ class DialogueData(L.LightningDataModule):
 
     def texts(self) -> list[str]:
         """The training split's turns, for learning a tokenizer."""
-        return [
-            t.text for d in read_dialogues(self.path, "train", self.max_dialogues) for t in d.turns
-        ]
+        dialogues = iter_dialogues(self.path, "train", self.max_dialogues)
+        return [t.text for d in dialogues for t in d.turns]
 
     def attach(self, fmt: Format, loss_on: str, max_tokens: int, heads: list | None = None) -> None:
         """Turns the dialogues into examples with the model's format (and routes heads)."""
         self.format = fmt
-        dialogues = read_dialogues(self.path, "train", self.max_dialogues)
-        if not dialogues:
+        self.train, read = [], 0
+        for d in iter_dialogues(self.path, "train", self.max_dialogues):
+            read += 1
+            self.train += examples_of(d, fmt, loss_on, max_tokens)
+        if not read:
             raise RejoinderError(f"the dataset {self.path} has no training dialogues")
-        self.train = [e for d in dialogues for e in examples_of(d, fmt, loss_on, max_tokens)]
         self.train = [e for e in self.train if (e.labels != IGNORE).any()]
         if not self.train:
             raise RejoinderError(
@@ -264,7 +265,7 @@ class DialogueData(L.LightningDataModule):
                 "--model.loss_on all), or raise the budget"
             )
         if self.val_split != "none":
-            val = read_dialogues(self.path, self.val_split, self.max_dialogues)
+            val = iter_dialogues(self.path, self.val_split, self.max_dialogues)
             self.valid = [e for d in val for e in examples_of(d, fmt, loss_on, max_tokens)]
             self.valid = [e for e in self.valid if (e.labels != IGNORE).any()]
         self.routing = HeadRouting(heads, self.train) if heads else None
