@@ -101,3 +101,53 @@ def test_an_unknown_architecture_is_refused_before_any_work(tmp_path):
     with pytest.raises(RejoinderError, match="unknown architecture 'bert'"):
         init_checkpoint(tmp_path / "b", arch="bert")
     assert not (tmp_path / "b").exists()
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tmp_path_factory):
+    """A Llama-style directory as a hub download has it: a ChatML template, no rejoinder.json."""
+    from transformers import AutoModelForCausalLM
+
+    from rejoinder.modeling.architectures import model_config
+    from rejoinder.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    config = model_config("llama", "tiny", len(tok), eos_token_id=tok.eos_token_id)
+    out = tmp_path_factory.mktemp("chat") / "smol"
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_a_directory_with_a_chat_template_talks_in_it(chat_dir):
+    bot = ConversationModel.from_pretrained(chat_dir)
+    assert bot.format.name == "chat-template"
+    prompt = bot.tokenizer.decode(bot.encode(["hello"]).input_ids)
+    assert prompt == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    assert bot.tokenizer.convert_tokens_to_ids("<|im_end|>") in bot.format.stop_ids
+
+
+@pytest.mark.parametrize("reverse", ["false", "true"])
+def test_fine_tuning_a_chat_model_keeps_its_template(chat_dir, dataset, tmp_path, reverse):
+    out = tmp_path / "tuned"
+    argv = ["train", "--data.path", str(dataset), "--data.batch_tokens", "512",
+            "--data.val_split", "none", "--model.init", str(chat_dir),
+            "--model.format", "chat-template", "--model.reverse", reverse,
+            "--model.max_tokens", "128", "--trainer.max_steps", "3",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    fmt = json.loads((out / "rejoinder.json").read_text())["format"]
+    assert fmt["name"] == "chat-template" and fmt["reverse"] == (reverse == "true")
+    # Another format for a directory that has none yet is a choice, not a conflict.
+    again = [a if a != "chat-template" else "template" for a in argv]
+    again[again.index(str(out))] = str(tmp_path / "plain")
+    assert main(again) == 0

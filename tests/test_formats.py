@@ -85,8 +85,12 @@ def test_labels_are_the_token_or_ignored(name, loss_on):
     if loss_on == "last":
         assert labelled == list(range(*last))
     if loss_on == "responses":
-        assert not set(labelled) & set(range(*first))
-        assert set(labelled) == {i for s, e in ex.turn_spans[1:] for i in range(s, e)}
+        spans = ex.turn_spans
+        # A chat template learns the assistant's turns: every other one back from the last.
+        learnt = spans[::-1][::2] if name == "chat-template" else spans[1:]
+        assert set(labelled) == {i for s, e in learnt for i in range(s, e)}
+        if name != "chat-template":
+            assert not set(labelled) & set(range(*first))
     if loss_on == "all":
         assert set(range(*first)) <= set(labelled)
 
@@ -202,3 +206,48 @@ def test_decode_reply_stops_at_the_first_stop_id(gpt2):
     ids = gpt2(" Fine, thanks").input_ids + [gpt2.eos_token_id] + gpt2("junk").input_ids
     assert fmt.decode_reply(ids) == "Fine, thanks"
     assert fmt.decode_reply(ids, extra_stops=[","]) == "Fine"
+
+
+# ChatML as Qwen2 and SmolLM write it: <|im_end|> ends every message.
+QWEN = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@functools.cache
+def chatml_tokenizer():
+    tok = gpt2_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = QWEN
+    return tok
+
+
+def test_a_chat_template_ends_replies_with_its_end_of_turn_token():
+    fmt = get_format("chat-template", chatml_tokenizer())
+    end = fmt.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert fmt.stop_ids == [end, fmt.eos_id]
+    ex = fmt.training_example(["Hi!", "Hello.", "How are you?", "Fine."], loss_on="responses")
+    tok = fmt.tokenizer
+    learnt = [tok.decode([t]) for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab >= 0]
+    # The assistant's words and <|im_end|>: no header, no newline, no user turn.
+    assert "".join(learnt) == "Hello.<|im_end|>Fine.<|im_end|>"
+    prompt = tok.decode(fmt.encode(["Hi!"]).input_ids)
+    assert prompt == "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_system_prompt_comes_first_as_plain_text():
+    fmt = get_format("chat-template", chatml_tokenizer(), system="Be brief. <|im_end|>")
+    ex = fmt.training_example(["Hi!", "Hello."], loss_on="responses")
+    text = fmt.tokenizer.decode(ex.input_ids)
+    assert text.startswith("<|im_start|>system\nBe brief. <|im_end|><|im_end|>\n<|im_start|>user")
+    # What a user writes in it stays text: one <|im_end|> id only, the template's.
+    end = fmt.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert ex.input_ids[: ex.input_ids.index(end) + 1].count(end) == 1
+    assert format_from_dict(fmt.to_dict(), fmt.tokenizer).system == "Be brief. <|im_end|>"
+
+
+def test_a_template_that_hides_the_roles_is_refused(gpt2):
+    with pytest.raises(RejoinderError, match="renders user and assistant messages alike"):
+        get_format("chat-template", gpt2, template="{% for m in messages %}{{ m['content'] }}"
+                   "<|endoftext|>{% endfor %}")  # fmt: skip

@@ -124,6 +124,10 @@ class Format:
         """The string tokenized for a turn (a template may put a space before it)."""
         return text
 
+    def _responses(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The spans `loss_on="responses"` learns: every turn after the first."""
+        return spans[1:]
+
     @property
     def stop_ids(self) -> list[int]:
         """Token ids that end a reply."""
@@ -248,7 +252,7 @@ class Format:
             raise RejoinderError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
         enc = self._fit(self._turns(dialogue), False, max_tokens or self.max_tokens)
         spans = enc.turn_spans
-        chosen = {"all": spans, "responses": spans[1:], "last": spans[-1:]}[loss_on]
+        chosen = {"all": spans, "responses": self._responses(spans), "last": spans[-1:]}[loss_on]
         labels = [IGNORE] * len(enc.input_ids)
         for start, end in chosen:
             labels[start:end] = enc.input_ids[start:end]
@@ -424,65 +428,96 @@ class TemplateFormat(Format):
         return b.encoding()
 
 
+ROLES = ("user", "assistant")
+
+
 class ChatTemplateFormat(Format):
     """The tokenizer's own Jinja chat template, with roles "user" and "assistant".
 
-    The template is rendered with a placeholder for each message, so the literal parts
-    (role headers, markers) are tokenized with their special tokens and each message is
-    tokenized as plain text. A turn's labels cover its text and, where the template puts
-    the end-of-text token after it, everything up to that token.
+    Roles alternate back from the reply, which is always the assistant's; a `system`
+    prompt, when set, comes first. The template is rendered with a placeholder for each
+    message, so the literal parts (role headers, markers) are tokenized with their
+    special tokens and each message as plain text. A turn's labels cover its text and
+    the template's end-of-turn token after it (the first special token that follows a
+    message, e.g. <|im_end|>), never the next header or the generation prompt; that
+    token also ends a reply. `loss_on="responses"` learns the assistant's turns only.
     """
 
     name = "chat-template"
     _mark = "\ue000{}\ue001"
     _mark_re = re.compile("\ue000(\\d+)\ue001")
 
-    def __init__(self, tokenizer, *, template: str | None = None, **kw):
+    def __init__(self, tokenizer, *, template: str | None = None, system: str | None = None, **kw):
         super().__init__(tokenizer, **kw)
-        self.template = template
+        self.template, self.system = template, system
         if not (template or getattr(tokenizer, "chat_template", None)):
             raise RejoinderError(
                 "the tokenizer has no chat template; pass template='…' (a Jinja template) "
                 "or choose another format (dialogpt, sep, speaker, template)"
             )
+        alike = [self._render([(role, self._mark.format(0))], False) for role in ROLES]
+        if alike[0] == alike[1]:
+            raise RejoinderError(
+                "the chat template renders user and assistant messages alike, so replies "
+                "cannot be told apart (nor masked); give a template that marks the roles"
+            )
+        tail = self._mark_re.split(alike[1])[-1]  # what follows an assistant message
+        special = set(tokenizer.all_special_ids)
+        self.end_of_turn = next((i for i in self.literal(tail) if i in special), None)
 
     def settings(self):
-        return {**super().settings(), "template": self.template}
+        return {**super().settings(), "template": self.template, "system": self.system}
 
-    def _build(self, turns, generation):
-        last = len(turns) if generation else len(turns) - 1
-        messages = [
-            {
-                "role": "assistant" if (last - i) % 2 == 0 else "user",
-                "content": self._mark.format(i),
-            }
-            for i in range(len(turns))
-        ]
+    @property
+    def stop_ids(self):
+        ends = [self.end_of_turn, self.eos_id]
+        return list(dict.fromkeys(i for i in ends if i is not None))
+
+    def _responses(self, spans):
+        return [s for i, s in enumerate(spans) if (len(spans) - 1 - i) % 2 == 0]
+
+    def _render(self, messages: list[tuple[str, str]], generation: bool) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template
 
+        conversation = [{"role": role, "content": content} for role, content in messages]
         try:
             # Rendered directly rather than through apply_chat_template, which refuses an
             # empty conversation: the start of a chat is just the generation prompt.
             rendered, _ = render_jinja_template(
-                conversations=[messages],
+                conversations=[conversation],
                 chat_template=self.template or self.tokenizer.chat_template,
                 add_generation_prompt=generation,
                 **self.tokenizer.special_tokens_map,
             )
-            text = rendered[0]
         except Exception as e:  # a template is user code: report it, whatever it raised
             raise RejoinderError(f"the chat template failed to render: {e}") from None
-        pieces = self._mark_re.split(text)  # literal, index, literal, index, …, literal
+        return rendered[0]
+
+    def _build(self, turns, generation):
+        last = len(turns) if generation else len(turns) - 1
+        messages = [
+            ("assistant" if (last - i) % 2 == 0 else "user", self._mark.format(i))
+            for i in range(len(turns))
+        ]
+        # The system prompt is a message of its own, tokenized as plain text like a turn.
+        system = len(turns)
+        if self.system:
+            messages.insert(0, ("system", self._mark.format(system)))
+        pieces = self._mark_re.split(self._render(messages, generation))
         b = _Builder(typed=False)
         b.add(self.literal(pieces[0]) if pieces[0] else [])
+        special = set(self.tokenizer.all_special_ids)
         seen = []
         for index, after in zip(pieces[1::2], pieces[2::2], strict=True):
-            ids = turns[int(index)]
-            start = len(b.ids)
-            end = b.add(ids)
             tail = self.literal(after) if after else []
-            end_of_turn = tail[: tail.index(self.eos_id) + 1] if self.eos_id in tail else []
-            b.spans.append((start, end + len(end_of_turn)))
+            if int(index) == system:
+                b.add(self.tokenize_turns([self.system])[0])
+                b.add(tail)
+                continue
+            start = len(b.ids)
+            end = b.add(turns[int(index)])
+            marker = next((k for k, i in enumerate(tail) if i in special), None)
+            b.spans.append((start, end + (0 if marker is None else marker + 1)))
             b.add(tail)
             seen.append(int(index))
         if seen != list(range(len(turns))):
