@@ -1,4 +1,5 @@
-"""Training steps with big vocabularies: the plain loss against the chunked one.
+"""Training steps with big vocabularies: the plain loss against the chunked one; and
+LoRA against full fine-tuning.
 
     python benchmarks/big_vocab.py [--steps 8]
 
@@ -13,6 +14,11 @@ and the same weights, one child process per run so that each peak is its own (Vm
 clipping and an AdamW step. Figures: useful (non-padding) tokens/s, median of the
 steps after the first two, and peak RSS. Targets: chunked peak <= 1/3 of plain's,
 chunked tok/s >= 1.3x plain's.
+
+Then GPT-2 124M (random weights) fine-tuned fully and with LoRA (r=16 on c_attn, c_proj,
+c_fc), three steps each on the same batches: trainable parameters, AdamW's state
+(bytes of its moments), peak RSS, and what each saves (the whole model against the
+adapter). Target: the adapter <= 5% of the full checkpoint.
 """
 
 from __future__ import annotations
@@ -68,6 +74,82 @@ with open("/proc/self/status") as f:
     peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 print(json.dumps({"rates": rates, "peak": peak, "loss": float(loss)}))
 """
+
+
+LORA_CHILD = r"""
+import json, sys, tempfile, time
+from pathlib import Path
+import torch
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging
+from rejoinder.formats import get_format
+from rejoinder.modeling.lora import LoraOptions, apply_lora
+from rejoinder.modeling.loss import mean_lm_loss
+from rejoinder.tokenizers import gpt2_tokenizer
+from rejoinder.training.data import DialogueData
+
+logging.set_verbosity_error()
+data, model_dir, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+fmt = get_format("dialogpt", gpt2_tokenizer(), max_tokens=256)
+dm = DialogueData(data, batch_tokens=2048, val_split="none")
+dm.attach(fmt, "responses", 256)
+batches = [b for _, b in zip(range(3), dm.loader(dm.train, True, 0))]
+model = AutoModelForCausalLM.from_pretrained(model_dir)
+if mode == "lora":
+    model = apply_lora(model, LoraOptions(r=16), "gpt2")
+model.train()
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-4)
+rates = []
+for batch in batches:
+    start = time.perf_counter()
+    mean_lm_loss(getattr(model, "get_base_model", lambda: model)(), batch).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - start))
+state = sum(t.nbytes for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+with tempfile.TemporaryDirectory() as out:
+    model.save_pretrained(out)
+    saved = sum(f.stat().st_size for f in Path(out).iterdir() if f.suffix == ".safetensors")
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"trainable": sum(p.numel() for p in params), "state": state,
+                  "saved": saved, "peak": peak, "rate": sorted(rates)[1]}))
+"""
+
+
+def checkpoint_124m() -> Path:
+    from rejoinder.modeling import init_checkpoint
+
+    path = HERE / ".cache" / "gpt2-124M-fwd"
+    if not (path / "config.json").exists():
+        init_checkpoint(path, size="124M", seed=0, overwrite=True)
+    return path
+
+
+def lora_versus_full(data: Path) -> None:
+    model = checkpoint_124m()
+    rows = {}
+    for mode in ("full", "lora"):
+        done = subprocess.run(
+            [sys.executable, "-c", LORA_CHILD, str(data), str(model), mode],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+        rows[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\nGPT-2 124M, 2,048-token batches, median of 3 steps")
+    print(f"{'':<6} {'trainable':>12} {'AdamW state MiB':>16} {'saved MiB':>10} "
+          f"{'peak MiB':>9} {'tok/s':>7}")  # fmt: skip
+    for mode, r in rows.items():
+        print(
+            f"{mode:<6} {r['trainable']:>12,} {r['state'] / 2**20:>16,.1f} "
+            f"{r['saved'] / 2**20:>10,.1f} {r['peak'] / 2**20:>9,.0f} {r['rate']:>7,.0f}"
+        )
+    share = rows["lora"]["saved"] / rows["full"]["saved"]
+    print(f"adapter / full checkpoint <= 5%: {share:.1%} ({'met' if share <= 0.05 else 'MISSED'})")
 
 
 def dataset() -> Path:
@@ -126,6 +208,7 @@ def main() -> None:
             f"; tok/s >= 1.3x: {speed:.2f}x ({'met' if speed >= 1.3 else 'MISSED'})"
         )
     print("\n" + "\n".join(verdicts))
+    lora_versus_full(data)
 
 
 if __name__ == "__main__":

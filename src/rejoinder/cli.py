@@ -231,12 +231,18 @@ def cmd_export(args) -> int:
     """Makes a checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
     from rejoinder.training.export import export
 
-    print(f"wrote {export(args.ckpt, args.out, overwrite=args.force)}")
+    print(f"wrote {export(args.ckpt, args.out, overwrite=args.force, merge=args.merge)}")
     return 0
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", metavar="CKPT", help="a .ckpt file of a rejoinder train run")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="LoRA runs: merge the adapter into its base and write a plain model (by "
+        "default the adapter alone is written, naming its base)",
+    )
     _out_args(p)
 
 

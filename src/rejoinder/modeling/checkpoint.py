@@ -29,6 +29,7 @@ from rejoinder.modeling.architectures import (
     use_fast_gelu,
     width,
 )
+from rejoinder.modeling.lora import adapter_base, is_adapter, merge
 
 META_FILE = "rejoinder.json"
 
@@ -81,11 +82,14 @@ def save_checkpoint(
     heads: list[dict[str, Any]] | None = None,
     overwrite: bool = False,
     write_extra=None,
+    lora: dict[str, Any] | None = None,
 ) -> Path:
     """Writes a checkpoint directory atomically: it appears complete or not at all.
 
     Everything is written to a temporary directory beside `out`, then renamed into
     place, so an interrupted save never leaves a half-written checkpoint at `out`.
+    A PEFT `model` writes its adapter only; `lora` (its options and `base`) then says
+    which model it adapts.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -107,6 +111,9 @@ def save_checkpoint(
             **(made_by or {}),
         },
     }
+    if lora:
+        meta["lora"] = lora
+        model.peft_config["default"].base_model_name_or_path = lora["base"]
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -240,6 +247,8 @@ def load_checkpoint(
     name = str(path_or_name)
     path = Path(name)
     load_kwargs = {}
+    if path.is_dir() and is_adapter(path):
+        return _load_adapter(path, device, dtype)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise RejoinderError(
@@ -318,6 +327,22 @@ def load_checkpoint(
         model.eval()
     where = str(path) if path.is_dir() else name
     return Checkpoint(model, tok, fmt, meta, where, config, has_meta)
+
+
+def _load_adapter(path: Path, device, dtype) -> Checkpoint:
+    """An adapter directory: its base model loaded, the adapter merged into it."""
+    meta = _read_meta(path)
+    base = load_checkpoint(adapter_base(path, meta), device=device, dtype=dtype)
+    model = merge(base.model, path)
+    tok = base.tokenizer
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path))
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+    fmt = format_from_dict(meta["format"], tok) if meta else base.format
+    return Checkpoint(model, tok, fmt, meta or base.meta, str(path), model.config, meta is not None)
 
 
 def default_format(tokenizer, config) -> str:

@@ -19,6 +19,7 @@ from torch import nn
 
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE
+from rejoinder.modeling.lora import unwrap
 from rejoinder.modeling.loss import causal_lm_loss
 
 HEADS_FILE = "heads.safetensors"
@@ -83,13 +84,13 @@ class MultiHeadLM(nn.Module):
         super().__init__()
         self.base = base
         self.specs = heads
-        vocab, width = base.get_output_embeddings().weight.shape
+        vocab, width = unwrap(base).get_output_embeddings().weight.shape
         self.lm_heads = nn.ModuleDict()
         self.classifiers = nn.ModuleDict()
         for h in heads:
             if h.kind == "lm":
                 layer = nn.Linear(width, vocab, bias=False)
-                layer.weight.data.copy_(base.get_output_embeddings().weight.data)  # start as it
+                layer.weight.data.copy_(unwrap(base).get_output_embeddings().weight.data)
                 self.lm_heads[h.name] = layer
             else:
                 if not h.labels:
@@ -112,7 +113,8 @@ class MultiHeadLM(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.base.base_model(**inputs).last_hidden_state  # (B, T, C)
+        model = unwrap(self.base)  # the transformers model (a PEFT model wraps it for LoRA)
+        hidden = model.base_model(**inputs).last_hidden_state  # (B, T, C)
         total = hidden.new_zeros((), dtype=torch.float32)
         count = (labels[:, 1:] != IGNORE).sum().clamp(min=1)
         for i, name in enumerate(self.lm_names):
@@ -121,7 +123,7 @@ class MultiHeadLM(nn.Module):
                 continue
             h = hidden if rows is None else hidden[rows]
             t = labels if rows is None else labels[rows]
-            layer = self.base.get_output_embeddings() if name == "default" else self.lm_heads[name]
+            layer = model.get_output_embeddings() if name == "default" else self.lm_heads[name]
             total = total + causal_lm_loss(h, layer.weight, layer.bias, t)[0]
             if rows is None:
                 break

@@ -20,11 +20,13 @@ def export_module(module, out, extra: dict) -> None:
     from rejoinder.modeling.checkpoint import save_checkpoint
 
     write, heads = _heads_writer(module.model)
+    lora = {**module.lora.to_dict(), "base": module.base_path} if module.lora else None
     save_checkpoint(
         module.base,
         module.fmt.tokenizer,
         module.fmt,
         out,
+        lora=lora,
         write_extra=write,
         heads=heads,
         overwrite=True,
@@ -34,9 +36,17 @@ def export_module(module, out, extra: dict) -> None:
 
 
 def export(
-    ckpt: str | Path, out: str | Path, overwrite: bool = False, extra: dict | None = None
+    ckpt: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    extra: dict | None = None,
+    merge: bool = False,
 ) -> Path:
-    """A checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
+    """A checkpoint directory from a Lightning checkpoint of `rejoinder train`.
+
+    A LoRA run gives an adapter directory that names its base model, or, with `merge`,
+    the base with the adapter merged in, as a plain directory.
+    """
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -67,6 +77,13 @@ def export(
     settings = dict(info["config"])
     config = AutoConfig.for_model(settings.pop("model_type", "gpt2"), **settings)
     model = AutoModelForCausalLM.from_config(config)
+    lora = info.get("lora")
+    if lora:
+        from rejoinder.modeling.architectures import arch_of
+        from rejoinder.modeling.lora import LoraOptions, apply_lora
+
+        options = LoraOptions(**{k: v for k, v in lora.items() if k != "base"})
+        model = apply_lora(model, options, arch_of(config))
     specs = HeadSpec.parse(info.get("heads"))
     whole = MultiHeadLM(model, specs) if specs else model
     weights = {
@@ -82,6 +99,12 @@ def export(
             f"({str(e).splitlines()[0]})"
         ) from None
     model.tie_weights()
+    if lora and merge:  # the adapter merged in: a plain model, and no base to name
+        model, lora = model.merge_and_unload(), None
+        if specs:
+            whole.base = model  # the trained heads stay, on the merged trunk
+        else:
+            whole = model
     write, heads = _heads_writer(whole)
     made_by = {
         "command": "train",
@@ -100,4 +123,5 @@ def export(
         overwrite=overwrite,
         heads=heads,
         write_extra=write,
+        lora=lora,
     )

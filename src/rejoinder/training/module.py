@@ -12,13 +12,14 @@ import torch
 
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, LOSS_ON, Format, format_from_dict, get_format
+from rejoinder.modeling.lora import LoraOptions, unwrap
 from rejoinder.modeling.loss import mean_lm_loss
 
 SCHEDULES = ("cosine", "linear", "constant", "noam")
 
 
 class DialogueLM(L.LightningModule):
-    """A GPT-2 dialogue model and how to train it."""
+    """A dialogue model (GPT-2 or any `transformers` causal LM) and how to train it."""
 
     def __init__(
         self,
@@ -39,12 +40,14 @@ class DialogueLM(L.LightningModule):
         anneal_minutes: float | None = None,
         chunked_loss: bool = True,
         arch: str = "gpt2",
+        lora: LoraOptions | None = None,
     ):
         """
         Args:
             init: a checkpoint directory to fine-tune (GPT-2, an imported DialoGPT, a
-                rejoinder checkpoint) or a size to start from scratch (tiny, small,
-                124M, 345M, 762M, or LxD such as 6x192).
+                rejoinder checkpoint or adapter, any Hugging Face causal LM directory) or
+                a size to start from scratch (tiny, small, 124M, 345M, 762M, or LxD
+                such as 6x192).
             tokenizer: from scratch only: gpt2, bpe:N (learnt from the training split)
                 or char.
             format: the conversation format (default: the checkpoint's, else dialogpt).
@@ -72,6 +75,9 @@ class DialogueLM(L.LightningModule):
             chunked_loss: compute the loss a chunk of tokens at a time through the output
                 layer, never holding the whole batch's logits (false: transformers' own
                 loss, which does).
+            lora: train LoRA adapters on the frozen checkpoint instead of all its weights,
+                e.g. --model.lora.r 16 (see rejoinder.modeling.lora.LoraOptions); the run
+                exports the adapter, `rejoinder export --merge` a merged model.
         """
         super().__init__()
         if loss_on not in LOSS_ON:
@@ -83,11 +89,16 @@ class DialogueLM(L.LightningModule):
         from rejoinder.modeling.heads import HeadSpec
 
         self.head_specs = HeadSpec.parse(heads)  # checked now, before any data is read
-        self.save_hyperparameters()
+        self.lora = LoraOptions.of(lora)
+        # Plain values only: Lightning reloads checkpoints with weights_only=True.
+        self.save_hyperparameters(ignore=["lora"])
+        self.hparams["lora"] = self.lora.to_dict() if self.lora else None
         self.model = None
         self.fmt: Format | None = None
         self.tokenizer_kind = tokenizer
         self.tokens_seen = 0
+        self.base_path: str | None = None
+        """The checkpoint LoRA adapts (its adapter names it as its base)."""
         self._step_tokens = 0
         self._clock: float | None = None
         self._train_seconds = 0.0
@@ -160,6 +171,18 @@ class DialogueLM(L.LightningModule):
             raise RejoinderError(
                 f"--model.max_tokens {h.max_tokens} exceeds the model's {most} positions"
             )
+        if self.lora is not None:
+            from rejoinder.modeling.architectures import arch_of
+            from rejoinder.modeling.lora import apply_lora, check_bits
+
+            if is_size(h.init):
+                raise RejoinderError(
+                    "LoRA adapts a trained model: give --model.init a checkpoint directory "
+                    "(or leave --model.lora out to train a model from scratch)"
+                )
+            check_bits(self.lora)
+            self.base_path = str(Path(h.init).resolve()) if Path(h.init).exists() else h.init
+            self.model = apply_lora(self.model, self.lora, arch_of(self.model.config))
         self.model.train()
         self.fmt = fmt
         return fmt
@@ -175,7 +198,8 @@ class DialogueLM(L.LightningModule):
 
     @property
     def base(self):
-        """The plain `transformers` model (the trunk and the base LM head)."""
+        """The model without extra heads: a `transformers` model, or a PEFT model around
+        one when LoRA trains."""
         return getattr(self.model, "base", self.model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -183,7 +207,7 @@ class DialogueLM(L.LightningModule):
             return self.model(**batch)
         if not self.hparams.chunked_loss:
             return self.model(**batch).loss
-        return mean_lm_loss(self.model, batch)
+        return mean_lm_loss(unwrap(self.model), batch)
 
     def training_step(self, batch, batch_idx):
         loss = self(batch)
@@ -225,7 +249,8 @@ class DialogueLM(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Everything `rejoinder export` needs to make a checkpoint directory of this one.
         checkpoint["rejoinder"] = {
-            "config": self.base.config.to_dict(),
+            "config": unwrap(self.base).config.to_dict(),
+            "lora": {**self.lora.to_dict(), "base": self.base_path} if self.lora else None,
             "heads": [h.to_dict() for h in getattr(self.model, "specs", [])],
             "format": self.fmt.to_dict(),
             "tokenizer_json": self.fmt.tokenizer.backend_tokenizer.to_str(),

@@ -9,6 +9,7 @@ Nothing here imports torch: a CTranslate2 process never loads it.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,12 @@ COMPUTE_TYPES = ("int8", "int8_float32", "float32", "int16", "float16", "bfloat1
 UNSUPPORTED = ("typical_p", "min_p")
 
 
-def converted(path: str | Path, compute_type: str) -> Path:
-    """The CTranslate2 model of checkpoint `path` (converting it the first time)."""
+def converted(path: str | Path, compute_type: str, checkpoint=None) -> Path:
+    """The CTranslate2 model of checkpoint `path` (converting it the first time).
+
+    An adapter directory is converted from its loaded `checkpoint` (the base with the
+    adapter merged in), written to a temporary directory for the converter.
+    """
     if compute_type not in COMPUTE_TYPES:
         raise RejoinderError(
             f"compute_type {compute_type!r} is not one of {', '.join(COMPUTE_TYPES)}"
@@ -52,8 +57,13 @@ def converted(path: str | Path, compute_type: str) -> Path:
             return model
 
     try:
-        with atomic_directory(target) as tmp:
-            converter = Converter(str(path))
+        with atomic_directory(target) as tmp, tempfile.TemporaryDirectory() as merged:
+            source = str(path)
+            if checkpoint is not None and (path / "adapter_config.json").is_file():
+                checkpoint.model.save_pretrained(merged)
+                checkpoint.tokenizer.save_pretrained(merged)
+                source = merged
+            converter = Converter(source)
             converter.convert(str(tmp), quantization=compute_type, force=True)
     except Exception as e:
         raise RejoinderError(
@@ -73,6 +83,7 @@ class Ct2Backend:
         tokenizer,
         stop_ids: list[int],
         compute_type: str = "int8",
+        checkpoint=None,
         device: str = "cpu",
     ):
         try:
@@ -83,7 +94,7 @@ class Ct2Backend:
             ) from None
 
         self.tokenizer, self.stop_ids = tokenizer, list(stop_ids)
-        self.dir = converted(path, compute_type)
+        self.dir = converted(path, compute_type, checkpoint)
         # One thread per core: CTranslate2's own default (0) ran slower on small machines.
         threads = int(os.environ.get("REJOINDER_CT2_THREADS", os.cpu_count() or 0))
         self.generator = ctranslate2.Generator(
@@ -101,7 +112,7 @@ class Ct2Backend:
             )
         if not checkpoint.path or not Path(checkpoint.path).is_dir():
             raise RejoinderError("the ctranslate2 backend needs a local checkpoint directory")
-        return cls(checkpoint.path, checkpoint.tokenizer, fmt.stop_ids, compute_type)
+        return cls(checkpoint.path, checkpoint.tokenizer, fmt.stop_ids, compute_type, checkpoint)
 
     def _tokens(self, ids) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(list(ids))
