@@ -240,9 +240,10 @@ def load_checkpoint(
 
     The model goes to `device` (default: the GPU where there is one, else the CPU).
 
-    A directory without rejoinder.json (an original GPT-2 or DialoGPT download) chats
-    in DialoGPT's format. Every way this can fail ends in one RejoinderError naming
-    the directory and what is wrong with it.
+    A directory without rejoinder.json chats in its tokenizer's chat template where it
+    has one, else in DialoGPT's format (an original GPT-2 or DialoGPT download). An
+    adapter directory (LoRA) loads its base and merges the adapter into it. Every way
+    this can fail ends in one RejoinderError naming the directory and what is wrong.
     """
     name = str(path_or_name)
     path = Path(name)
