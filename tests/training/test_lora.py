@@ -115,10 +115,10 @@ def test_bad_lora_input_gets_one_clear_error(run, dataset, tmp_path, capsys):
         ConversationModel.from_pretrained(orphan)
 
 
-def test_reverse_models_and_heads_train_with_lora(run, tmp_path):
+def test_reverse_models_and_heads_train_with_lora(tmp_path):
     from tests.training.test_heads import BLUNT, POLITE
 
-    _, base, _, _ = run
+    base = init_checkpoint(tmp_path / "base", arch="llama", initializer_range=0.2)
     src = tmp_path / "styles.jsonl"
     src.write_text("\n".join(json.dumps(POLITE if i % 2 else BLUNT) for i in range(16)) + "\n")
     data = tmp_path / "ds"
