@@ -104,6 +104,26 @@ def check_bits(options: LoraOptions) -> None:
         )
 
 
+def load_quantized(path: str, bits: int):
+    """The model in `path` with its weights quantised by bitsandbytes (QLoRA's frozen
+    base), on the current GPU, made ready for training adapters on it."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    peft = _peft()
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=bits == 4,
+        load_in_8bit=bits == 8,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=quantization, device_map={"": torch.cuda.current_device()}
+    )
+    return peft.prepare_model_for_kbit_training(model)
+
+
 def apply_lora(model, options: LoraOptions, arch: str):
     """`model` with LoRA adapters on its target layers; only they (and, with
     train_embeddings, the embeddings and output layer) are trainable."""

@@ -182,6 +182,10 @@ class DialogueLM(L.LightningModule):
                 )
             check_bits(self.lora)
             self.base_path = str(Path(h.init).resolve()) if Path(h.init).exists() else h.init
+            if self.lora.bits:  # QLoRA: the frozen base quantised, on the GPU
+                from rejoinder.modeling.lora import load_quantized
+
+                self.model = load_quantized(h.init, self.lora.bits)
             self.model = apply_lora(self.model, self.lora, arch_of(self.model.config))
         self.model.train()
         self.fmt = fmt
