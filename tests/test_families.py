@@ -151,3 +151,24 @@ def test_fine_tuning_a_chat_model_keeps_its_template(chat_dir, dataset, tmp_path
     again = [a if a != "chat-template" else "template" for a in argv]
     again[again.index(str(out))] = str(tmp_path / "plain")
     assert main(again) == 0
+
+
+def test_mmi_and_the_server_on_a_llama_pair_on_ctranslate2(wide, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from rejoinder.serve.app import create_app
+    from rejoinder.serve.server import Settings
+
+    rev = init_checkpoint(tmp_path / "rev", arch="llama", initializer_range=0.5,
+                          format_settings={"reverse": True})  # fmt: skip
+    pair = ConversationModel.from_pretrained(wide["llama"], reverse=rev, backend="ctranslate2",
+                                             compute_type="float32")  # fmt: skip
+    result = pair.rerank(["Hello"], mmi_candidates=3, max_new_tokens=4, seed=0)
+    assert result.reply in [c.text for c in result.candidates]
+    app = create_app(pair, Settings(db=f"sqlite:///{tmp_path}/sessions.db"))
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4,
+            "rejoinder": {"mmi": True}}  # fmt: skip
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["role"] == "assistant"

@@ -251,3 +251,15 @@ def test_a_template_that_hides_the_roles_is_refused(gpt2):
     with pytest.raises(RejoinderError, match="renders user and assistant messages alike"):
         get_format("chat-template", gpt2, template="{% for m in messages %}{{ m['content'] }}"
                    "<|endoftext|>{% endfor %}")  # fmt: skip
+
+
+def test_a_dialogues_own_system_prompt_replaces_the_formats():
+    from rejoinder.training.data import examples_of
+
+    fmt = get_format("chat-template", chatml_tokenizer(), system="Be brief.")
+    dialogue = Dialogue.from_turns(["Hi!", "Hello."], id="d", system="Be kind.")
+    [ex] = examples_of(dialogue, fmt, "responses", 128)
+    text = fmt.tokenizer.decode(ex.input_ids.tolist())
+    assert text.startswith("<|im_start|>system\nBe kind.<|im_end|>") and "brief" not in text
+    assert fmt.system == "Be brief."  # the format itself is unchanged
+    assert get_format("dialogpt", chatml_tokenizer()).with_system("Be kind.").name == "dialogpt"

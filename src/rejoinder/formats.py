@@ -19,6 +19,7 @@ Subclasses only say how turns are laid out, in `_build`.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,11 @@ class Format:
     def _responses(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The spans `loss_on="responses"` learns: every turn after the first."""
         return spans[1:]
+
+    def with_system(self, system: str | None) -> Format:
+        """This format with `system` as its system prompt (a dialogue's own, from its
+        meta); formats that have no place for one are returned as they are."""
+        return self
 
     @property
     def stop_ids(self) -> list[int]:
@@ -475,6 +481,13 @@ class ChatTemplateFormat(Format):
 
     def _responses(self, spans):
         return [s for i, s in enumerate(spans) if (len(spans) - 1 - i) % 2 == 0]
+
+    def with_system(self, system):
+        if not system or system == self.system:
+            return self
+        twin = copy.copy(self)  # the same tokenizer and caches, another system prompt
+        twin.system = system
+        return twin
 
     def _render(self, messages: list[tuple[str, str]], generation: bool) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template

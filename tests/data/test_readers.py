@@ -327,13 +327,18 @@ def test_jsonl_shapes_and_bad_lines(tmp_path, report):
             {"style": "polite"},
             [("How are you?", "u", {"emotion": "joy"}), ("Fine, thanks", None, {})],
         ),
-        ("chats-4", "chat", {}, [("Hey", "user", {}), ("Hello there", "assistant", {})]),
+        (
+            "chats-4",
+            "chat",
+            {"system": "Be nice."},  # a system message is the dialogue's system prompt
+            [("Hey", "user", {}), ("Hello there", "assistant", {})],
+        ),
     ]
     expected = {}
     for reason in [*JSONL_BAD.values(), "invalid utf-8"]:
         expected[reason] = expected.get(reason, 0) + 1
     assert report.bad_input == expected
-    assert report.counts["system messages skipped"] == 1
+    assert report.counts["system messages kept as the system prompt"] == 1
     assert report.counts["empty turns skipped"] == 3
 
 

@@ -62,6 +62,7 @@ def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) 
     turns give way); otherwise windows of whole turns overlapping by one turn.
     """
     turns, meta = list(dialogue.turns), {"source": dialogue.source, **dialogue.meta}
+    fmt = fmt.with_system(dialogue.meta.get("system"))  # a chat template renders it
     # Lengths are measured untruncated: the format's own budget would cut them to fit.
     whole = fmt.training_example(turns, loss_on=loss_on, max_tokens=UNTRUNCATED)
     if len(whole) <= max_tokens or loss_on == "last" or len(turns) == 1:

@@ -21,8 +21,9 @@ def read_jsonl(path: str | Path, *, report: Report) -> Iterator[Dialogue]:
 
     - a list of strings: ["Hi", "Hello!"];
     - {"turns": [...]} with strings or {"text", "speaker", other labels} objects;
-    - {"messages": [{"role", "content"}, ...]} (OpenAI's chat format; role -> speaker,
-      "system" messages are skipped and counted).
+    - {"messages": [{"role", "content"}, ...]} (OpenAI's chat format; role -> speaker;
+      "system" messages become the dialogue's system prompt, meta["system"], which a
+      chat template renders).
 
     An object's `id` (else "{file stem}-{line number}") and `source` (else "jsonl") are
     used; its other keys with a string, number or boolean value go into the meta.
@@ -59,7 +60,7 @@ def _jsonl(obj: Any, stem: str, number: int, report: Report) -> Dialogue:
     elif "messages" in obj:
         if not isinstance(obj["messages"], list):
             raise Skip("wrong type: messages")
-        turns = _jsonl_messages(obj["messages"], report)
+        turns, system = _jsonl_messages(obj["messages"], report)
     else:
         raise Skip("missing field: turns")
     id = obj.get("id")
@@ -74,7 +75,7 @@ def _jsonl(obj: Any, stem: str, number: int, report: Report) -> Dialogue:
         source = "jsonl"
     elif not isinstance(source, str):
         raise Skip("wrong type: source")
-    meta = {}
+    meta = {"system": system} if "messages" in obj and system else {}
     for key, value in obj.items():
         if key in ("id", "source", "turns", "messages"):
             continue
@@ -104,8 +105,9 @@ def _jsonl_turns(items: list[Any], report: Report) -> list[Turn | None]:
     return turns
 
 
-def _jsonl_messages(messages: list[Any], report: Report) -> list[Turn | None]:
-    turns = []
+def _jsonl_messages(messages: list[Any], report: Report) -> tuple[list[Turn | None], str]:
+    """The turns of OpenAI-style messages, and the text of their system messages."""
+    turns, system = [], []
     for message in messages:
         if not isinstance(message, Mapping):
             raise Skip("wrong type: message")
@@ -117,7 +119,9 @@ def _jsonl_messages(messages: list[Any], report: Report) -> list[Turn | None]:
         if not isinstance(role, str):
             raise Skip("wrong type: role")
         if role == "system":
-            report.count("system messages skipped")
+            if isinstance(content, str) and content.strip():
+                system.append(content.strip())
+                report.count("system messages kept as the system prompt")
             continue
         if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
             parts = [
@@ -132,4 +136,4 @@ def _jsonl_messages(messages: list[Any], report: Report) -> list[Turn | None]:
             raise Skip("wrong type: content")
         labels = {k: v for k, v in message.items() if k not in ("role", "content")}
         turns.append(make_turn(content, role, labels, report))
-    return turns
+    return turns, "\n".join(system)
