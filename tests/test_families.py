@@ -109,9 +109,9 @@ CHATML = (
 )
 
 
-@pytest.fixture(scope="module")
-def chat_dir(tmp_path_factory):
-    """A Llama-style directory as a hub download has it: a ChatML template, no rejoinder.json."""
+@pytest.fixture(scope="module", params=FAMILIES)
+def chat_dir(request, tmp_path_factory):
+    """A directory as a hub download has it: a ChatML template, no rejoinder.json."""
     from transformers import AutoModelForCausalLM
 
     from rejoinder.modeling.architectures import model_config
@@ -120,8 +120,8 @@ def chat_dir(tmp_path_factory):
     tok = gpt2_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     tok.chat_template = CHATML
-    config = model_config("llama", "tiny", len(tok), eos_token_id=tok.eos_token_id)
-    out = tmp_path_factory.mktemp("chat") / "smol"
+    config = model_config(request.param, "tiny", len(tok), eos_token_id=tok.eos_token_id)
+    out = tmp_path_factory.mktemp(f"chat-{request.param}") / "smol"
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -133,6 +133,7 @@ def test_a_directory_with_a_chat_template_talks_in_it(chat_dir):
     prompt = bot.tokenizer.decode(bot.encode(["hello"]).input_ids)
     assert prompt == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
     assert bot.tokenizer.convert_tokens_to_ids("<|im_end|>") in bot.format.stop_ids
+    assert isinstance(bot.generate(["hello"], max_new_tokens=4), str)
 
 
 @pytest.mark.parametrize("reverse", ["false", "true"])
