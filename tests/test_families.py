@@ -173,3 +173,27 @@ def test_mmi_and_the_server_on_a_llama_pair_on_ctranslate2(wide, tmp_path):
         r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("chat_dir", ["llama"], indirect=True)
+def test_system_messages_are_a_chat_templates_system_prompt(chat_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from rejoinder.serve.app import create_app
+    from rejoinder.serve.server import Settings
+
+    bot = ConversationModel.from_pretrained(chat_dir)
+    system = {"role": "system", "content": "Be terse."}
+    prompt = bot.tokenizer.decode(bot.encode([system, "hello"]).input_ids)
+    assert prompt == ("<|im_start|>system\nBe terse.<|im_end|>\n"
+                      "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+    greedy = {"temperature": 0, "max_tokens": 4}
+    with TestClient(create_app(bot, Settings(db=f"sqlite:///{tmp_path}/s.db"))) as client:
+        asked = [client.post("/v1/chat/completions", json={"messages": m, **greedy}).json()
+                 for m in ([{"role": "user", "content": "hello"}],
+                           [system, {"role": "user", "content": "hello"}])]  # fmt: skip
+        plain, told = (a["usage"]["prompt_tokens"] for a in asked)
+        assert told - plain == len(bot.encode([system])) - len(bot.encode([]))
+        sid = client.post("/v1/sessions", json={"system": "Be terse."}).json()["id"]
+        said = client.post(f"/v1/sessions/{sid}/messages", json={"content": "hello", **greedy})
+    assert said.json()["reply"] == asked[1]["choices"][0]["message"]["content"]

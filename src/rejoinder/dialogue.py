@@ -8,6 +8,9 @@ from typing import Any
 
 from rejoinder.errors import RejoinderError
 
+SYSTEM_ROLES = ("system", "developer")
+"""Speakers (OpenAI roles) whose text instructs the model rather than takes a turn."""
+
 
 @dataclass(frozen=True)
 class Turn:

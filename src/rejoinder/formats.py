@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rejoinder.dialogue import Dialogue, as_context
+from rejoinder.dialogue import SYSTEM_ROLES, Dialogue, as_context
 from rejoinder.errors import RejoinderError
 from rejoinder.tokenizers import text_encoder
 
@@ -131,7 +131,8 @@ class Format:
 
     def with_system(self, system: str | None) -> Format:
         """This format with `system` as its system prompt (a dialogue's own, from its
-        meta); formats that have no place for one are returned as they are."""
+        meta or its system messages); formats that have no place for one (all but
+        chat-template) are returned as they are, so the prompt is left out."""
         return self
 
     @property
@@ -189,13 +190,18 @@ class Format:
             cache.update(fresh)
         return [list(known[t]) for t in texts]
 
-    def _turns(self, turns: Any) -> list[list[int]]:
+    def _laid_out(self, turns: Any, generation: bool, budget: int | None) -> Encoding:
+        """`_fit` for turns given any way `as_context` reads; system messages among them
+        (role "system" or "developer") become the system prompt, not turns."""
         if isinstance(turns, Dialogue):
             turns = turns.turns
-        texts = [t.text for t in as_context(turns)]
+        turns = as_context(turns)
+        system = "\n\n".join(t.text for t in turns if t.speaker in SYSTEM_ROLES)
+        texts = [t.text for t in turns if t.speaker not in SYSTEM_ROLES]
         if self.reverse:
             texts = texts[::-1]
-        return self.tokenize_turns(texts)
+        fmt = self.with_system(system or None)
+        return fmt._fit(fmt.tokenize_turns(texts), generation, budget)
 
     def _fit(self, turns: list[list[int]], generation: bool, budget: int | None) -> Encoding:
         """Builds with as many of the latest whole turns as fit in `budget` tokens.
@@ -237,7 +243,7 @@ class Format:
         `turns` may be empty: that is the start of a conversation. `max_tokens` (default:
         the format's) bounds the length; the oldest turns go first.
         """
-        return self._fit(self._turns(turns), True, max_tokens or self.max_tokens)
+        return self._laid_out(turns, True, max_tokens or self.max_tokens)
 
     def training_example(
         self, dialogue: Any, loss_on: str = "responses", max_tokens: int | None = None
@@ -256,7 +262,7 @@ class Format:
         """
         if loss_on not in LOSS_ON:
             raise RejoinderError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
-        enc = self._fit(self._turns(dialogue), False, max_tokens or self.max_tokens)
+        enc = self._laid_out(dialogue, False, max_tokens or self.max_tokens)
         spans = enc.turn_spans
         chosen = {"all": spans, "responses": self._responses(spans), "last": spans[-1:]}[loss_on]
         labels = [IGNORE] * len(enc.input_ids)

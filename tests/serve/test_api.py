@@ -46,7 +46,7 @@ def test_a_chat_completion_in_openai_shape(server):
     assert usage["completion_tokens"] > 0
 
 
-def test_system_messages_stay_out_of_the_context(server):
+def test_system_messages_stay_out_of_a_dialogpt_context(server):
     plain = chat(server.url, [user("Hello")], **GREEDY).json()
     told = chat(server.url, [{"role": "system", "content": "Be terse."}, user("Hello")], **GREEDY)
     assert told.json()["choices"][0]["message"] == plain["choices"][0]["message"]

@@ -253,6 +253,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     @app.post("/v1/sessions", status_code=201, dependencies=auth)
     async def create_session(body: SessionCreate | None = None):
         options = body.model_dump(exclude_none=True) if body else {}
+        server.check_length([options.get("system", "")])
         server.config(**_session_options(options))  # refuse bad options now, not later
         sid = await run_in_threadpool(store.create, options)
         return {"id": sid, "options": options}
@@ -320,7 +321,8 @@ def _session_options(options: dict[str, Any]) -> dict[str, Any]:
 def _history(session: dict, content: str) -> list[Turn]:
     """A session's history and the new message, as the model's context."""
     said = [(m["role"], m["content"]) for m in session["messages"]]
-    return turns_of([*said, ("user", content)])
+    system = session["options"].get("system")
+    return turns_of([*([("system", system)] if system else []), *said, ("user", content)])
 
 
 def _model_card(server: Server) -> dict[str, Any]:

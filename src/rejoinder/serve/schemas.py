@@ -14,7 +14,8 @@ class ContentPart(BaseModel):
 
 
 class Message(BaseModel):
-    """One message of an OpenAI chat: system messages are kept out of the model's context."""
+    """One message of an OpenAI chat. System (and developer) messages are a chat-template
+    model's system prompt; other formats have no place for them and leave them out."""
 
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -73,6 +74,9 @@ class SessionCreate(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     mmi: bool | None = None
+    system: str | None = Field(
+        None, description="a system prompt for every reply (chat-template models only)"
+    )
 
 
 class SessionMessage(BaseModel):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rejoinder.dialogue import Turn
+from rejoinder.dialogue import SYSTEM_ROLES, Turn
 from rejoinder.errors import RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.options import option
@@ -110,11 +110,13 @@ class OffensiveFilter:
 
 
 def turns_of(said) -> list[Turn]:
-    """(role, text) pairs as the model's context: the user's and assistant's turns, in order.
+    """(role, text) pairs as the model's context: the user's and assistant's turns, in order,
+    and system (or developer) messages, which a chat-template model takes as its system
+    prompt and other formats leave out.
 
-    Other roles (system, tool) and empty texts (an empty reply is stored) are left out.
+    Other roles (tool) and empty texts (an empty reply is stored) are left out.
     """
-    speakers = {"user": "user", "assistant": "bot"}
+    speakers = {"user": "user", "assistant": "bot", **{r: "system" for r in SYSTEM_ROLES}}
     return [
         Turn(text, speaker=speakers[role])
         for role, text in said
