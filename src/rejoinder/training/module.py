@@ -164,8 +164,7 @@ class DialogueLM(L.LightningModule):
             self.tokenizer_kind = ck.meta.get("tokenizer", {}).get("kind", "gpt2")
             if h.dropout is not None:
                 _set_dropout(self.model, h.dropout)
-        if len(fmt.tokenizer) > self.model.get_input_embeddings().num_embeddings:
-            self.model.resize_token_embeddings(len(fmt.tokenizer))
+        self._fit_vocabulary(fmt)
         most = positions(self.model.config)
         if h.max_tokens > most:
             raise RejoinderError(
@@ -186,10 +185,16 @@ class DialogueLM(L.LightningModule):
                 from rejoinder.modeling.lora import load_quantized
 
                 self.model = load_quantized(h.init, self.lora.bits)
+                self._fit_vocabulary(fmt)  # the reload lost the added tokens' rows
             self.model = apply_lora(self.model, self.lora, arch_of(self.model.config))
         self.model.train()
         self.fmt = fmt
         return fmt
+
+    def _fit_vocabulary(self, fmt) -> None:
+        """Grows the embeddings for tokens the format added (speaker tokens, …)."""
+        if len(fmt.tokenizer) > self.model.get_input_embeddings().num_embeddings:
+            self.model.resize_token_embeddings(len(fmt.tokenizer))
 
     # -- training ------------------------------------------------------------------
 
