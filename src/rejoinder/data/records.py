@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.dialogue import Dialogue, Turn
-from rejoinder.errors import RejoinderError
 
 SPLITS = ("train", "valid", "test")
 TURN_FIELDS = ("text", "speaker", "emotion", "act")
@@ -111,12 +110,10 @@ def iter_dialogues(path: str | Path, split: str, limit: int | None = None) -> It
     Python objects at once."""
     import pyarrow.dataset as pads
 
+    from rejoinder.data.pairs import require_kind
+
     root = Path(path)
-    if not (root / "manifest.json").is_file():
-        raise RejoinderError(
-            f"{root} is not a dataset directory (no manifest.json); make one with "
-            "`rejoinder data build`"
-        )
+    require_kind(root, "dialogues", "reading dialogues")
     folder = root / split
     if not folder.is_dir():
         return

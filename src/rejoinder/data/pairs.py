@@ -1,0 +1,158 @@
+"""Preference pairs: a context, the reply people preferred and one they did not.
+
+A pairs dataset is laid out as a dialogue dataset is (DIR/{train,valid,test}/*.parquet
+plus DIR/manifest.json), with rows of `pair_schema()` and `"kind": "pairs"` in its
+manifest, so that neither kind of dataset is ever read as the other. Rankers learn from
+pairs (`--model.objective rank`), DPO tunes a generator on them (`--model.objective
+dpo`) and `rejoinder eval-ranker` measures rankers on them.
+
+Kinds, after DialogRPT (Gao et al., 2020): `updown` (more upvotes), `width` (more direct
+replies), `depth` (a longer thread below), `human_vs_rand` (the real reply against one
+from another thread), `human_vs_machine` (the real reply against one a model sampled),
+and `given` (pairs a user brought as JSONL).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rejoinder.errors import RejoinderError
+
+FEEDBACK_KINDS = ("updown", "width", "depth")
+"""Kinds made by comparing sibling replies' feedback."""
+KINDS = (*FEEDBACK_KINDS, "human_vs_rand", "human_vs_machine", "given")
+
+
+@dataclass
+class RawPair:
+    """A pair on its way through a build, and its parquet row."""
+
+    id: str
+    kind: str
+    group: str
+    """The split key: pairs of one group (a Reddit thread) land in one split."""
+    context: list[str]
+    chosen: str
+    rejected: str
+    chosen_feedback: float | None = None
+    """The feedback value that made the pair (score, direct replies, height below)."""
+    rejected_feedback: float | None = None
+    source: str = "reddit"
+    subreddit: str | None = None
+
+    def to_row(self) -> tuple:
+        """The parquet row, its values in the order of `pair_schema()`'s columns."""
+        return (
+            self.id, self.source, self.kind, self.context, self.chosen, self.rejected,
+            self.chosen_feedback, self.rejected_feedback, self.group, self.subreddit,
+        )  # fmt: skip
+
+
+def pair_schema():
+    """The one schema of a pairs dataset's parquet files."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("source", pa.string()),
+            ("kind", pa.string()),
+            ("context", pa.list_(pa.string())),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+            ("chosen_feedback", pa.float64()),
+            ("rejected_feedback", pa.float64()),
+            ("group", pa.string()),
+            ("subreddit", pa.string()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A context (oldest turn first), the preferred reply and the other one."""
+
+    context: tuple[str, ...]
+    chosen: str
+    rejected: str
+    kind: str = "given"
+    id: str = ""
+    chosen_feedback: float | None = None
+    rejected_feedback: float | None = None
+
+
+def dataset_kind(path: str | Path) -> str:
+    """ "dialogues" or "pairs": what a `rejoinder data build` directory holds."""
+    root = Path(path)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise RejoinderError(
+            f"{root} is not a dataset directory (no manifest.json); make one with "
+            "`rejoinder data build`"
+        )
+    try:
+        return json.loads(manifest.read_text()).get("kind", "dialogues")
+    except (ValueError, AttributeError):
+        raise RejoinderError(f"{manifest} is not a readable manifest; rebuild {root}") from None
+
+
+def require_kind(path: str | Path, kind: str, use: str) -> None:
+    """Refuses a dataset of the other kind, saying how to make the right one."""
+    found = dataset_kind(path)
+    if found == kind:
+        return
+    how = {
+        "pairs": "build one with `rejoinder data build reddit … --pairs updown,width,depth` or "
+        "from a JSONL of context/chosen/rejected (`rejoinder data build pairs PATH`)",
+        "dialogues": "build one with `rejoinder data build` without --pairs",
+    }[kind]
+    raise RejoinderError(f"{path} holds {found}, but {use} needs {kind}; {how}")
+
+
+def iter_pairs(path: str | Path, split: str, limit: int | None = None) -> Iterator[Pair]:
+    """The pairs of one split of a pairs dataset, a batch of rows at a time (at most
+    `limit`)."""
+    import pyarrow.dataset as pads
+
+    require_kind(path, "pairs", "reading pairs")
+    folder = Path(path) / split
+    if not folder.is_dir():
+        return
+    left = limit
+    for batch in pads.dataset(str(folder), format="parquet").to_batches(batch_size=2048):
+        rows = batch.to_pylist()
+        if left is not None:
+            rows, left = rows[:left], left - min(left, len(rows))
+        for r in rows:
+            yield Pair(
+                tuple(r["context"] or ()), r["chosen"], r["rejected"], r["kind"], r["id"],
+                r["chosen_feedback"], r["rejected_feedback"],
+            )  # fmt: skip
+        if left == 0:
+            return
+
+
+def read_pairs(path: str | Path, split: str, limit: int | None = None) -> list[Pair]:
+    """The pairs of one split of a pairs dataset."""
+    return list(iter_pairs(path, split, limit))
+
+
+def write_pairs(out: Path, split: str, pairs: list[RawPair], part: int = 0) -> None:
+    """Writes one parquet file of pairs (the engines write theirs; tests and small tools
+    use this)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = out / split
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = pair_schema()
+    columns = list(zip(*(p.to_row() for p in pairs), strict=True)) if pairs else []
+    arrays = (
+        [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
+        if pairs
+        else [pa.array([], type=f.type) for f in schema]
+    )
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{part:05d}.parquet")
