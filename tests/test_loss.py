@@ -113,3 +113,39 @@ def test_a_models_loss_and_gradients_equal_transformers_own(arch):
     torch.testing.assert_close(ours, theirs.to(ours.dtype))
     for n, p in model.named_parameters():
         torch.testing.assert_close(got[n], p.grad, msg=n)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_dpo_loss_and_gradients_equal_the_formula_on_full_logits(arch):
+    """DPO through two chunked passes equals -log sigmoid(beta * margin) computed on the
+    whole batch's logits, in value and in every gradient."""
+    from rejoinder.modeling.loss import dpo_loss, sequence_logprobs
+
+    model = tiny(arch).double().eval()
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 97, (4, 9), generator=g)  # 2 chosen rows, then 2 rejected
+    labels = ids.clone()
+    labels[:, :5] = IGNORE  # the shared context; the reply is labelled
+    labels[3, 7:] = IGNORE
+    mask = (labels != IGNORE) | (torch.arange(9) < 5)
+    batch = {"input_ids": ids, "attention_mask": mask.long(), "labels": labels}
+    reference = torch.tensor([-9.0, -7.5, -8.0, -9.5], dtype=torch.float64)
+    ours, policy, _ = dpo_loss(model, batch, reference, beta=0.3)
+    ours.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = labels[:, 1:]
+    token = -torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), targets.clamp(min=0), reduction="none"
+    )
+    logps = (token * (targets != IGNORE)).sum(-1)
+    margin = (logps[:2] - logps[2:]) - (reference[:2] - reference[2:])
+    theirs = -torch.nn.functional.logsigmoid(0.3 * margin).mean()
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(policy, (logps[:2] - logps[2:]).detach())
+    torch.testing.assert_close(sequence_logprobs(model, batch), logps.detach())
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, msg=n)

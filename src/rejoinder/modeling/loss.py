@@ -32,11 +32,28 @@ time on that pass whatever the vocabulary; 256 rows hold 51 MB of float32 logits
 GPT-2's vocabulary and 155 MB with Qwen2's."""
 
 
+def _chunk(h, weight, bias, t, acc):
+    """One chunk's exponentiated shifted logits, their row sums, and each row's loss.
+
+    The softmax is made in place, with one pass of exp: the logits' memory is all a
+    chunk needs.
+    """
+    logits = h @ weight.to(h.dtype).T  # (rows, V), in the hidden states' precision
+    if bias is not None:
+        logits = logits + bias.to(logits.dtype)
+    logits = logits.to(acc)
+    logits.sub_(logits.amax(-1, keepdim=True))
+    picked = logits.gather(1, t[:, None])[:, 0]  # the target's shifted logit
+    sums = logits.exp_().sum(-1)
+    return logits, sums, sums.log() - picked
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
-    """sum over rows of cross_entropy(hidden @ weight.T + bias, targets), chunk by chunk."""
+    """sum over rows of row_weight * cross_entropy(hidden @ weight.T + bias, targets),
+    chunk by chunk (a weight of 1 for every row when none are given)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, rows: int):
+    def forward(ctx, hidden, weight, bias, targets, rows: int, row_weights=None):
         want = ctx.needs_input_grad
         acc = torch.promote_types(weight.dtype, torch.float32)  # sums in float32 at least
         grad_h = torch.empty_like(hidden) if want[0] else None
@@ -45,20 +62,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=acc, device=hidden.device)
         for start in range(0, hidden.shape[0], rows):
             h, t = hidden[start : start + rows], targets[start : start + rows]
-            logits = h @ weight.to(h.dtype).T  # (rows, V), in the hidden states' precision
-            if bias is not None:
-                logits = logits + bias.to(logits.dtype)
-            logits = logits.to(acc)
-            # The softmax in place, with one pass of exp: the logits' memory is all a
-            # chunk needs.
-            logits.sub_(logits.amax(-1, keepdim=True))
-            picked = logits.gather(1, t[:, None])[:, 0]  # the target's shifted logit
-            sums = logits.exp_().sum(-1)
-            total += (sums.log() - picked).sum()
+            logits, sums, losses = _chunk(h, weight, bias, t, acc)
+            w = None if row_weights is None else row_weights[start : start + rows].to(acc)
+            total += (losses if w is None else losses * w).sum()
             if not any(want[:3]):
                 continue
             d = logits.div_(sums[:, None])  # the softmax
             d[torch.arange(len(t), device=d.device), t] -= 1  # d loss / d logits
+            if w is not None:
+                d.mul_(w[:, None])
             if grad_h is not None:
                 grad_h[start : start + rows] = (d @ weight.to(acc)).to(hidden.dtype)
             grad_w.addmm_(d.T, h.to(acc))
@@ -81,7 +93,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_b * grad_out.to(grad_b.dtype) if want[2] else None,
             None,
             None,
+            None,
         )
+
+
+@torch.no_grad()
+def token_losses(hidden, weight, bias, targets, rows: int = 0) -> torch.Tensor:
+    """Each row's cross-entropy, (N,), chunk by chunk, without gradients."""
+    rows = rows or CHUNK_ROWS
+    acc = torch.promote_types(weight.dtype, torch.float32)
+    out = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
+    for start in range(0, hidden.shape[0], rows):
+        t = targets[start : start + rows]
+        out[start : start + rows] = _chunk(hidden[start : start + rows], weight, bias, t, acc)[2]
+    return out
 
 
 def causal_lm_loss(
@@ -113,3 +138,57 @@ def mean_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     layer = model.get_output_embeddings()
     total, count = causal_lm_loss(hidden, layer.weight, layer.bias, batch["labels"])
     return total / count.clamp(min=1)
+
+
+def _labelled(model, batch):
+    """The trunk's hidden states at the positions that predict a label, those labels, and
+    the row each comes from."""
+    inputs = {
+        k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    hidden = model.base_model(**inputs).last_hidden_state  # (B, T, C)
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None].expand_as(targets)
+    return hidden[:, :-1][keep], targets[keep], rows[keep]
+
+
+@torch.no_grad()
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each row's log-likelihood of its labelled tokens, (B,), without the batch's logits."""
+    hidden, targets, row = _labelled(model, batch)
+    layer = model.get_output_embeddings()
+    losses = token_losses(hidden, layer.weight, layer.bias, targets)
+    total = torch.zeros(batch["labels"].shape[0], dtype=losses.dtype, device=losses.device)
+    return -total.index_add_(0, row, losses)
+
+
+def dpo_loss(model, batch: dict[str, torch.Tensor], reference: torch.Tensor, beta: float):
+    """Direct Preference Optimization's loss (Rafailov et al., 2023) on a batch whose first
+    half of rows are the chosen replies and second half the rejected ones, labelled on
+    the reply only; `reference` holds each row's log-likelihood under the frozen
+    reference model. Returns (loss, policy margins, reference margins), margins being
+    chosen minus rejected log-likelihoods per pair.
+
+    The loss is -log sigmoid(beta * (policy margin - reference margin)), averaged over
+    pairs. Its gradient is a weighted sum of the rows' token losses, with weight
+    beta * sigmoid(-z) / pairs for chosen tokens and minus that for rejected ones: the
+    weights are computed in a first pass without gradients, then the fused chunked loss
+    runs once with them, so no pass holds the whole batch's logits.
+    """
+    hidden, targets, row = _labelled(model, batch)
+    layer = model.get_output_embeddings()
+    n = batch["labels"].shape[0] // 2
+    losses = token_losses(hidden.detach(), layer.weight, layer.bias, targets)
+    logps = -torch.zeros(2 * n, dtype=losses.dtype, device=losses.device).index_add_(0, row, losses)
+    policy = logps[:n] - logps[n:]
+    ref = (reference[:n] - reference[n:]).to(policy.dtype)
+    z = beta * (policy - ref)
+    value = -torch.nn.functional.logsigmoid(z).mean()
+    g = beta * torch.sigmoid(-z) / n
+    weights = torch.cat([g, -g])[row]
+    weighted = _LinearCrossEntropy.apply(
+        hidden, layer.weight, layer.bias, targets, CHUNK_ROWS, weights
+    )
+    # The value is DPO's loss; the gradient is the weighted loss's, which equals DPO's.
+    return value + (weighted - weighted.detach()), policy, ref
