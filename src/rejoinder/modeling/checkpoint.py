@@ -83,13 +83,14 @@ def save_checkpoint(
     overwrite: bool = False,
     write_extra=None,
     lora: dict[str, Any] | None = None,
+    ranks: bool = False,
 ) -> Path:
     """Writes a checkpoint directory atomically: it appears complete or not at all.
 
     Everything is written to a temporary directory beside `out`, then renamed into
     place, so an interrupted save never leaves a half-written checkpoint at `out`.
     A PEFT `model` writes its adapter only; `lora` (its options and `base`) then says
-    which model it adapts.
+    which model it adapts. A ranker (`ranks`) is marked as one in rejoinder.json.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -97,10 +98,11 @@ def save_checkpoint(
             f"{out} already exists and is not empty; choose another --out or remove it"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    eos = fmt.stop_ids
-    model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    if not ranks:  # a ranker generates nothing, and has no generation config
+        eos = fmt.stop_ids
+        model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
     meta = {
         "rejoinder_version": _version(),
         "format": fmt.to_dict(),
@@ -111,6 +113,8 @@ def save_checkpoint(
             **(made_by or {}),
         },
     }
+    if ranks:
+        meta["ranks"] = True
     if lora:
         meta["lora"] = lora
         model.peft_config["default"].base_model_name_or_path = lora["base"]
@@ -234,7 +238,11 @@ def _cached_on_this_machine(name: str) -> bool:
 
 
 def load_checkpoint(
-    path_or_name: str | os.PathLike, device: str | None = None, dtype=None, weights: bool = True
+    path_or_name: str | os.PathLike,
+    device: str | None = None,
+    dtype=None,
+    weights: bool = True,
+    ranker: bool | None = False,
 ) -> Checkpoint:
     """Loads a checkpoint directory, or a model by hub name (`gpt2`, `microsoft/DialoGPT-medium`).
 
@@ -242,13 +250,17 @@ def load_checkpoint(
 
     A directory without rejoinder.json chats in its tokenizer's chat template where it
     has one, else in DialoGPT's format (an original GPT-2 or DialoGPT download). An
-    adapter directory (LoRA) loads its base and merges the adapter into it. Every way
-    this can fail ends in one RejoinderError naming the directory and what is wrong.
+    adapter directory (LoRA) loads its base and merges the adapter into it. With
+    `ranker`, the checkpoint must be a reply ranker (`rejoinder.modeling.ranker`), and
+    without, it must not be (None: either, with weights=False only). Every way this can
+    fail ends in one RejoinderError naming the directory and what is wrong.
     """
     name = str(path_or_name)
     path = Path(name)
     load_kwargs = {}
     if path.is_dir() and is_adapter(path):
+        if ranker:
+            raise RejoinderError(f"{path} is a LoRA adapter of a generator, not a reply ranker")
         return _load_adapter(path, device, dtype)
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -275,17 +287,28 @@ def load_checkpoint(
     try:
         if weights:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import (
+                AutoConfig,
+                AutoModelForCausalLM,
+                AutoModelForSequenceClassification,
+                AutoTokenizer,
+            )
 
+            config = AutoConfig.from_pretrained(source, **load_kwargs)
+            _check_role(name, config, meta, ranker)
             tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
-            model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype or torch.float32, **load_kwargs
+            auto = AutoModelForSequenceClassification if ranker else AutoModelForCausalLM
+            model = auto.from_pretrained(
+                source, config=config, dtype=dtype or torch.float32, **load_kwargs
             )
             use_fast_gelu(model)
             config = model.config
         else:  # another backend decodes: the configuration is enough
             model = None
             tok, config = _light_tokenizer_and_config(path, source, load_kwargs)
+            _check_role(name, config, meta, ranker)
+    except RejoinderError:
+        raise
     except Exception as e:  # transformers raises many kinds for one cause: a bad directory
         if "Unrecognized configuration class" in str(e):
             kind = re.search(r"configuration class <class '[\w.]*?(\w+)Config'>", str(e))
@@ -328,6 +351,24 @@ def load_checkpoint(
         model.eval()
     where = str(path) if path.is_dir() else name
     return Checkpoint(model, tok, fmt, meta, where, config, has_meta)
+
+
+def _check_role(name: str, config, meta: dict[str, Any] | None, ranker: bool | None) -> None:
+    """Refuses a ranker where a generator is wanted, and the reverse."""
+    from rejoinder.modeling.ranker import is_ranker
+
+    if ranker is None or is_ranker(config, meta) == ranker:
+        return
+    if ranker:
+        raise RejoinderError(
+            f"{name} is a generator, not a reply ranker; train a ranker with `rejoinder "
+            "train --model.objective rank` or convert DialogRPT's with `rejoinder "
+            "import-dialogrpt`"
+        )
+    raise RejoinderError(
+        f"{name} is a reply ranker: it scores replies but does not write them. Use it "
+        "with `rejoinder rank` or as a --ranker, and give a generator here"
+    )
 
 
 def _load_adapter(path: Path, device, dtype) -> Checkpoint:

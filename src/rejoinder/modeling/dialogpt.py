@@ -22,8 +22,9 @@ from rejoinder.modeling.checkpoint import DIALOGPT_SIZES, save_checkpoint
 _BLOCK = re.compile(r"^transformer\.h\.(\d+)\.")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict:
-    """The tensors of a DialoGPT pickle, renamed to `transformers`' GPT2LMHeadModel keys."""
+def read_state_dict(path: str | os.PathLike, keep: tuple[str, ...] = ()) -> dict:
+    """The tensors of a DialoGPT pickle, renamed to `transformers`' GPT2LMHeadModel keys;
+    keys starting with one of `keep` (another head, such as DialogRPT's `score.`) stay."""
     import pickle
 
     import torch
@@ -52,7 +53,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     state = {}
     for key, value in raw.items():
         key = key.removeprefix("module.")
-        if not key.startswith(("transformer.", "lm_head.")):
+        if not key.startswith(("transformer.", "lm_head.", *keep)):
             key = "transformer." + key
         if key == "lm_head.decoder.weight":
             key = "lm_head.weight"

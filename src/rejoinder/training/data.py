@@ -11,6 +11,7 @@ order.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,11 +19,14 @@ import lightning as L
 import numpy as np
 import torch
 
+from rejoinder.data.pairs import dataset_kind, iter_pairs, require_kind
 from rejoinder.data.records import iter_dialogues
 from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Format
 from rejoinder.padding import pad_batch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +57,42 @@ def _example(fmt: Format, turns, loss_on: str, max_tokens: int, meta=None) -> Ex
 
 
 UNTRUNCATED = 1 << 30
+
+
+@dataclass
+class PairExample:
+    """A preference pair as two examples that share a context, labelled on the reply."""
+
+    chosen: Example
+    rejected: Example
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+
+def pair_example(pair, fmt: Format, max_tokens: int) -> PairExample | None:
+    """A `Pair` as examples of the dialogue ending in each reply (None: a reply is empty).
+
+    The score of a ranker is read just before each reply's end-of-turn marker
+    (`response_end - 1`); DPO learns from the replies' labels.
+    """
+    from rejoinder.dialogue import Turn
+
+    if not pair.chosen.strip() or not pair.rejected.strip():
+        return None
+    context = [Turn(t) for t in pair.context if t and t.strip()]
+    chosen = _example(fmt, [*context, Turn(pair.chosen)], "last", max_tokens)
+    rejected = _example(fmt, [*context, Turn(pair.rejected)], "last", max_tokens)
+    return PairExample(chosen, rejected)
+
+
+def collate_pairs(pairs: list[PairExample], pad_id: int) -> dict:
+    """Chosen rows first, then the rejected ones in the same order; `score_pos` is where
+    a ranker reads each row's score."""
+    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    batch = pad_batch(rows, pad_id, labels=True)
+    batch["score_pos"] = torch.tensor([e.response_end - 1 for e in rows], dtype=torch.long)
+    return batch
 
 
 def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) -> list[Example]:
@@ -243,15 +283,35 @@ class DialogueData(L.LightningDataModule):
         self._resume_epoch: int | None = None
         self._train_order: BatchOrder | None = None
         self.routing: HeadRouting | None = None
+        self.pairs = False
+        """Whether the examples are PairExamples (objectives rank and dpo)."""
 
     def texts(self) -> list[str]:
-        """The training split's turns, for learning a tokenizer."""
+        """The training split's turns (or pairs' texts), for learning a tokenizer."""
+        if dataset_kind(self.path) == "pairs":
+            pairs = iter_pairs(self.path, "train", self.max_dialogues)
+            return [t for p in pairs for t in (*p.context, p.chosen, p.rejected)]
         dialogues = iter_dialogues(self.path, "train", self.max_dialogues)
         return [t.text for d in dialogues for t in d.turns]
 
-    def attach(self, fmt: Format, loss_on: str, max_tokens: int, heads: list | None = None) -> None:
-        """Turns the dialogues into examples with the model's format (and routes heads)."""
+    def attach(
+        self,
+        fmt: Format,
+        loss_on: str,
+        max_tokens: int,
+        heads: list | None = None,
+        objective: str = "lm",
+    ) -> None:
+        """Turns the dialogues into examples with the model's format (and routes heads);
+        for the objectives that learn from pairs (rank, dpo), the pairs into PairExamples."""
         self.format = fmt
+        if objective != "lm":
+            require_kind(self.path, "pairs", f"--model.objective {objective}")
+            if heads:
+                raise RejoinderError("extra heads train with --model.objective lm only")
+            return self._attach_pairs(fmt, max_tokens)
+        require_kind(self.path, "dialogues", "--model.objective lm (a generator)")
+        self.pairs = False
         self.train, read = [], 0
         for d in iter_dialogues(self.path, "train", self.max_dialogues):
             read += 1
@@ -277,6 +337,33 @@ class DialogueData(L.LightningDataModule):
                 "tokens); raise --data.batch_tokens or lower --model.max_tokens"
             )
 
+    def _attach_pairs(self, fmt: Format, max_tokens: int) -> None:
+        self.pairs, self.routing, skipped = True, None, 0
+
+        def examples(split: str) -> list[PairExample]:
+            nonlocal skipped
+            out = []
+            for p in iter_pairs(self.path, split, self.max_dialogues):
+                e = pair_example(p, fmt, max_tokens)
+                if e is None:
+                    skipped += 1
+                else:
+                    out.append(e)
+            return out
+
+        self.train = examples("train")
+        if not self.train:
+            raise RejoinderError(f"the pairs dataset {self.path} has no training pairs")
+        self.valid = examples(self.val_split) if self.val_split != "none" else []
+        if skipped:
+            log.warning("%d pairs with an empty reply were skipped", skipped)
+        longest = 2 * max(len(e) for e in self.train)
+        if longest > self.batch_tokens:
+            raise RejoinderError(
+                f"batch_tokens={self.batch_tokens} is below the longest pair ({longest} tokens "
+                "for its two rows); raise --data.batch_tokens or lower --model.max_tokens"
+            )
+
     @property
     def head_specs(self) -> list:
         """The model's extra heads, their label sets filled in from the training data."""
@@ -287,7 +374,8 @@ class DialogueData(L.LightningDataModule):
     ) -> torch.utils.data.DataLoader:
         """Batches of `examples` within the token budget, in the run's order for `seed`."""
         assert self.format is not None, "attach() a format first"
-        lengths = np.asarray([len(e) for e in examples])
+        # A pair is two rows of its longer reply's length.
+        lengths = np.asarray([len(e) for e in examples]) * (2 if self.pairs else 1)
         batches = make_batches(lengths, self.batch_tokens, seed)
         trainer = getattr(self, "trainer", None)
         rank = trainer.global_rank if trainer is not None else 0
@@ -297,7 +385,9 @@ class DialogueData(L.LightningDataModule):
         return torch.utils.data.DataLoader(
             examples,
             batch_sampler=order,
-            collate_fn=lambda b: collate(b, pad, routing),
+            collate_fn=(lambda b: collate_pairs(b, pad))
+            if self.pairs
+            else (lambda b: collate(b, pad, routing)),
             num_workers=self.num_workers,
         )
 

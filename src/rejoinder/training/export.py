@@ -21,6 +21,7 @@ def export_module(module, out, extra: dict) -> None:
 
     write, heads = _heads_writer(module.model)
     lora = {**module.lora.to_dict(), "base": module.base_path} if module.lora else None
+    objective = module.hparams.get("objective", "lm")
     save_checkpoint(
         module.base,
         module.fmt.tokenizer,
@@ -31,7 +32,13 @@ def export_module(module, out, extra: dict) -> None:
         heads=heads,
         overwrite=True,
         tokenizer_kind=module.tokenizer_kind,
-        made_by={"command": "train", "tokens_seen": module.tokens_seen, **extra},
+        made_by={
+            "command": "train",
+            "objective": objective,
+            "tokens_seen": module.tokens_seen,
+            **extra,
+        },  # fmt: skip
+        ranks=objective == "rank",
     )
 
 
@@ -49,7 +56,12 @@ def export(
     """
     import torch
     from tokenizers import Tokenizer
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     from rejoinder.formats import format_from_dict
     from rejoinder.modeling.checkpoint import save_checkpoint
@@ -76,7 +88,10 @@ def export(
     fmt = format_from_dict(info["format"], tok)
     settings = dict(info["config"])
     config = AutoConfig.for_model(settings.pop("model_type", "gpt2"), **settings)
-    model = AutoModelForCausalLM.from_config(config)
+    objective = info.get("objective", "lm")
+    ranks = objective == "rank"
+    auto = AutoModelForSequenceClassification if ranks else AutoModelForCausalLM
+    model = auto.from_config(config)
     lora = info.get("lora")
     if lora:
         from rejoinder.modeling.architectures import arch_of
@@ -108,6 +123,7 @@ def export(
     write, heads = _heads_writer(whole)
     made_by = {
         "command": "train",
+        "objective": objective,
         "checkpoint": str(ckpt),
         "step": state.get("global_step"),
         "tokens_seen": info.get("tokens_seen"),
@@ -124,4 +140,5 @@ def export(
         heads=heads,
         write_extra=write,
         lora=lora,
+        ranks=ranks,
     )

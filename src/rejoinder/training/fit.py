@@ -181,7 +181,8 @@ def fit(
     run.mkdir(parents=True, exist_ok=True)
     lightning = _trainer(data, options, trainer or {})
     fmt = model.build(data.texts, run)
-    data.attach(fmt, model.hparams.loss_on, model.hparams.max_tokens, model.head_specs)
+    h = model.hparams
+    data.attach(fmt, h.loss_on, h.max_tokens, model.head_specs, h.get("objective", "lm"))
     model.attach_heads(data.head_specs)
     last = run / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None

@@ -13,9 +13,10 @@ import torch
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, LOSS_ON, Format, format_from_dict, get_format
 from rejoinder.modeling.lora import LoraOptions, unwrap
-from rejoinder.modeling.loss import mean_lm_loss
+from rejoinder.modeling.loss import dpo_loss, mean_lm_loss, sequence_logprobs
 
 SCHEDULES = ("cosine", "linear", "constant", "noam")
+OBJECTIVES = ("lm", "rank", "dpo")
 
 
 class DialogueLM(L.LightningModule):
@@ -41,6 +42,9 @@ class DialogueLM(L.LightningModule):
         chunked_loss: bool = True,
         arch: str = "gpt2",
         lora: LoraOptions | None = None,
+        objective: str = "lm",
+        beta: float = 0.1,
+        reference: str | None = None,
     ):
         """
         Args:
@@ -78,6 +82,15 @@ class DialogueLM(L.LightningModule):
             lora: train LoRA adapters on the frozen checkpoint instead of all its weights,
                 e.g. --model.lora.r 16 (see rejoinder.modeling.lora.LoraOptions); the run
                 exports the adapter, `rejoinder export --merge` a merged model.
+            objective: lm (learn the dialogues' replies), rank (a reply ranker learnt
+                from a pairs dataset: the chosen reply should outscore the rejected one)
+                or dpo (tune a generator on a pairs dataset with Direct Preference
+                Optimization against a frozen reference).
+            beta: dpo only: how far the policy may move from the reference (DPO's beta;
+                smaller lets it move further).
+            reference: dpo only: the frozen reference model (default: the checkpoint
+                given as init; with LoRA, that checkpoint is the trunk with the
+                adapters switched off, so no second copy is loaded).
         """
         super().__init__()
         if loss_on not in LOSS_ON:
@@ -86,6 +99,17 @@ class DialogueLM(L.LightningModule):
             raise RejoinderError(f"--model.schedule must be one of {', '.join(SCHEDULES)}")
         if anneal_minutes is not None and not anneal_minutes > 0:
             raise RejoinderError("--model.anneal_minutes must be a positive number of minutes")
+        if objective not in OBJECTIVES:
+            raise RejoinderError(f"--model.objective must be one of {', '.join(OBJECTIVES)}")
+        if not beta > 0:
+            raise RejoinderError("--model.beta must be positive")
+        if objective == "rank" and (heads or lora):
+            raise RejoinderError(
+                "a ranker trains without --model.heads and --model.lora (its whole trunk "
+                "and its score layer learn)"
+            )
+        if reference is not None and objective != "dpo":
+            raise RejoinderError("--model.reference is the reference of --model.objective dpo")
         from rejoinder.modeling.heads import HeadSpec
 
         self.head_specs = HeadSpec.parse(heads)  # checked now, before any data is read
@@ -100,9 +124,12 @@ class DialogueLM(L.LightningModule):
         self.base_path: str | None = None
         """The checkpoint LoRA adapts (its adapter names it as its base)."""
         self._step_tokens = 0
+        self._figures: dict[str, torch.Tensor] = {}
         self._clock: float | None = None
         self._train_seconds = 0.0
         """Training time so far (resumed runs included), for anneal_minutes."""
+        self._reference = None
+        """DPO's frozen reference model, kept out of the module's parameters and state."""
 
     # -- building the model --------------------------------------------------------
 
@@ -115,6 +142,8 @@ class DialogueLM(L.LightningModule):
 
         from rejoinder.modeling.architectures import is_size, model_config, positions
         from rejoinder.modeling.checkpoint import check_token_types, load_checkpoint
+        from rejoinder.modeling.lora import is_adapter
+        from rejoinder.modeling.ranker import ranker_model
         from rejoinder.tokenizers import build_tokenizer
 
         h = self.hparams
@@ -143,10 +172,26 @@ class DialogueLM(L.LightningModule):
                 eos_token_id=tok.eos_token_id,
             )
             check_token_types(fmt, config)
+            if h.objective == "dpo":
+                raise RejoinderError(
+                    "DPO tunes a trained generator: give --model.init a checkpoint directory"
+                )
             torch.manual_seed(0)
-            self.model = AutoModelForCausalLM.from_config(config)
+            if h.objective == "rank":
+                config.pad_token_id = tok.pad_token_id
+                self.model = ranker_model(h.init, config)
+            else:
+                self.model = AutoModelForCausalLM.from_config(config)
         else:
-            ck = load_checkpoint(h.init, device="cpu")
+            ranks = h.objective == "rank"
+            if ranks and is_adapter(Path(h.init)):
+                raise RejoinderError(
+                    f"{h.init} is a LoRA adapter; a ranker starts from a whole model: merge "
+                    "it first with `rejoinder export … --merge`"
+                )
+            # A ranker starts from a generator's trunk or from a ranker: either is fine.
+            ck = load_checkpoint(h.init, device="cpu", weights=not ranks,
+                                 ranker=None if ranks else False)  # fmt: skip
             saved_format = ck.format.to_dict()
             if h.format and h.format != saved_format["name"]:
                 if ck.has_meta:
@@ -159,8 +204,8 @@ class DialogueLM(L.LightningModule):
             fmt = format_from_dict(
                 {**saved_format, "reverse": h.reverse, "max_tokens": h.max_tokens}, ck.tokenizer
             )
-            check_token_types(fmt, ck.model.config)
-            self.model = ck.model
+            check_token_types(fmt, ck.config)
+            self.model = ranker_model(h.init) if ranks else ck.model
             self.tokenizer_kind = ck.meta.get("tokenizer", {}).get("kind", "gpt2")
             if h.dropout is not None:
                 _set_dropout(self.model, h.dropout)
@@ -187,6 +232,11 @@ class DialogueLM(L.LightningModule):
                 self.model = load_quantized(h.init, self.lora.bits)
                 self._fit_vocabulary(fmt)  # the reload lost the added tokens' rows
             self.model = apply_lora(self.model, self.lora, arch_of(self.model.config))
+        if h.objective == "dpo" and not (self.lora and h.reference in (None, h.init)):
+            reference = load_checkpoint(h.reference or h.init, device="cpu").model
+            # Set past nn.Module's bookkeeping: a submodule would be saved with every
+            # checkpoint and moved, trained and switched to train mode with the policy.
+            object.__setattr__(self, "_reference", reference.requires_grad_(False).eval())
         self.model.train()
         self.fmt = fmt
         return fmt
@@ -212,11 +262,37 @@ class DialogueLM(L.LightningModule):
         return getattr(self.model, "base", self.model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's loss (for rank and dpo, its other figures go to `_figures`)."""
+        objective = self.hparams.objective
+        if objective == "rank":
+            from rejoinder.modeling.ranker import score_at
+
+            scores = score_at(self.model, batch, batch["score_pos"])
+            n = len(scores) // 2
+            diff = scores[:n] - scores[n:]
+            self._figures = {"acc": (diff > 0).float().mean()}
+            # DialogRPT's loss: the probability that the chosen reply outscores the other.
+            return -torch.nn.functional.logsigmoid(diff).mean()
+        if objective == "dpo":
+            loss, policy, ref = dpo_loss(
+                unwrap(self.model), batch, self._reference_logprobs(batch), self.hparams.beta
+            )
+            self._figures = {"acc": (policy > ref).float().mean(), "margin": (policy - ref).mean()}
+            return loss
         if hasattr(self.model, "specs"):
             return self.model(**batch)
         if not self.hparams.chunked_loss:
             return self.model(**batch).loss
         return mean_lm_loss(unwrap(self.model), batch)
+
+    def _reference_logprobs(self, batch) -> torch.Tensor:
+        """Each row's log-likelihood under DPO's frozen reference."""
+        if self._reference is None:  # LoRA: the trunk without its adapters is the reference
+            with self.model.disable_adapter():
+                return sequence_logprobs(unwrap(self.model), batch)
+        if next(self._reference.parameters()).device != self.device:
+            self._reference.to(self.device)
+        return sequence_logprobs(self._reference, batch)
 
     def training_step(self, batch, batch_idx):
         loss = self(batch)
@@ -231,6 +307,8 @@ class DialogueLM(L.LightningModule):
         self._step_tokens = int(tokens)
         self.tokens_seen += self._step_tokens
         self.log("train_loss", loss, prog_bar=True)
+        for name, value in self._figures.items():
+            self.log(f"train_{name}", value, prog_bar=name == "acc")
         self.log("tokens_seen", float(self.tokens_seen))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
@@ -249,16 +327,23 @@ class DialogueLM(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         labels = batch["labels"]
-        n = int((labels[:, 1:] != IGNORE).sum())
         loss = self(batch)
-        self.log("val_loss", loss, prog_bar=True, batch_size=max(n, 1), sync_dist=True)
-        self.log("val_ppl", torch.exp(loss.detach()), batch_size=max(n, 1), sync_dist=True)
+        if self.hparams.objective != "lm":  # figures per pair
+            n = labels.shape[0] // 2
+            self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+            for name, value in self._figures.items():
+                self.log(f"val_{name}", value, prog_bar=name == "acc", batch_size=n, sync_dist=True)
+        else:
+            n = max(int((labels[:, 1:] != IGNORE).sum()), 1)
+            self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+            self.log("val_ppl", torch.exp(loss.detach()), batch_size=n, sync_dist=True)
         self.log("tokens_seen", float(self.tokens_seen))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Everything `rejoinder export` needs to make a checkpoint directory of this one.
         checkpoint["rejoinder"] = {
             "config": unwrap(self.base).config.to_dict(),
+            "objective": self.hparams.objective,
             "lora": {**self.lora.to_dict(), "base": self.base_path} if self.lora else None,
             "heads": [h.to_dict() for h in getattr(self.model, "specs", [])],
             "format": self.fmt.to_dict(),

@@ -1,0 +1,114 @@
+"""Learning from preference pairs: rankers (--model.objective rank) and DPO."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from rejoinder import ConversationModel, RejoinderError
+from rejoinder.cli import main
+from rejoinder.data.pairs import RawPair, write_pairs
+from rejoinder.modeling import init_checkpoint
+from rejoinder.modeling.ranker import Ranker
+
+WORDS = ["movie", "pizza", "music", "rain", "work", "city", "book", "game", "coffee", "beach",
+         "dog", "train", "garden", "winter", "friends", "dinner"]  # fmt: skip
+
+
+def make_pairs(n: int, seed: int, words: list[str]) -> list[RawPair]:
+    """People prefer a reply that asks back over one that only states: a signal in the
+    reply's words, whatever the topic."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.sample(words, 2)
+        chosen, rejected = f"Do you like {b} too?", f"I like {b}."
+        out.append(RawPair(f"p{seed}-{i}", "given", f"g{i}", [f"I like {a}."], chosen, rejected))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs") / "ds"
+    write_pairs(root, "train", make_pairs(160, 0, WORDS[:12]))
+    write_pairs(root, "valid", make_pairs(16, 1, WORDS[12:]))
+    write_pairs(root, "test", make_pairs(40, 2, WORDS[12:]))  # topics never trained on
+    (root / "manifest.json").write_text(json.dumps({"kind": "pairs"}))
+    return root
+
+
+def argv(data, init, out, *extra):
+    return ["train", "--data.path", str(data), "--data.batch_tokens", "512",
+            "--model.init", str(init), "--model.max_tokens", "64", "--model.lr", "3e-3",
+            "--model.warmup_steps", "2", "--model.dropout", "0.0",
+            "--trainer.max_steps", "40", "--trainer.val_check_interval", "20",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.log_every_n_steps", "1", "--out", str(out), *extra]  # fmt: skip
+
+
+def held_out(data):
+    from rejoinder.data.pairs import read_pairs
+
+    return read_pairs(data, "test")
+
+
+def test_a_ranker_learns_to_rank_held_out_pairs(pairs, tmp_path):
+    out = tmp_path / "ranker"
+    assert main(argv(pairs, "tiny", out, "--model.objective", "rank")) == 0
+    meta = json.loads((out / "rejoinder.json").read_text())
+    assert meta["ranks"] is True
+    ranker = Ranker.from_pretrained(out)
+    test = held_out(pairs)
+    chosen = ranker.score_pairs([(p.context, p.chosen) for p in test])
+    rejected = ranker.score_pairs([(p.context, p.rejected) for p in test])
+    assert all(0 < s < 1 for s in chosen + rejected)  # probabilities
+    accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(test)
+    assert accuracy >= 0.9
+    # A ranker is no generator, and the reverse: each refused where the other is wanted.
+    with pytest.raises(RejoinderError, match="is a reply ranker"):
+        ConversationModel.from_pretrained(out)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_raises_the_margin_over_the_reference(pairs, tmp_path, lora):
+    base = init_checkpoint(tmp_path / "base", initializer_range=0.2)
+    extra = ["--model.objective", "dpo", "--model.beta", "0.5"]
+    extra += ["--model.lora.r", "8", "--model.lr", "1e-2"] if lora else []
+    out = tmp_path / "tuned"
+    assert main(argv(pairs, base, out, *extra)) == 0
+    test = held_out(pairs)
+
+    def margins(model) -> torch.Tensor:
+        bot = ConversationModel.from_pretrained(model)
+        good = bot.loglikelihood([(p.context, p.chosen) for p in test])
+        bad = bot.loglikelihood([(p.context, p.rejected) for p in test])
+        return torch.tensor([g.total - b.total for g, b in zip(good, bad, strict=True)])
+
+    before, after = margins(base), margins(out)
+    assert (after > before).float().mean() >= 0.9 and after.mean() > before.mean() + 1
+
+
+def test_pairs_and_dialogues_are_not_mistaken_for_each_other(pairs, tmp_path, capsys):
+    from tests.training.test_train import LINES
+
+    assert main(argv(pairs, "tiny", tmp_path / "lm")) == 2
+    assert "holds pairs, but --model.objective lm" in capsys.readouterr().err
+    src = tmp_path / "chats.jsonl"
+    src.write_text("\n".join(json.dumps(line) for line in LINES) + "\n")
+    assert main(["data", "build", "jsonl", str(src), "--out", str(tmp_path / "d")]) == 0
+    assert main(argv(tmp_path / "d", "tiny", tmp_path / "r", "--model.objective", "rank")) == 2
+    assert "holds dialogues, but --model.objective rank needs pairs" in capsys.readouterr().err
+    assert main(argv(pairs, "tiny", tmp_path / "x", "--model.objective", "dpo")) == 2
+    assert "DPO tunes a trained generator" in capsys.readouterr().err
+    for bad in (tmp_path / "lm", tmp_path / "r", tmp_path / "x"):
+        assert not bad.exists()
+
+
+def test_the_dpo_reference_stays_out_of_the_run_checkpoint(pairs, tmp_path):
+    base = init_checkpoint(tmp_path / "base")
+    out = tmp_path / "tuned"
+    extra = ["--model.objective", "dpo", "--trainer.max_steps", "2", "--checkpoint_every", "1"]
+    assert main(argv(pairs, base, out, *extra)) == 0
+    state = torch.load(tmp_path / "tuned.run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["state_dict"] and all(k.startswith("model.") for k in state["state_dict"])
