@@ -10,11 +10,13 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import lzma
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rejoinder.data.report import Report
 from rejoinder.errors import RejoinderError
@@ -35,24 +37,45 @@ def open_lines(path: str | Path, report: Report) -> Iterator[bytes]:
     one that cannot be decompressed at some point is counted as "corrupt compressed file".
     Neither raises. A missing path raises `RejoinderError`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RejoinderError(
-            f"{path}: no such file" if not path.exists() else f"{path} is not a file"
-        )
-    suffix = path.suffix.lower()
-    if suffix not in COMPRESSED:
-        with open(path, "rb", buffering=_BUFFER_SIZE) as f:
-            yield from f
-        return
-    stream, errors = _open_compressed(path, suffix)
-    try:
-        with stream as f:
-            yield from f
-    except EOFError:
-        report.bad("truncated file", str(path))
-    except errors as e:
-        report.bad("corrupt compressed file", f"{path}: {e}")
+    return iter(Lines(path, report))
+
+
+class Lines:
+    """The lines of a file as `open_lines` yields them, and how far into the file they are.
+
+    `position()` is the number of bytes of the file itself (compressed bytes, for a
+    compressed file) read so far: what a progress line compares with the file's size.
+    """
+
+    def __init__(self, path: str | Path, report: Report):
+        self.path = Path(path)
+        self.report = report
+        self._raw = None
+
+    def position(self) -> int:
+        raw = self._raw
+        return raw.tell() if raw is not None and not raw.closed else 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        path = self.path
+        if not path.is_file():
+            raise RejoinderError(
+                f"{path}: no such file" if not path.exists() else f"{path} is not a file"
+            )
+        suffix = path.suffix.lower()
+        with open(path, "rb", buffering=_BUFFER_SIZE) as raw:
+            self._raw = raw
+            if suffix not in COMPRESSED:
+                yield from raw
+                return
+            stream, errors = _open_compressed(raw, path, suffix)
+            try:
+                with stream as f:
+                    yield from f
+            except EOFError:
+                self.report.bad("truncated file", str(path))
+            except errors as e:
+                self.report.bad("corrupt compressed file", f"{path}: {e}")
 
 
 class _ZstdRaw(io.RawIOBase):
@@ -62,10 +85,10 @@ class _ZstdRaw(io.RawIOBase):
     this one drives a decompression object itself and raises EOFError in that case.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, raw: IO[bytes]):
         import zstandard
 
-        self._fh = open(path, "rb")  # noqa: SIM115 (closed in close())
+        self._fh = raw
         self._dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
         self._obj = self._dctx.decompressobj()
         self._in_frame = False
@@ -104,27 +127,25 @@ class _ZstdRaw(io.RawIOBase):
         self._offset = 0
         return True
 
-    def close(self) -> None:
-        if not self.closed:
-            self._fh.close()
-        super().close()
 
-
-def _open_compressed(path: Path, suffix: str) -> tuple[Any, tuple[type[BaseException], ...]]:
-    """A binary stream of the decompressed file, and the exceptions that mean corrupt data."""
+def _open_compressed(
+    raw: IO[bytes], path: Path, suffix: str
+) -> tuple[Any, tuple[type[BaseException], ...]]:
+    """A binary stream of the decompressed file read from `raw` (which the caller closes),
+    and the exceptions that mean corrupt data."""
     if suffix == ".gz":
-        return gzip.GzipFile(path, "rb"), (OSError, zlib.error)
+        return gzip.GzipFile(fileobj=raw, mode="rb"), (OSError, zlib.error)
     if suffix == ".bz2":
-        return bz2.BZ2File(path, "rb"), (OSError, ValueError)
+        return bz2.BZ2File(raw, "rb"), (OSError, ValueError)
     if suffix in (".xz", ".lzma"):
-        return lzma.LZMAFile(path, "rb"), (lzma.LZMAError, OSError)
+        return lzma.LZMAFile(raw, "rb"), (lzma.LZMAError, OSError)
     try:
         import zstandard
     except ImportError:
         raise RejoinderError(
             f"{path}: reading .zst files needs the zstandard package: pip install zstandard"
         ) from None
-    stream = io.BufferedReader(_ZstdRaw(path), buffer_size=_BUFFER_SIZE)
+    stream = io.BufferedReader(_ZstdRaw(raw), buffer_size=_BUFFER_SIZE)
     return stream, (zstandard.ZstdError,)
 
 
@@ -161,3 +182,49 @@ def file_stem(path: Path) -> str:
     if Path(name).suffix.lower() in COMPRESSED:
         name = name[: -len(Path(name).suffix)]
     return Path(name).stem
+
+
+# Lone UTF-16 surrogates: JSON may escape them ("\\ud800" is valid JSON) but they are no
+# Unicode text, and nothing downstream (UTF-8, parquet, tokenizers) can hold them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+REPAIRED = "texts with lone surrogates repaired"
+"""The report's count of strings whose lone surrogates became U+FFFD."""
+
+
+def has_surrogate_escape(line: bytes | str) -> bool:
+    """Whether a JSON line escapes a UTF-16 surrogate (half of a pair, or a lone one)."""
+    if isinstance(line, str):
+        line = line.encode("utf-8", "surrogatepass")
+    return _SURROGATE_ESCAPE.search(line) is not None
+
+
+def repair_surrogates(value: Any, report: Report) -> Any:
+    """`value` (parsed JSON or YAML) with each lone surrogate in its strings, keys included,
+    replaced by U+FFFD; each string repaired is counted under `REPAIRED`.
+
+    >>> r = Report()
+    >>> repair_surrogates({"body": "a\\ud800b", "n": [1, "ok"]}, r), r.counts[REPAIRED]
+    ({'body': 'a\ufffdb', 'n': [1, 'ok']}, 1)
+    """
+    if isinstance(value, str):
+        fixed, n = _LONE_SURROGATE.subn("\ufffd", value)
+        if n:
+            report.count(REPAIRED)
+        return fixed
+    if isinstance(value, list):
+        return [repair_surrogates(v, report) for v in value]
+    if isinstance(value, dict):
+        return {
+            repair_surrogates(k, report): repair_surrogates(v, report) for k, v in value.items()
+        }
+    return value
+
+
+def load_json(text: str | bytes, report: Report) -> Any:
+    """`json.loads(text)`, lone surrogates repaired (`repair_surrogates`); raises ValueError
+    or RecursionError as json.loads does."""
+    value = json.loads(text)
+    if has_surrogate_escape(text):
+        value = repair_surrogates(value, report)
+    return value

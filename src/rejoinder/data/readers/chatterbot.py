@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rejoinder.data.io import repair_surrogates
 from rejoinder.data.readers.common import Skip, build_or_count, make_dialogue, make_turn
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue
@@ -57,6 +58,7 @@ def read_chatterbot(language: str, *, report: Report) -> Iterator[Dialogue]:
         category = file.stem
         try:
             data = yaml.load(file.read_bytes().decode("utf-8-sig"), Loader=loader)
+            data = repair_surrogates(data, report)
         except UnicodeDecodeError:
             report.bad("invalid utf-8", str(file))
             continue

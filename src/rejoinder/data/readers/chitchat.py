@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rejoinder.data.io import existing
+from rejoinder.data.io import existing, load_json
 from rejoinder.data.readers.common import Skip, build_or_count, make_dialogue
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue, Turn
@@ -36,7 +35,7 @@ def read_chitchat(path: str | Path | None = None, *, report: Report) -> Iterator
             raise RejoinderError(f"{path} holds no dataset.json (the Chit-Chat corpus)")
         path = path / "dataset.json"
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        data = load_json(path.read_bytes().decode("utf-8-sig"), report)
     except UnicodeDecodeError:
         report.bad("invalid utf-8", str(path))
         return

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rejoinder.data.io import decode_line, existing, file_stem, open_lines, text_lines
+from rejoinder.data.io import (
+    decode_line,
+    existing,
+    file_stem,
+    load_json,
+    open_lines,
+    text_lines,
+)
 from rejoinder.data.readers.common import Skip, build_or_count, make_dialogue, make_turn
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue
@@ -123,7 +129,7 @@ def _json_rows(file: Path, report: Report) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield number - 1, json.loads(line)
+            yield number - 1, load_json(line, report)
         except (ValueError, RecursionError):
             report.bad("malformed json", f"{file.name}:{number}: {line[:120]}")
 

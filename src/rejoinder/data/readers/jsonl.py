@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rejoinder.data.io import existing, file_stem, text_lines
+from rejoinder.data.io import existing, file_stem, load_json, text_lines
 from rejoinder.data.readers.common import Skip, build_or_count, make_dialogue, make_turn
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue, Turn
@@ -38,7 +37,7 @@ def read_jsonl(path: str | Path, *, report: Report) -> Iterator[Dialogue]:
             continue
         sample = f"{path.name}:{number}: {line[:120]}"
         try:
-            obj = json.loads(line)
+            obj = load_json(line, report)
         except (ValueError, RecursionError):
             report.bad("malformed json", sample)
             continue
