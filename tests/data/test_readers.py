@@ -436,7 +436,7 @@ def test_qa_pairs(tmp_path, report):
 # ---------------------------------------------------------------------------- requests
 
 
-@pytest.mark.parametrize("name", ["dailydialog", "jsonl", "qa", "chitchat"])
+@pytest.mark.parametrize("name", ["dailydialog", "jsonl", "qa", "chitchat", "pairs"])
 def test_missing_path_is_a_request_error(tmp_path, name):
     with pytest.raises(RejoinderError, match="no such file"):
         list(SOURCES[name].read(tmp_path / "nowhere.jsonl", report=Report()))
@@ -455,5 +455,6 @@ def test_dailydialog_directory_without_its_files(tmp_path):
 
 def test_registry_names_every_reader():
     readers = {name: kind.read for name, kind in SOURCES.items() if not kind.threads}
-    assert set(readers) == {"dailydialog", "chitchat", "jsonl", "qa", "chatterbot"}
+    assert set(readers) == {"dailydialog", "chitchat", "jsonl", "qa", "chatterbot", "pairs"}
+    assert [name for name, kind in SOURCES.items() if kind.pairs] == ["pairs"]
     assert all(callable(f) for f in readers.values())

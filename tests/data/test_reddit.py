@@ -135,7 +135,7 @@ def test_dump_files_give_records_keyed_by_their_thread(tmp_path):
     ]
     assert [link for link, _ in pairs] == ["t3_L"] * 3
     assert all(link_of(record) == link for link, record in pairs)
-    assert report.counts == {"submissions read": 1, "comment lines read": 3}
+    assert report.counts == {"submissions read": 1, "comment lines read": 3, "comments parsed": 2}
     assert report.bad_input == {"malformed json": 1}
     with pytest.raises(RejoinderError, match="needs --comments"):
         check_reddit_source({"submissions": [submissions]})

@@ -1,4 +1,5 @@
-"""`rejoinder data build`: sources -> filtered dialogues -> DIR/{train,valid,test}/*.parquet.
+"""`rejoinder data build`: sources -> filtered dialogues (or preference pairs) ->
+DIR/{train,valid,test}/*.parquet + DIR/manifest.json.
 
 The dataset appears complete or not at all: the engine writes it into a temporary
 directory that is renamed to the output only when the build succeeds, and its work
@@ -17,6 +18,7 @@ from typing import Any
 from rejoinder.atomic import atomic_directory
 from rejoinder.data.config import BuildConfig, Source
 from rejoinder.data.engines import engine
+from rejoinder.data.records import SPLITS
 from rejoinder.data.report import Report
 from rejoinder.errors import RejoinderError
 
@@ -47,11 +49,20 @@ def build(config: BuildConfig) -> dict[str, Any]:
 
 def summary(manifest: dict, out: Path) -> str:
     """A few lines on what a build wrote and dropped, from its manifest."""
-    d = manifest["dialogues"]
+    what = "pairs" if manifest.get("kind") == "pairs" else "dialogues"
+    d = manifest[what]
     lines = [
-        f"wrote {d['total']} dialogues to {out} "
+        f"wrote {d['total']} {what} to {out} "
         f"(train {d['train']}, valid {d['valid']}, test {d['test']}) in {manifest['seconds']} s"
     ]
+    for kind, n in (manifest.get("kinds") or {}).items():
+        lines.append(f"  {kind:<16} {n['total']:>10}")
+    for kind, why in (manifest.get("notes") or {}).items():
+        lines.append(f"no {kind} pairs: {why}")
+    if manifest.get("not_made"):
+        lines.append("pairs not made:")
+        for kind, reasons in manifest["not_made"].items():
+            lines += [f"  {kind:<16} {reason:<40} {n:>10}" for reason, n in reasons.items()]
     if manifest["dropped"]:
         lines.append("dropped by filter:")
         lines += [f"  {name:<12} {n:>10}" for name, n in manifest["dropped"].items()]
@@ -73,7 +84,11 @@ def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], start
         "test": config.test,
         "engine": config.engine,
     }
+    if config.makes_pairs:
+        options["pairs"] = list(config.pair_kinds)
+        options["pair_options"] = asdict(config.pair_options)
     manifest = {
+        "kind": "pairs" if config.makes_pairs else "dialogues",
         "rejoinder_version": __version__,
         "created": finished.isoformat(timespec="seconds"),
         "seconds": round((finished - started).total_seconds(), 2),
@@ -81,12 +96,31 @@ def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], start
             {"kind": s.kind, **{k: _jsonable(v) for k, v in s.args.items()}} for s in config.sources
         ],
         "options": options,
-        "dialogues": {**splits, "total": sum(splits.values())},
+        **_counted(splits, config),
         **report.to_dict(),
     }
     if report.samples:
         manifest["samples"] = {k: v for k, v in sorted(report.samples.items())}
     return manifest
+
+
+def _counted(counts: dict[str, int], config: BuildConfig) -> dict[str, Any]:
+    """What the engine counted, as the manifest says it: dialogues per split, or pairs per
+    split and per kind (the engine counts pairs as "split/kind"; every kind asked of
+    Reddit is listed, made or not)."""
+    if not config.makes_pairs:
+        return {"dialogues": {**counts, "total": sum(counts.values())}}
+    splits = dict.fromkeys(SPLITS, 0)
+    kinds: dict[str, dict[str, int]] = {}
+    for kind in config.pair_kinds:
+        kinds[kind] = {**dict.fromkeys(SPLITS, 0), "total": 0}
+    for key, n in sorted(counts.items()):
+        split, _, kind = key.partition("/")
+        splits[split] += n
+        per = kinds.setdefault(kind, {**dict.fromkeys(SPLITS, 0), "total": 0})
+        per[split] += n
+        per["total"] += n
+    return {"pairs": {**splits, "total": sum(splits.values())}, "kinds": kinds}
 
 
 def _jsonable(value: Any) -> Any:

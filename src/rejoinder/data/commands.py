@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.data.build import BuildConfig, Source, build, summary
+from rejoinder.data.feedback import PairOptions
 from rejoinder.data.filters import FILTERS, FilterConfig
+from rejoinder.data.pairs import iter_pairs
 from rejoinder.data.readers import SOURCES, SourceKind
-from rejoinder.data.records import SPLITS
+from rejoinder.data.records import SPLITS, iter_dialogues
 from rejoinder.data.reddit import RedditOptions
 from rejoinder.errors import RejoinderError
 from rejoinder.options import add_options, field_docs, from_args, given
@@ -87,6 +89,7 @@ def build_config(args: argparse.Namespace) -> BuildConfig:
         sources=parse_sources(args.sources, args),
         filter_options=given(FilterConfig, args),
         reddit=from_args(RedditOptions, args),
+        pair_options=from_args(PairOptions, args),
     )
 
 
@@ -98,9 +101,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_show(args) -> int:
-    """Prints a dataset's counts, its filter table and a few dialogues."""
-    import pyarrow.parquet as pq
-
+    """Prints a dataset's counts, its filter table and a few dialogues (or pairs)."""
     root = Path(args.dir)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
@@ -122,21 +123,24 @@ def cmd_show(args) -> int:
             for item in items[:2]:
                 shown_item = " | ".join(item["turns"]) if isinstance(item, dict) else item
                 print(f"  {key}: {shown_item[:150]}")
-    files = sorted((root / args.split).glob("*.parquet"))
-    shown = 0
-    for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=max(args.n, 1)):
-            for row in batch.to_pylist():
-                if shown >= args.n:
-                    break
-                print(f"\n[{args.split}] {row['id']} ({row['source']})")
-                for t in row["turns"]:
-                    labels = ", ".join(f"{k}={t[k]}" for k in ("emotion", "act") if t.get(k))
-                    who = t["speaker"] or "?"
-                    print(f"  {who[:12]:>12}: {t['text']}" + (f"  [{labels}]" if labels else ""))
-                shown += 1
-            if shown >= args.n:
-                break
+    if manifest.get("kind") == "pairs":
+        for pair in iter_pairs(root, args.split, limit=max(args.n, 0)):
+            print(f"\n[{args.split}] {pair.id} ({pair.kind})")
+            for turn in pair.context:
+                print(f"  {'context':>12}: {turn}")
+            for label, text, value in (
+                ("chosen", pair.chosen, pair.chosen_feedback),
+                ("rejected", pair.rejected, pair.rejected_feedback),
+            ):
+                shown = "" if value is None else f"  [{value:g}]"
+                print(f"  {label:>12}: {text}{shown}")
+        return 0
+    for d in iter_dialogues(root, args.split, limit=max(args.n, 0)):
+        print(f"\n[{args.split}] {d.id} ({d.source})")
+        for t in d.turns:
+            labels = ", ".join(f"{k}={v}" for k, v in t.labels.items() if v)
+            who = t.speaker or "?"
+            print(f"  {who[:12]:>12}: {t.text}" + (f"  [{labels}]" if labels else ""))
     return 0
 
 
@@ -204,10 +208,15 @@ def add_data_verbs(parser: argparse.ArgumentParser) -> None:
     add_options(g, FilterConfig, override=True)
     add_options(g, BuildConfig, skip=_only(BuildConfig, "explain"))
     add_options(p.add_argument_group("reddit threads"), RedditOptions)
+    g = p.add_argument_group(
+        "preference pairs from reddit (sibling replies compared; DialogRPT's rules)"
+    )
+    add_options(g, BuildConfig, skip=_only(BuildConfig, "pairs"))
+    add_options(g, PairOptions)
     s = p.add_argument_group("splits (by thread or dialogue, deterministic)")
     add_options(s, BuildConfig, skip=_only(BuildConfig, "valid", "test"))
 
     p = verb("show", cmd_show)
-    p.add_argument("dir", metavar="DIR", help="a dataset directory")
+    p.add_argument("dir", metavar="DIR", help="a dataset directory (dialogues or pairs)")
     p.add_argument("--split", default="train", choices=list(SPLITS))
-    p.add_argument("-n", type=int, default=3, help="dialogues to print (3)")
+    p.add_argument("-n", type=int, default=3, help="dialogues or pairs to print (3)")

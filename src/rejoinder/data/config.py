@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rejoinder.data.feedback import PairOptions, parse_kinds
 from rejoinder.data.readers import source_kind
 from rejoinder.data.reddit import RedditOptions
 from rejoinder.errors import RejoinderError
@@ -41,6 +42,10 @@ class BuildConfig:
     filter_options: dict[str, Any] = option(default_factory=dict, hidden=True)
     """The filter parameters that were given (fields of FilterConfig)."""
     reddit: RedditOptions = option(default_factory=RedditOptions, hidden=True)
+    pairs: str | None = option(None, metavar="KINDS")
+    """Make preference pairs from Reddit threads instead of dialogues: kinds joined by
+    commas, among updown, width, depth and human_vs_rand."""
+    pair_options: PairOptions = option(default_factory=PairOptions, hidden=True)
     valid: float = 0.01
     """The validation fraction."""
     test: float = 0.01
@@ -61,6 +66,39 @@ class BuildConfig:
             source_kind(source.kind)
         if not (0 <= self.valid < 1 and 0 <= self.test < 1 and self.valid + self.test < 1):
             raise RejoinderError("--valid and --test are fractions whose sum is below 1")
+        self._check_output_kind()
         engines = typing.get_args(Engine)
         if self.engine not in engines:
             raise RejoinderError(f"unknown engine {self.engine!r}; choose {' or '.join(engines)}")
+
+    @property
+    def pair_kinds(self) -> tuple[str, ...]:
+        """The kinds of pairs asked of Reddit sources (none: they make dialogues)."""
+        return parse_kinds(self.pairs) if self.pairs is not None else ()
+
+    @property
+    def makes_pairs(self) -> bool:
+        """Whether the build writes a pairs dataset (and not dialogues)."""
+        return self.pairs is not None or any(source_kind(s.kind).pairs for s in self.sources)
+
+    def _check_output_kind(self) -> None:
+        """Every source must make what the build writes: pairs or dialogues, not both."""
+        self.pair_kinds  # noqa: B018 (refuses unknown kinds now, before anything runs)
+        for source in self.sources:
+            kind = source_kind(source.kind)
+            if self.pairs is not None and not (kind.threads or kind.pairs):
+                raise RejoinderError(
+                    f"--pairs makes preference pairs from Reddit threads, and the source "
+                    f"{source.kind} has no feedback to compare; build its dialogues in another "
+                    "run without --pairs, or bring your own pairs as the source `pairs PATH.jsonl`"
+                )
+            if self.makes_pairs and not (kind.pairs or (kind.threads and self.pairs)):
+                fix = (
+                    "add --pairs KINDS to make pairs from it too"
+                    if kind.threads
+                    else "build its dialogues in another run"
+                )
+                raise RejoinderError(
+                    f"the source pairs makes a pairs dataset, but {source.kind} makes "
+                    f"dialogues; {fix}"
+                )

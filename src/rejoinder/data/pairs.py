@@ -43,6 +43,13 @@ class RawPair:
     source: str = "reddit"
     subreddit: str | None = None
 
+    def astuple(self) -> tuple:
+        """The fields in order: `RawPair(*pair.astuple())` is the pair again."""
+        return (
+            self.id, self.kind, self.group, self.context, self.chosen, self.rejected,
+            self.chosen_feedback, self.rejected_feedback, self.source, self.subreddit,
+        )  # fmt: skip
+
     def to_row(self) -> tuple:
         """The parquet row, its values in the order of `pair_schema()`'s columns."""
         return (

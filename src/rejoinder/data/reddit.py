@@ -6,12 +6,12 @@ an engine only decides how comments travel to their thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rejoinder.data.io import open_lines
+from rejoinder.data.io import Lines, has_surrogate_escape, load_json
 from rejoinder.data.records import RawDialogue
 from rejoinder.data.report import Report
 from rejoinder.data.text import normalize
@@ -34,11 +34,14 @@ except ImportError:  # pragma: no cover - orjson is a dependency of the data ext
 DELETED = frozenset({"[deleted]", "[removed]"})
 
 # A comment as it travels between stages: a tuple is small and pickles fast.
-# (id, parent_id, link_id, body, author, subreddit, score, created_utc)
-Comment = tuple[str, str, str, str, str | None, str, int, int]
+# (id, parent_id, link_id, body, author, subreddit, score, created_utc); score and
+# created_utc are None when the dump does not have them.
+Comment = tuple[str, str, str, str, str | None, str, int | None, int | None]
 # A submission: (link_id, title, author, subreddit)
 Submission = tuple[str, str, str | None, str]
 SUB = "\x00submission"  # tags submission records; no comment id can start with NUL
+PROGRESS_LINES = 8192
+"""`read_reddit_file` reports its progress every this many lines."""
 
 
 @dataclass
@@ -90,12 +93,27 @@ def _parse(line: bytes, report: Report) -> dict | None:
     try:
         obj = _loads(line)
     except _JSONError as e:
-        report.bad("invalid utf-8" if "utf-8" in str(e).lower() else "malformed json", line[:120])
-        return None
+        obj = _with_surrogates(line, report)
+        if obj is None:
+            reason = "invalid utf-8" if "utf-8" in str(e).lower() else "malformed json"
+            report.bad(reason, line[:120])
+            return None
     if not isinstance(obj, dict):
         report.bad("not a json object", line[:120])
         return None
     return obj
+
+
+def _with_surrogates(line: bytes, report: Report) -> Any:
+    """A line orjson refused because it escapes a lone surrogate, parsed and repaired
+    (None when it is bad for another reason): the comment is kept, so its replies are
+    not orphaned."""
+    if not has_surrogate_escape(line):
+        return None
+    try:
+        return load_json(line, report)
+    except (ValueError, RecursionError):
+        return None
 
 
 def parse_comment(line: bytes, report: Report) -> Comment | None:
@@ -115,13 +133,21 @@ def parse_comment(line: bytes, report: Report) -> Comment | None:
     if not parent.startswith(("t1_", "t3_")) or not link.startswith("t3_"):
         report.bad("wrong type: parent_id or link_id", line[:120])
         return None
-    score, created = _number(obj.get("score", 0)), _number(obj.get("created_utc", 0))
-    if score is None:
-        report.bad("wrong type: score", line[:120])
-        return None
-    if created is None:
-        report.bad("wrong type: created_utc", line[:120])
-        return None
+    # A dump without score or created_utc still makes dialogues; pairs need to know.
+    score = created = None
+    for name in ("score", "created_utc"):
+        value = obj.get(name)
+        if value is None:
+            report.count(f"comments without {name}")
+            continue
+        number = _number(value)
+        if number is None:
+            report.bad(f"wrong type: {name}", line[:120])
+            return None
+        if name == "score":
+            score = number
+        else:
+            created = number
     author = obj.get("author")
     author = author if isinstance(author, str) and author not in DELETED else None
     return (obj["id"], parent, link, obj["body"], author, obj["subreddit"], score, created)
@@ -141,19 +167,66 @@ def parse_submission(line: bytes, report: Report) -> Submission | None:
     return (f"t3_{sid}", title, author, str(obj.get("subreddit") or ""))
 
 
-def thread_dialogues(
+@dataclass
+class Thread:
+    """One thread's reply tree, built once (`build_thread`): dialogues and pairs both walk it.
+
+    Only kept comments are in the tree (`text`): deleted, removed, low-scored or over-long
+    ones break the chain, and their replies are roots, as are orphans (whose parent is not
+    in the dump).
+    """
+
+    link_id: str
+    nodes: dict[str, Comment]
+    """Every comment of the thread by id (the first line of a duplicated id)."""
+    text: dict[str, str]
+    """The cleaned text of each kept comment."""
+    children: dict[str, list[str]]
+    """The kept replies of each kept comment, oldest first."""
+    roots: list[str]
+    """Kept comments whose parent is not kept, oldest first."""
+    order: list[str]
+    """Every comment a root reaches, depth-first, each before its replies, replies oldest
+    first (comments caught in a parent cycle are reached by no root)."""
+    title: list[tuple[str, str | None]]
+    """The title turn (text, author) that top-level paths start with; empty without one."""
+
+    def prefix(self, root: str) -> list[tuple[str, str | None]]:
+        """The turns before a root's own: the title for a top-level comment, else none."""
+        return self.title if self.nodes[root][1].startswith("t3_") else []
+
+    def path(self, cid: str) -> list[str]:
+        """The ids from `cid`'s root down to `cid`."""
+        path = [cid]
+        while True:
+            parent = self.nodes[path[-1]][1]
+            if not parent.startswith("t1_") or parent[3:] not in self.text:
+                return path[::-1]
+            path.append(parent[3:])
+
+    def heights(self) -> dict[str, int]:
+        """How many replies deep the thread goes below each reached comment (0 for a leaf)."""
+        height: dict[str, int] = {}
+        for cid in reversed(self.order):  # every reply comes after its parent in `order`
+            height[cid] = 1 + max((height[k] for k in self.children.get(cid, ())), default=-1)
+        return height
+
+
+def _created(c: Comment) -> int:
+    return c[7] if c[7] is not None else 0
+
+
+def build_thread(
     link_id: str,
     comments: Iterable[Comment],
     options: RedditOptions,
     report: Report,
     submission: Submission | None = None,
-) -> tuple[list[RawDialogue], list[str]]:
-    """Every root-to-leaf path of one thread as a dialogue, and the texts of its comments.
+) -> Thread:
+    """One thread's comments as a tree, counting what is left out and why.
 
-    Deleted, removed, low-scored or over-long comments break the chain: the path stops
-    before them and their replies start paths of their own, as do orphans (whose parent
-    is not in the dump). Duplicate ids keep their first occurrence; comments caught in
-    a parent cycle are reached by no root and are counted, never looped over.
+    Duplicate ids keep their first occurrence; comments caught in a parent cycle are
+    reached by no root and are counted, never looped over.
     """
     nodes: dict[str, Comment] = {}
     for c in comments:
@@ -168,7 +241,7 @@ def thread_dialogues(
         if body.strip() in DELETED:
             report.count("comments deleted or removed")
             continue
-        if options.min_score is not None and c[6] < options.min_score:
+        if options.min_score is not None and (c[6] or 0) < options.min_score:
             report.count("comments below min score")
             continue
         clean = normalize(body)
@@ -192,49 +265,77 @@ def thread_dialogues(
                 report.count("orphan comments")
             roots.append(cid)
 
-    def order(ids: list[str]) -> list[str]:
-        return sorted(ids, key=lambda i: (nodes[i][7], i))
+    def by_time(ids: list[str]) -> list[str]:
+        return sorted(ids, key=lambda i: (_created(nodes[i]), i))
 
-    title_turn: list[tuple[str, str | None]] = []
-    if options.title and submission is not None and submission[1].strip():
-        title_turn = [(normalize(submission[1]), submission[2])]
-
-    out: list[RawDialogue] = []
+    for kids in children.values():
+        kids[:] = by_time(kids)
+    roots = by_time(roots)
+    order: list[str] = []
     seen: set[str] = set()
-    for root in order(roots):
-        prefix = title_turn if nodes[root][1].startswith("t3_") else []
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = []
-        while stack:
-            cid, depth = stack.pop()
-            if cid in seen:  # only possible through a cycle or a duplicate edge
-                continue
-            seen.add(cid)
-            del path[depth:]
-            path.append(cid)
-            turns = len(prefix) + len(path)
-            kids = [k for k in children.get(cid, ()) if k not in seen]
-            at_limit = options.max_depth is not None and turns >= options.max_depth
-            is_leaf = not kids or at_limit
-            if (is_leaf or not options.leaves_only) and turns >= options.min_depth:
-                out.append(
-                    RawDialogue(
-                        id=f"reddit-{cid}",
-                        source="reddit",
-                        group=link_id,
-                        texts=[t for t, _ in prefix] + [text[i] for i in path],
-                        speakers=[s for _, s in prefix] + [nodes[i][4] for i in path],
-                        subreddit=nodes[cid][5],
-                    )
-                )
-            elif is_leaf:
-                report.count("paths shorter than min depth")
-            if not at_limit:
-                stack.extend((k, depth + 1) for k in reversed(order(kids)))
-    unreached = len(text) - len(seen)
-    for _ in range(unreached):
+    stack = roots[::-1]
+    while stack:
+        cid = stack.pop()
+        if cid in seen:  # only possible through a cycle or a duplicate edge
+            continue
+        seen.add(cid)
+        order.append(cid)
+        stack.extend(reversed(children.get(cid, ())))
+    for _ in range(len(text) - len(seen)):
         report.bad("parent cycle")
-    return out, [text[i] for i in text]
+
+    title: list[tuple[str, str | None]] = []
+    if options.title and submission is not None and submission[1].strip():
+        title = [(normalize(submission[1]), submission[2])]
+    return Thread(link_id, nodes, text, children, roots, order, title)
+
+
+def tree_dialogues(thread: Thread, options: RedditOptions, report: Report) -> list[RawDialogue]:
+    """Every root-to-leaf path of a thread as a dialogue (every path, with --all-paths).
+
+    A path stops at `max_depth` turns: its last comment then ends a dialogue.
+    """
+    out: list[RawDialogue] = []
+    for cid in thread.order:
+        path = thread.path(cid)
+        prefix = thread.prefix(path[0])
+        turns = len(prefix) + len(path)
+        if options.max_depth is not None and turns > options.max_depth:
+            continue
+        at_limit = options.max_depth is not None and turns >= options.max_depth
+        is_leaf = not thread.children.get(cid) or at_limit
+        if (is_leaf or not options.leaves_only) and turns >= options.min_depth:
+            nodes = thread.nodes
+            out.append(
+                RawDialogue(
+                    id=f"reddit-{cid}",
+                    source="reddit",
+                    group=thread.link_id,
+                    texts=[t for t, _ in prefix] + [thread.text[i] for i in path],
+                    speakers=[s for _, s in prefix] + [nodes[i][4] for i in path],
+                    subreddit=nodes[cid][5],
+                )
+            )
+        elif is_leaf:
+            report.count("paths shorter than min depth")
+    return out
+
+
+def thread_dialogues(
+    link_id: str,
+    comments: Iterable[Comment],
+    options: RedditOptions,
+    report: Report,
+    submission: Submission | None = None,
+) -> tuple[list[RawDialogue], list[str]]:
+    """Every root-to-leaf path of one thread as a dialogue, and the texts of its comments.
+
+    Deleted, removed, low-scored or over-long comments break the chain: the path stops
+    before them and their replies start paths of their own, as do orphans (whose parent
+    is not in the dump). See `build_thread` and `tree_dialogues`.
+    """
+    thread = build_thread(link_id, comments, options, report, submission)
+    return tree_dialogues(thread, options, report), list(thread.text.values())
 
 
 def check_reddit_source(args: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -249,13 +350,22 @@ def check_reddit_source(args: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return comments, submissions
 
 
-def read_reddit_file(path: str, kind: str, report: Report) -> Iterator[tuple[str, tuple]]:
+def read_reddit_file(
+    path: str,
+    kind: str,
+    report: Report,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[str, tuple]]:
     """(link_id, record) for each readable line of one dump; kind is "comments" or "submissions".
 
     A submission record is (SUB, link_id, title, author, subreddit); a comment is a
-    Comment tuple. Both engines read through this.
+    Comment tuple. Both engines read through this. `on_progress(lines, position)` hears
+    every few thousand lines how many were read and how many bytes of the file.
     """
-    for line in open_lines(path, report):
+    lines = Lines(path, report)
+    for n, line in enumerate(lines, start=1):
+        if on_progress is not None and n % PROGRESS_LINES == 0:
+            on_progress(n, lines.position())
         if not line.strip():
             continue
         if kind == "submissions":
@@ -267,6 +377,7 @@ def read_reddit_file(path: str, kind: str, report: Report) -> Iterator[tuple[str
             report.count("comment lines read")
             c = parse_comment(line, report)
             if c is not None:
+                report.count("comments parsed")
                 yield c[2], c
 
 

@@ -7,16 +7,26 @@ processes, the Spark engine in its partitions, and the dataset comes out the sam
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rejoinder.data.config import BuildConfig, Source
+from rejoinder.data.feedback import (
+    Group,
+    PairOptions,
+    feedback_pairs,
+    replies_of,
+    sibling_groups,
+)
 from rejoinder.data.filters import FilterConfig, Filters, TrigramSketch
+from rejoinder.data.pairs import FEEDBACK_KINDS, RawPair, pair_schema
 from rejoinder.data.readers import source_kind
 from rejoinder.data.records import SPLITS, RawDialogue, arrow_schema
-from rejoinder.data.reddit import SUB, RedditOptions, thread_dialogues
+from rejoinder.data.reddit import SUB, RedditOptions, Thread, build_thread, tree_dialogues
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue
+from rejoinder.errors import RejoinderError
 
 
 def filters_for(config: BuildConfig, kind: str) -> Filters:
@@ -57,6 +67,30 @@ def judge(raw: RawDialogue, filters: Filters, report: Report) -> bool:
     return False
 
 
+def _thread(
+    link_id: str,
+    records: Iterable[tuple],
+    options: RedditOptions,
+    report: Report,
+    sketch: TrigramSketch | None,
+) -> Thread | None:
+    """One thread's records as its tree (None without comments); every comment's text is
+    counted into `sketch` (when given), kept or not."""
+    comments, submission = [], None
+    for r in records:
+        if r[0] == SUB:
+            submission = submission or r[1:]
+        else:
+            comments.append(r)
+    if not comments:
+        return None
+    report.count("threads")
+    thread = build_thread(link_id, comments, options, report, submission)
+    if sketch is not None:
+        sketch.add(thread.text.values())
+    return thread
+
+
 def process_thread(
     link_id: str,
     records: Iterable[tuple],
@@ -65,26 +99,76 @@ def process_thread(
     report: Report,
     sketch: TrigramSketch | None,
 ) -> Iterator[RawDialogue]:
-    """One thread's records -> the dialogues that pass the one-pass filters.
-
-    Every comment's text is counted into `sketch` (when given), kept or not.
-    """
-    comments, submission = [], None
-    for r in records:
-        if r[0] == SUB:
-            submission = submission or r[1:]
-        else:
-            comments.append(r)
-    if not comments:
+    """One thread's records -> the dialogues that pass the one-pass filters."""
+    thread = _thread(link_id, records, options, report, sketch)
+    if thread is None:
         return
-    report.count("threads")
-    dialogues, texts = thread_dialogues(link_id, comments, options, report, submission)
-    if sketch is not None:
-        sketch.add(texts)
-    for raw in dialogues:
+    for raw in tree_dialogues(thread, options, report):
         report.count("dialogues in: reddit")
         if judge(raw, filters, report):
             yield raw
+
+
+def thread_groups(
+    link_id: str,
+    records: Iterable[tuple],
+    options: RedditOptions,
+    filters: Filters,
+    report: Report,
+    sketch: TrigramSketch | None,
+) -> Iterator[Group]:
+    """One thread's records -> its groups of sibling replies that pass the one-pass filters."""
+    thread = _thread(link_id, records, options, report, sketch)
+    if thread is not None:
+        yield from sibling_groups(thread, options, filters, report)
+
+
+def pair_pass(
+    groups: Iterable[Group],
+    kinds: tuple[str, ...],
+    options: PairOptions,
+    sketch: TrigramSketch | None,
+    fconf: FilterConfig | None,
+    report: Report,
+) -> Iterator[RawPair | tuple]:
+    """Groups -> the bland filter on each reply (when `fconf` is given) -> feedback pairs,
+    and candidates for `random_pairs` (see `feedback.feedback_pairs`)."""
+    replies: Iterable = replies_of(groups)
+    if fconf is not None:
+        replies = bland_pass(((True, r) for r in replies), sketch, fconf, report)
+    return feedback_pairs(replies, kinds, options, report)
+
+
+def feedback_kinds(
+    kinds: tuple[str, ...], options: PairOptions, read: Report, where: str
+) -> tuple[str, dict[str, str]]:
+    """The kinds a source's comments can make, and why each other one cannot.
+
+    `read` holds the counts of reading the source: a dump whose comments all lack
+    `score` makes no updown pairs, one whose comments all lack `created_utc` no
+    feedback pairs within a time window. When no kind is left, a `RejoinderError` says so.
+    """
+    parsed = read.counts["comments parsed"]
+    missing = {f: parsed > 0 and read.counts[f"comments without {f}"] == parsed
+               for f in ("score", "created_utc")}  # fmt: skip
+    why: dict[str, str] = {}
+    for kind in kinds:
+        timed = options.max_hours_apart is not None
+        if kind in FEEDBACK_KINDS and missing["created_utc"] and timed:
+            why[kind] = (
+                f"no comment of {where} has created_utc, so siblings' times cannot be "
+                "compared (--max-hours-apart)"
+            )
+        elif kind == "updown" and missing["score"]:
+            why[kind] = f"no comment of {where} has a score"
+    left = tuple(k for k in kinds if k not in why)
+    if not left:
+        reasons = "; ".join(f"{k}: {w}" for k, w in why.items())
+        raise RejoinderError(
+            f"no pairs of the kinds asked for can be made ({reasons}); ask for other kinds "
+            f"with --pairs (human_vs_rand needs neither field), or use a dump that has them"
+        )
+    return left, why
 
 
 def read_source(source: Source, report: Report) -> Iterator[Dialogue]:
@@ -105,26 +189,61 @@ def other_dialogues(
             yield raw
 
 
+def dialogue_targets(texts: list[str], fconf: FilterConfig) -> list[str]:
+    """The turns the target checks judge: the last, or every response (`--targets`)."""
+    return texts[-1:] if fconf.targets == "last" else texts[1:]
+
+
+def given_pairs(
+    source: Source, filters: Filters, report: Report, sketch: TrigramSketch | None
+) -> Iterator[RawPair]:
+    """Pairs of a source read by its reader (JSONL pairs) that pass the one-pass filters,
+    each reply judged with the context as a dialogue."""
+    for pair in source_kind(source.kind).read(report=report, **source.args):
+        report.count(f"pairs in: {source.kind}")
+        if sketch is not None:
+            sketch.add([*pair.context, pair.chosen, pair.rejected])
+        for reply in (pair.chosen, pair.rejected):
+            name = filters.check([*pair.context, reply], pair.subreddit)
+            if name is not None:
+                sample = {"id": pair.id, "turns": _turns(pair)} if report.explain else None
+                report.drop(name, sample)
+                break
+        else:
+            yield pair
+
+
+def pair_targets(fconf: FilterConfig) -> Callable[[RawPair], list[str]]:
+    """What the bland filter judges of a given pair: both replies (and the context's
+    responses, with --targets responses)."""
+    return lambda p: [*dialogue_targets([*p.context, p.chosen], fconf)[:-1], p.chosen, p.rejected]
+
+
 def bland_pass(
-    spooled: Iterable[tuple[bool, RawDialogue]],
+    spooled: Iterable[tuple[bool, Any]],
     sketch: TrigramSketch | None,
     fconf: FilterConfig,
     report: Report,
     batch: int = 4096,
-) -> Iterator[RawDialogue]:
-    """Drops bland dialogues (those spooled with bland_check) in batches."""
-    pending: list[tuple[bool, RawDialogue]] = []
+    targets: Callable[[Any], list[str]] | None = None,
+) -> Iterator[Any]:
+    """Drops bland items (those spooled with bland_check) in batches.
+
+    An item is a dialogue, or anything with `id` and `texts`, judged as one; `targets`
+    picks the texts to judge otherwise (a pair's two replies).
+    """
+    pending: list[tuple[bool, Any]] = []
 
     def flush():
-        targets, owners = [], []
+        targets_, owners = [], []
         for i, (check, raw) in enumerate(pending):
             if check:
-                picked = raw.texts[-1:] if fconf.targets == "last" else raw.texts[1:]
-                targets.extend(picked)
+                picked = targets(raw) if targets else dialogue_targets(raw.texts, fconf)
+                targets_.extend(picked)
                 owners.extend([i] * len(picked))
         bland = set()
-        if targets and sketch is not None:
-            shares = sketch.frequent_share(targets, fconf.bland_count)
+        if targets_ and sketch is not None:
+            shares = sketch.frequent_share(targets_, fconf.bland_count)
             bland = {
                 o
                 for o, s in zip(owners, shares, strict=True)
@@ -132,7 +251,8 @@ def bland_pass(
             }
         for i, (_, raw) in enumerate(pending):
             if i in bland:
-                report.drop("bland", {"id": raw.id, "turns": raw.texts} if report.explain else None)
+                sample = {"id": raw.id, "turns": _turns(raw)} if report.explain else None
+                report.drop("bland", sample)
             else:
                 yield raw
         pending.clear()
@@ -144,12 +264,19 @@ def bland_pass(
     yield from flush()
 
 
-def ensure_every_split(root: Path) -> None:
+def _turns(item: Any) -> list[str]:
+    if isinstance(item, RawPair):
+        return [*item.context, f"chosen: {item.chosen}", f"rejected: {item.rejected}"]
+    return item.texts
+
+
+def ensure_every_split(root: Path, pairs: bool = False) -> None:
     """An empty split is still a directory with a readable (empty) parquet file."""
     import pyarrow.parquet as pq
 
+    schema = pair_schema() if pairs else arrow_schema()
     for split in SPLITS:
         folder = root / split
         if not any(folder.glob("*.parquet")):
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(arrow_schema().empty_table(), folder / "part-00000.parquet")
+            pq.write_table(schema.empty_table(), folder / "part-00000.parquet")

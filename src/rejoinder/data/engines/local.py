@@ -13,13 +13,18 @@ from __future__ import annotations
 import itertools
 import marshal
 import os
+import time
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rejoinder.data.config import BuildConfig, Source
+from rejoinder.data.feedback import rand_bucket, rand_buckets, random_pairs
 from rejoinder.data.filters import FilterConfig, TrigramSketch
 from rejoinder.data.io import COMPRESSED
+from rejoinder.data.pairs import RawPair, pair_schema
 from rejoinder.data.readers import source_kind
 from rejoinder.data.records import SPLITS, RawDialogue, arrow_schema
 from rejoinder.data.reddit import check_reddit_source, link_of, read_reddit_file
@@ -27,12 +32,18 @@ from rejoinder.data.report import Report
 from rejoinder.data.stages import (
     bland_pass,
     ensure_every_split,
+    feedback_kinds,
     filters_for,
+    given_pairs,
     other_dialogues,
+    pair_pass,
+    pair_targets,
     plan,
     process_thread,
     split_of,
+    thread_groups,
 )
+from rejoinder.progress import Progress, amount
 
 ROWS_PER_GROUP = 20_000
 BUCKET_BYTES = 48 << 20
@@ -43,6 +54,8 @@ EXPANSION = 8
 
 def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> dict[str, int]:
     """Builds the dataset's splits into `data_dir`; buckets and spools go in `work_dir`."""
+    if config.makes_pairs:
+        return run_pairs(config, data_dir, work_dir, report)
     workers = os.cpu_count() or 1
     sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
@@ -54,7 +67,7 @@ def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> 
             continue
         spool = Spool(work_dir / f"spool-{i}")
         for raw in other_dialogues(source, filters, report, counted):
-            spool.put(raw, counted is not None)
+            spool.put(raw.astuple(), counted is not None)
         spool.close()
         spools.append(spool.path)
 
@@ -62,13 +75,62 @@ def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> 
     fconf = bland or FilterConfig()
     shares = [spools[i::workers] for i in range(min(workers, len(spools)))]
     tasks = [(share, part, data_dir, config, fconf, sketch) for part, share in enumerate(shares)]
-    counts = dict.fromkeys(SPLITS, 0)
-    for part_counts, part_report in in_parallel(_finish, tasks, workers):
+    counts: Counter[str] = Counter(dict.fromkeys(SPLITS, 0))
+    for part_counts, part_report in in_parallel(_finish, tasks, workers, "filtering and writing"):
         report.merge(part_report)
-        for split, n in part_counts.items():
-            counts[split] += n
+        counts.update(part_counts)
     ensure_every_split(data_dir)
-    return counts
+    return dict(counts)
+
+
+def run_pairs(
+    config: BuildConfig, data_dir: Path, work_dir: Path, report: Report
+) -> dict[str, int]:
+    """Builds a pairs dataset: sibling groups spooled by thread walks, then the bland
+    pass and the pairing, then `human_vs_rand` pairing bucket by bucket."""
+    workers = os.cpu_count() or 1
+    sources, bland = plan(config)
+    sketch = TrigramSketch() if bland else None
+    spools: list[tuple[Path, str, tuple[str, ...]]] = []  # (spool, source kind, pair kinds)
+    for i, (source, filters) in enumerate(sources):
+        counted = sketch if "bland" in filters.config.enabled else None
+        if source_kind(source.kind).threads:
+            read = Report(explain=config.explain)
+            paths = reddit_spools(source, config, work_dir, read, counted, workers, pairs=True)
+            kinds, why = feedback_kinds(config.pair_kinds, config.pair_options, read, source.kind)
+            report.merge(read).notes.update(why)
+            spools += [(p, source.kind, kinds) for p in paths]
+            continue
+        spool = Spool(work_dir / f"spool-{i}")
+        for pair in given_pairs(source, filters, report, counted):
+            spool.put(pair.astuple(), counted is not None)
+        spool.close()
+        spools.append((spool.path, source.kind, ()))
+
+    fconf = bland or FilterConfig()
+    wants_rand = any("human_vs_rand" in kinds for _, _, kinds in spools)
+    buckets = rand_buckets(report.counts["replies in: reddit"]) if wants_rand else 0
+    shares = [spools[i::workers] for i in range(min(workers, len(spools)))]
+    tasks = [
+        (share, part, data_dir, work_dir, config, fconf, sketch, buckets)
+        for part, share in enumerate(shares)
+    ]
+    counts: Counter[str] = Counter()
+    rand_files: list[list[Path]] = [[] for _ in range(buckets)]
+    for part_counts, part_report, files in in_parallel(_finish_pairs, tasks, workers, "pairing"):
+        report.merge(part_report)
+        counts.update(part_counts)
+        for b, path in enumerate(files):
+            rand_files[b].append(path)
+    if wants_rand:
+        tasks = [(files, len(shares) + b, data_dir, config) for b, files in enumerate(rand_files)]
+        for part_counts, part_report in in_parallel(
+            _rand_pairs, tasks, workers, "pairing with replies from other threads"
+        ):
+            report.merge(part_report)
+            counts.update(part_counts)
+    ensure_every_split(data_dir, pairs=True)
+    return dict(counts)
 
 
 def reddit_spools(
@@ -78,22 +140,22 @@ def reddit_spools(
     report: Report,
     sketch: TrigramSketch | None,
     workers: int | None = None,
+    pairs: bool = False,
 ) -> list[Path]:
     """Buckets a source's comments by thread, then walks the buckets in parallel (one
-    process a core); returns the spool files of what passed."""
+    process a core); returns the spool files of what passed: dialogues, or sibling groups
+    (`pairs`)."""
     comments, submissions = check_reddit_source(source.args)
+    files = [("submissions", p) for p in submissions] + [("comments", p) for p in comments]
     buckets = Buckets(work_dir, bucket_count(comments + submissions))
     try:
-        for kind, paths in (("submissions", submissions), ("comments", comments)):
-            for path in paths:
-                for link_id, record in read_reddit_file(path, kind, report):
-                    buckets.put(link_id, record)
+        read_dumps(files, report, buckets.put)
     finally:
         buckets.close()
     workers = max(1, min(workers or os.cpu_count() or 1, len(buckets.paths)))
     shares = [(buckets.paths[i::workers], work_dir / f"spool-reddit-{i}") for i in range(workers)]
-    tasks = [(b, sp, config, source.kind, sketch is not None) for b, sp in shares]
-    results = in_parallel(_walk_buckets, tasks, workers)
+    tasks = [(b, sp, config, source.kind, sketch is not None, pairs) for b, sp in shares]
+    results = in_parallel(_walk_buckets, tasks, workers, "walking threads")
     for _, part, part_sketch in results:
         report.merge(part)
         if sketch is not None:
@@ -101,13 +163,41 @@ def reddit_spools(
     return [path for path, _, _ in results]
 
 
+def read_dumps(files: list[tuple[str, str]], report: Report, put) -> None:
+    """Reads (kind, path) dumps in order, `put(link_id, record)` for each record, showing
+    the compressed bytes read of the total on a terminal."""
+    total = sum(os.path.getsize(p) for _, p in files)
+    done = {"bytes": 0, "lines": 0}  # of the files before this one
+    with Progress("reading dumps", total=total, unit="B") as progress:
+        for kind, path in files:
+            seen = [0]
+
+            def shown(lines: int, position: int, kind=kind, seen=seen) -> None:
+                seen[0] = lines
+                rate = (done["lines"] + lines) / max(time.monotonic() - progress.started, 1e-9)
+                progress.update(done["bytes"] + position, f"{amount(rate)} lines/s ({kind})")
+
+            for link_id, record in read_reddit_file(path, kind, report, shown):
+                put(link_id, record)
+            done["lines"] += seen[0]
+            done["bytes"] += os.path.getsize(path)
+            progress.update(done["bytes"])
+
+
 def _walk_buckets(
-    buckets: list[Path], spool_path: Path, config: BuildConfig, kind: str, use_sketch: bool
+    buckets: list[Path],
+    spool_path: Path,
+    config: BuildConfig,
+    kind: str,
+    use_sketch: bool,
+    pairs: bool = False,
 ) -> tuple[Path, Report, TrigramSketch | None]:
-    """A worker's share of the threads: buckets in, filtered dialogues spooled out."""
+    """A worker's share of the threads: buckets in, filtered dialogues (or sibling groups)
+    spooled out."""
     report = Report(explain=config.explain)
     sketch = TrigramSketch() if use_sketch else None
     filters = filters_for(config, kind)
+    walk = thread_groups if pairs else process_thread
     spool = Spool(spool_path)
     for path in buckets:
         threads: dict[str, list] = {}
@@ -117,8 +207,8 @@ def _walk_buckets(
         path.unlink()
         for link_id in sorted(threads):
             records = threads.pop(link_id)
-            for raw in process_thread(link_id, records, config.reddit, filters, report, sketch):
-                spool.put(raw, use_sketch)
+            for item in walk(link_id, records, config.reddit, filters, report, sketch):
+                spool.put(item if pairs else item.astuple(), use_sketch)
     spool.close()
     return spool_path, report, sketch
 
@@ -134,23 +224,101 @@ def _finish(
     """A worker's share of the second pass: the bland filter, the split, parquet."""
     report = Report(explain=config.explain)
     writer = SplitWriter(out, part)
-    spooled = itertools.chain.from_iterable(read_spool(p) for p in spools)
+    spooled = itertools.chain.from_iterable(read_spool(p, RawDialogue) for p in spools)
     for raw in bland_pass(spooled, sketch, fconf, report):
         writer.add(split_of(raw.group, config.valid, config.test), raw.to_row())
     writer.close()
     return writer.counts, report
 
 
-def in_parallel(fn, tasks: list[tuple], workers: int) -> list:
-    """Runs fn(*task) for each task, on up to `workers` processes (forked where possible)."""
-    if workers <= 1 or len(tasks) <= 1:
-        return [fn(*t) for t in tasks]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _finish_pairs(
+    spools: list[tuple[Path, str, tuple[str, ...]]],
+    part: int,
+    out: Path,
+    work_dir: Path,
+    config: BuildConfig,
+    fconf: FilterConfig,
+    sketch: TrigramSketch | None,
+    buckets: int,
+) -> tuple[Counter[str], Report, list[Path]]:
+    """A worker's share of the pairing: the bland filter, pairs of siblings (or given
+    pairs) written, and `human_vs_rand` candidates spread over bucket files."""
+    report = Report(explain=config.explain)
+    writer = PairWriter(out, part)
+    rand = Buckets(work_dir, buckets, prefix=f"rand-{part}-")
+    try:
+        for path, kind, kinds in spools:
+            if source_kind(kind).threads:
+                groups = (values for _, values in read_spool(path, tuple))
+                checked = fconf if "bland" in filters_for(config, kind).config.enabled else None
+                items = pair_pass(groups, kinds, config.pair_options, sketch, checked, report)
+            else:
+                given = read_spool(path, RawPair)
+                items = bland_pass(given, sketch, fconf, report, targets=pair_targets(fconf))
+            for item in items:
+                if isinstance(item, RawPair):
+                    writer.add(item, config)
+                else:
+                    rand.put_keyed(rand_bucket(item[0], buckets), item)
+    finally:
+        rand.close()
+        writer.close()
+    return writer.counts, report, rand.paths
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        return [f.result() for f in [pool.submit(fn, *t) for t in tasks]]
+
+def _rand_pairs(
+    files: list[Path], part: int, out: Path, config: BuildConfig
+) -> tuple[Counter[str], Report]:
+    """One bucket of `human_vs_rand` candidates, paired and written."""
+    report = Report(explain=config.explain)
+    candidates = []
+    for path in files:
+        for chunk in _marshalled_chunks(path):
+            candidates.extend(chunk)
+        path.unlink()
+    writer = PairWriter(out, part)
+    for pair in random_pairs(candidates, report):
+        writer.add(pair, config)
+    writer.close()
+    return writer.counts, report
+
+
+class PairWriter:
+    """Pairs into parquet files per split, counted per split and per kind ("train/updown")."""
+
+    def __init__(self, root: Path, part: int):
+        self.writer = SplitWriter(root, part, pair_schema())
+        self.counts: Counter[str] = Counter()
+
+    def add(self, pair: RawPair, config: BuildConfig) -> None:
+        split = split_of(pair.group, config.valid, config.test)
+        self.writer.add(split, pair.to_row())
+        self.counts[f"{split}/{pair.kind}"] += 1
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def in_parallel(fn, tasks: list[tuple], workers: int, phase: str = "working") -> list:
+    """Runs fn(*task) for each task, on up to `workers` processes (forked where possible);
+    a terminal shows the phase and how many tasks are done."""
+    with Progress(phase, total=len(tasks), unit="tasks") as progress:
+        if workers <= 1 or len(tasks) <= 1:
+            results = []
+            for t in tasks:
+                results.append(fn(*t))
+                progress.advance()
+            return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(fn, *t) for t in tasks]
+            for _ in as_completed(futures):
+                progress.advance()
+            return [f.result() for f in futures]
 
 
 # -- moving records through files ------------------------------------------------------
@@ -161,13 +329,16 @@ class Buckets:
 
     CHUNK = 2048
 
-    def __init__(self, root: Path, n: int):
-        self.paths = [root / f"bucket-{i:04d}" for i in range(n)]
+    def __init__(self, root: Path, n: int, prefix: str = "bucket-"):
+        self.paths = [root / f"{prefix}{i:04d}" for i in range(n)]
         self.files = [open(p, "wb", buffering=1 << 16) for p in self.paths]  # noqa: SIM115
         self.pending: list[list[tuple]] = [[] for _ in range(n)]
 
     def put(self, link_id: str, record: tuple) -> None:
-        i = zlib.crc32(link_id.encode()) % len(self.files)
+        self.put_keyed(zlib.crc32(link_id.encode()) % len(self.files), record)
+
+    def put_keyed(self, i: int, record: tuple) -> None:
+        """Puts `record` in bucket `i`."""
         chunk = self.pending[i]
         chunk.append(record)
         if len(chunk) >= self.CHUNK:
@@ -215,7 +386,8 @@ def bucket_count(paths: list[str]) -> int:
 
 
 class Spool:
-    """Dialogues on disk between the two passes, marshalled in chunks."""
+    """Records (plain tuples: dialogues, groups, pairs) on disk between two passes,
+    marshalled in chunks."""
 
     CHUNK = 2048
 
@@ -224,8 +396,8 @@ class Spool:
         self.file = open(path, "wb", buffering=1 << 16)  # noqa: SIM115
         self.pending: list[tuple] = []
 
-    def put(self, raw: RawDialogue, bland_check: bool) -> None:
-        self.pending.append((bland_check, raw.astuple()))
+    def put(self, values: tuple, bland_check: bool) -> None:
+        self.pending.append((bland_check, values))
         if len(self.pending) >= self.CHUNK:
             self._dump()
 
@@ -239,21 +411,22 @@ class Spool:
         self.file.close()
 
 
-def read_spool(path: Path) -> Iterator[tuple[bool, RawDialogue]]:
-    """What a Spool wrote, (bland_check, dialogue) in order; the file is removed after."""
+def read_spool(path: Path, make: Callable[..., Any]) -> Iterator[tuple[bool, Any]]:
+    """What a Spool wrote, (bland_check, make(*values)) in order (`tuple` gives the values
+    as they are); the file is removed after."""
     for chunk in _marshalled_chunks(path):
         for check, values in chunk:
-            yield check, RawDialogue(*values)
+            yield check, values if make is tuple else make(*values)
     path.unlink()
 
 
 class SplitWriter:
     """Parquet files per split, written in row groups."""
 
-    def __init__(self, root: Path, part: int = 0):
+    def __init__(self, root: Path, part: int = 0, schema=None):
         import pyarrow.parquet as pq
 
-        self.schema = arrow_schema()
+        self.schema = schema if schema is not None else arrow_schema()
         self.root, self.part = root, part
         self.rows: dict[str, list[tuple]] = {s: [] for s in SPLITS}
         self.writers: dict[str, pq.ParquetWriter] = {}

@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from rejoinder.data.pairs import RawPair
 from rejoinder.data.readers.chatterbot import read_chatterbot
 from rejoinder.data.readers.chitchat import read_chitchat
 from rejoinder.data.readers.dailydialog import read_dailydialog
 from rejoinder.data.readers.jsonl import read_jsonl
+from rejoinder.data.readers.pairs import read_pairs_jsonl
 from rejoinder.data.readers.qa import read_qa
 from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
@@ -33,8 +35,9 @@ class SourceKind:
     name: str
     description: str
     """One line, for the command line's help."""
-    read: Callable[..., Iterator[Dialogue]] | None = None
-    """`read(**source.args, report=report)` yields its dialogues; None for threads."""
+    read: Callable[..., Iterator[Dialogue] | Iterator[RawPair]] | None = None
+    """`read(**source.args, report=report)` yields its dialogues (or pairs); None for
+    threads."""
     path: bool = False
     """On the command line, a PATH follows its name (`jsonl FILE`); source.args["path"]."""
     needs: tuple[str, ...] = ()
@@ -45,6 +48,9 @@ class SourceKind:
     """What `--filters auto`, the default, runs on it: "all" or "none"."""
     threads: bool = False
     """The engines group its records into threads and walk them (Reddit's comment trees)."""
+    pairs: bool = False
+    """Its reader yields preference pairs (`RawPair`s), so a build of it writes a pairs
+    dataset."""
 
 
 SOURCES: dict[str, SourceKind] = {
@@ -74,6 +80,13 @@ SOURCES: dict[str, SourceKind] = {
             'one dialogue a line: a list of turns, {"turns": ...} or {"messages": ...}',
             read=read_jsonl,
             path=True,
+        ),
+        SourceKind(
+            "pairs",
+            'preference pairs, one a line: {"context": [...], "chosen": "...", "rejected": "..."}',
+            read=read_pairs_jsonl,
+            path=True,
+            pairs=True,
         ),
         SourceKind(
             "qa", "question<TAB>answer lines, each a two-turn dialogue", read=read_qa, path=True

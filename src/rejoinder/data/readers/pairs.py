@@ -1,0 +1,93 @@
+"""Preference pairs users bring as JSON lines: a context, the reply preferred, the other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rejoinder.data.io import existing, file_stem, load_json, text_lines
+from rejoinder.data.pairs import RawPair
+from rejoinder.data.readers.common import Skip
+from rejoinder.data.report import Report
+from rejoinder.errors import RejoinderError
+
+
+def read_pairs_jsonl(path: str | Path, *, report: Report) -> Iterator[RawPair]:
+    """One pair per line: {"context": [turns] or "one turn", "chosen": "...", "rejected": "..."}.
+
+    Optional keys: `kind` (else "given"), `id` (else "{file stem}-{line number}"),
+    `group` (pairs of one group land in one split; else the id), `subreddit`, and
+    `chosen_feedback`/`rejected_feedback` (numbers). A context turn may be a string or
+    an object with "text" (or OpenAI's "content"). Blank lines are ignored; a line that
+    cannot be read is counted under its reason, with its line number in the sample.
+    """
+    path = existing(path)
+    if path.is_dir():
+        raise RejoinderError(f"{path} is a directory; give a .jsonl file of pairs")
+    stem = file_stem(path)
+    for number, line in text_lines(path, report):
+        if not line.strip():
+            continue
+        sample = f"{path.name}:{number}: {line[:120]}"
+        try:
+            pair = _pair(load_json(line, report), f"{stem}-{number}")
+        except (ValueError, RecursionError):
+            report.bad("malformed json", sample)
+            continue
+        except Skip as e:
+            report.bad(e.reason, sample)
+            continue
+        yield pair
+
+
+def _text(value: Any, name: str) -> str:
+    if isinstance(value, Mapping):
+        value = value.get("text", value.get("content"))
+    if not isinstance(value, str):
+        raise Skip(f"wrong type: {name}")
+    return value.strip()
+
+
+def _pair(obj: Any, default_id: str) -> RawPair:
+    if not isinstance(obj, Mapping):
+        raise Skip("wrong type: line")
+    for name in ("context", "chosen", "rejected"):
+        if name not in obj:
+            raise Skip(f"missing field: {name}")
+    context = obj["context"]
+    turns = [context] if isinstance(context, str) else context
+    if not isinstance(turns, list):
+        raise Skip("wrong type: context")
+    texts = [t for t in (_text(t, "context") for t in turns) if t]
+    chosen, rejected = _text(obj["chosen"], "chosen"), _text(obj["rejected"], "rejected")
+    if not chosen or not rejected:
+        raise Skip("empty chosen or rejected")
+    if chosen == rejected:
+        raise Skip("chosen and rejected are the same")
+    fields = {}
+    for name in ("kind", "id", "group", "subreddit"):
+        value = obj.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and name != "kind":
+            value = str(value)
+        if value is not None and not (isinstance(value, str) and value):
+            raise Skip(f"wrong type: {name}")
+        fields[name] = value
+    feedback = {}
+    for name in ("chosen_feedback", "rejected_feedback"):
+        value = obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Skip(f"wrong type: {name}")
+        feedback[name] = None if value is None else float(value)
+    pair_id = fields["id"] or default_id
+    return RawPair(
+        id=pair_id,
+        kind=fields["kind"] or "given",
+        group=fields["group"] or pair_id,
+        context=texts,
+        chosen=chosen,
+        rejected=rejected,
+        source="pairs",
+        subreddit=fields["subreddit"],
+        **feedback,
+    )
