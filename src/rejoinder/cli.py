@@ -364,6 +364,70 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     _backend_args(p)
 
 
+def cmd_rank(args) -> int:
+    """Prints a reply ranker's score (0-1, higher: preferred) of each response to a context."""
+    from rejoinder.modeling.ranker import Ranker
+
+    ranker = Ranker.from_pretrained(args.model, device=args.device)
+    scores = ranker.scores(args.context or [], args.response)
+    width = max(len(r) for r in args.response)
+    for response, score in sorted(zip(args.response, scores, strict=True), key=lambda x: -x[1]):
+        print(f"{score:.4f}  {response:<{width}}")
+    return 0
+
+
+def rank_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="DIR", help="a ranker directory (trained or imported)")
+    p.add_argument("--context", nargs="*", metavar="TURN", help="the conversation so far")
+    p.add_argument(
+        "--response", action="append", required=True, help="a reply to score (repeatable)"
+    )
+    p.add_argument("--device", help="cpu, cuda, … (default: cuda where there is a GPU)")
+
+
+def cmd_import_dialogrpt(args) -> int:
+    """Converts an original DialogRPT ranker (updown.pth, width.pth, …) into a ranker directory."""
+    from rejoinder.modeling.ranker import import_dialogrpt
+
+    print(f"wrote {import_dialogrpt(args.pth, args.out, overwrite=args.force)}")
+    return 0
+
+
+def import_dialogrpt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pth", metavar="FILE.pth", help="an original DialogRPT checkpoint")
+    _out_args(p)
+
+
+def cmd_eval_ranker(args) -> int:
+    """Pairwise accuracy of rankers on a pairs dataset, beside likelihood baselines."""
+    from rejoinder.evaluation.rankers import evaluate_rankers, table, write_ranker_report
+    from rejoinder.evaluation.report import check_out
+
+    out = check_out(args.out, args.force)
+    rankers = {}
+    for item in args.model or []:
+        name, sep, path = item.partition("=")
+        rankers[name if sep else Path(item).name] = path if sep else item
+    result = evaluate_rankers(
+        args.data, args.split, rankers, args.forward, args.reverse, args.limit
+    )
+    write_ranker_report(result, out, force=args.force)
+    print(table(result))
+    print(f"wrote {out}/report.md and metrics.json", file=sys.stderr)
+    return 0
+
+
+def eval_ranker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="[NAME=]DIR", nargs="*", help="ranker directories")
+    p.add_argument("--data", required=True, metavar="PAIRS", help="a pairs dataset")
+    p.add_argument("--split", default="test", help="the split to evaluate on (test)")
+    p.add_argument("--forward", metavar="DIR", help="a generator: its likelihood as a baseline")
+    p.add_argument("--reverse", metavar="DIR", help="a reverse model: its likelihood as a baseline")
+    p.add_argument("--limit", type=int, help="evaluate on at most this many pairs")
+    p.add_argument("--out", required=True, metavar="REPORT", help="report directory to write")
+    p.add_argument("--force", action="store_true", help="replace REPORT if it exists")
+
+
 def cmd_chat(args) -> int:
     """Chats with a checkpoint in the terminal (or one reply a line from a pipe)."""
     from rejoinder.chat import ChatSession, repl
@@ -432,6 +496,9 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]]
     "inspect": (cmd_inspect, inspect_args),
     "quickstart": (cmd_quickstart, quickstart_args),
     "eval": (cmd_eval, eval_args),
+    "rank": (cmd_rank, rank_args),
+    "import-dialogrpt": (cmd_import_dialogrpt, import_dialogrpt_args),
+    "eval-ranker": (cmd_eval_ranker, eval_ranker_args),
     "chat": (cmd_chat, chat_args),
     "serve": (cmd_serve, serve_args),
 }

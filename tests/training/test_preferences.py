@@ -53,9 +53,16 @@ def held_out(data):
     return read_pairs(data, "test")
 
 
-def test_a_ranker_learns_to_rank_held_out_pairs(pairs, tmp_path):
-    out = tmp_path / "ranker"
-    assert main(argv(pairs, "tiny", out, "--model.objective", "rank")) == 0
+@pytest.fixture(scope="module")
+def ranker_dir(pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranker") / "ranker"
+    extra = ["--model.objective", "rank", "--trainer.max_steps", "20"]
+    assert main(argv(pairs, "tiny", out, *extra)) == 0
+    return out
+
+
+def test_a_ranker_learns_to_rank_held_out_pairs(pairs, ranker_dir):
+    out = ranker_dir
     meta = json.loads((out / "rejoinder.json").read_text())
     assert meta["ranks"] is True
     ranker = Ranker.from_pretrained(out)
@@ -73,7 +80,7 @@ def test_a_ranker_learns_to_rank_held_out_pairs(pairs, tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_dpo_raises_the_margin_over_the_reference(pairs, tmp_path, lora):
     base = init_checkpoint(tmp_path / "base", initializer_range=0.2)
-    extra = ["--model.objective", "dpo", "--model.beta", "0.5"]
+    extra = ["--model.objective", "dpo", "--model.beta", "0.5", "--trainer.max_steps", "16"]
     extra += ["--model.lora.r", "8", "--model.lr", "1e-2"] if lora else []
     out = tmp_path / "tuned"
     assert main(argv(pairs, base, out, *extra)) == 0
@@ -112,3 +119,21 @@ def test_the_dpo_reference_stays_out_of_the_run_checkpoint(pairs, tmp_path):
     assert main(argv(pairs, base, out, *extra)) == 0
     state = torch.load(tmp_path / "tuned.run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["state_dict"] and all(k.startswith("model.") for k in state["state_dict"])
+
+
+def test_eval_ranker_reports_accuracy_per_kind_beside_the_baselines(pairs, ranker_dir, tmp_path):
+    base = init_checkpoint(tmp_path / "base")
+    report = tmp_path / "report"
+    argv = ["eval-ranker", f"asks={ranker_dir}", "--data", str(pairs), "--forward", str(base),
+            "--reverse", str(base), "--out", str(report)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((report / "metrics.json").read_text())
+    assert result["pairs"] == 40 and result["kinds"] == {"given": 40}
+    systems = result["systems"]
+    assert list(systems) == ["asks", "forward likelihood", "reverse likelihood"]
+    for scores in systems.values():
+        s = scores["all"]
+        assert s == scores["given"] and s["low"] <= s["accuracy"] <= s["high"]
+    assert systems["asks"]["all"]["accuracy"] >= 0.9
+    assert "| asks |" in (report / "report.md").read_text()
+    assert main(argv) == 2  # the report exists: refused, not overwritten

@@ -86,7 +86,7 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
     texts = [list(dict.fromkeys(t for t in ts if t.strip())) for ts in drawn]
     pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
     forward = iter(model.loglikelihood(pairs))
-    backward = iter(_source_scores(model.reverse, histories, texts, config.mmi_source))
+    backward = iter(source_scores(model.reverse, histories, texts, config.mmi_source))
     rng = random.Random(None if config.seed is None else config.seed + 1)
     results = []
     for ts in texts:
@@ -110,7 +110,7 @@ def _pick(candidates: list[Candidate], config: DecodingConfig, rng: random.Rando
     return max(range(len(scores)), key=scores.__getitem__)
 
 
-def _source_scores(
+def source_scores(
     reverse, histories: list[list], texts: list[list[str]], mmi_source: str
 ) -> list[Score]:
     """The reverse model's log-likelihood of each history's source given each of its

@@ -165,6 +165,11 @@ def import_dialogrpt(
             "wide; the file is corrupt"
         )
     tok = gpt2_tokenizer()
+    if dims["vocab_size"] < len(tok):
+        raise RejoinderError(
+            f"{pth} has {dims['vocab_size']} token embeddings, fewer than GPT-2's {len(tok)}; "
+            "it is not a DialogRPT ranker"
+        )
     config = gpt2_config(found or "tiny", dims["vocab_size"], dims["n_positions"],
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)  # fmt: skip
     n_head = SIZES[found]["n_head"] if found else dims["n_embd"] // 64
