@@ -1,4 +1,4 @@
-"""The `rejoinder data` verbs: build and show.
+"""The `rejoinder data` verbs: build, negatives and show.
 
 `data build`'s options are made from the dataclasses they fill (`BuildConfig`,
 `FilterConfig`, `RedditOptions`), and its sources from the registry of source kinds.
@@ -17,6 +17,7 @@ from typing import Any
 from rejoinder.data.build import BuildConfig, Source, build, summary
 from rejoinder.data.feedback import PairOptions
 from rejoinder.data.filters import FILTERS, FilterConfig
+from rejoinder.data.negatives import NegativesConfig, add_negatives
 from rejoinder.data.pairs import iter_pairs
 from rejoinder.data.readers import SOURCES, SourceKind
 from rejoinder.data.records import SPLITS, iter_dialogues
@@ -144,6 +145,26 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_negatives(args) -> int:
+    """Adds human_vs_machine pairs to a pairs dataset: each human reply against a model's."""
+    from transformers.utils import logging
+
+    # The one data verb that loads a model: its loading bars and padding notes are noise.
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    config = from_args(NegativesConfig, args, pairs=args.dir, model=args.model, out=args.out)
+    manifest = add_negatives(config)
+    made = manifest["kinds"]["human_vs_machine"]
+    print(
+        f"wrote {manifest['pairs']['total']} pairs to {config.out}, {made['total']} of them "
+        f"human_vs_machine (train {made['train']}, valid {made['valid']}, test {made['test']}) "
+        f"in {manifest['negatives']['seconds']} s"
+    )
+    for reason, n in manifest["not_made"].get("human_vs_machine", {}).items():
+        print(f"  not made: {reason:<40} {n:>8}")
+    return 0
+
+
 def _only(cls: type, *names: str) -> set[str]:
     """The fields of `cls` to skip so that only `names` become options."""
     return {f.name for f in dataclasses.fields(cls)} - set(names)
@@ -176,7 +197,8 @@ def _sources_epilog() -> str:
 
 
 def add_data_verbs(parser: argparse.ArgumentParser) -> None:
-    """Adds `build` and `show` under `parser` (the `data` verb's), as args.data_verb."""
+    """Adds `build`, `negatives` and `show` under `parser` (the `data` verb's), as
+    args.data_verb."""
     verbs = parser.add_subparsers(dest="data_verb", metavar="DATA_VERB", required=True)
 
     def verb(name, fn, **kw):
@@ -215,6 +237,12 @@ def add_data_verbs(parser: argparse.ArgumentParser) -> None:
     add_options(g, PairOptions)
     s = p.add_argument_group("splits (by thread or dialogue, deterministic)")
     add_options(s, BuildConfig, skip=_only(BuildConfig, "valid", "test"))
+
+    p = verb("negatives", cmd_negatives)
+    p.add_argument("dir", metavar="PAIRS", help="a pairs dataset (`data build … --pairs`)")
+    p.add_argument("--model", required=True, metavar="DIR", help="the checkpoint that samples")
+    p.add_argument("--out", required=True, metavar="DIR", help="the pairs dataset to write")
+    add_options(p, NegativesConfig)
 
     p = verb("show", cmd_show)
     p.add_argument("dir", metavar="DIR", help="a dataset directory (dialogues or pairs)")

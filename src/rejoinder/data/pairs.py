@@ -122,24 +122,34 @@ def require_kind(path: str | Path, kind: str, use: str) -> None:
 def iter_pairs(path: str | Path, split: str, limit: int | None = None) -> Iterator[Pair]:
     """The pairs of one split of a pairs dataset, a batch of rows at a time (at most
     `limit`)."""
+    if limit is not None and limit <= 0:
+        require_kind(path, "pairs", "reading pairs")
+        return
+    for i, r in enumerate(iter_raw_pairs(path, split), start=1):
+        yield Pair(
+            tuple(r.context), r.chosen, r.rejected, r.kind, r.id,
+            r.chosen_feedback, r.rejected_feedback,
+        )  # fmt: skip
+        if i == limit:
+            return
+
+
+def iter_raw_pairs(path: str | Path, split: str) -> Iterator[RawPair]:
+    """Every row of one split of a pairs dataset as a `RawPair` (its group, source and
+    subreddit included), a batch of rows at a time."""
     import pyarrow.dataset as pads
 
     require_kind(path, "pairs", "reading pairs")
     folder = Path(path) / split
     if not folder.is_dir():
         return
-    left = limit
     for batch in pads.dataset(str(folder), format="parquet").to_batches(batch_size=2048):
-        rows = batch.to_pylist()
-        if left is not None:
-            rows, left = rows[:left], left - min(left, len(rows))
-        for r in rows:
-            yield Pair(
-                tuple(r["context"] or ()), r["chosen"], r["rejected"], r["kind"], r["id"],
-                r["chosen_feedback"], r["rejected_feedback"],
+        for r in batch.to_pylist():
+            yield RawPair(
+                r["id"], r["kind"], r["group"], list(r["context"] or ()), r["chosen"],
+                r["rejected"], r["chosen_feedback"], r["rejected_feedback"], r["source"],
+                r["subreddit"],
             )  # fmt: skip
-        if left == 0:
-            return
 
 
 def read_pairs(path: str | Path, split: str, limit: int | None = None) -> list[Pair]:
