@@ -458,3 +458,11 @@ def test_registry_names_every_reader():
     assert set(readers) == {"dailydialog", "chitchat", "jsonl", "qa", "chatterbot", "pairs"}
     assert [name for name, kind in SOURCES.items() if kind.pairs] == ["pairs"]
     assert all(callable(f) for f in readers.values())
+
+
+def test_lone_surrogates_in_json_readers_are_repaired(tmp_path, report):
+    path = tmp_path / "chats.jsonl"
+    path.write_text('["Hi \\udc00", "Hello \\ud83d\\ude00"]\n{"turns": ["ok", "\\ud800"]}\n')
+    got = [d.texts for d in SOURCES["jsonl"].read(path, report=report)]
+    assert got == [["Hi \ufffd", "Hello \U0001f600"], ["ok", "\ufffd"]]
+    assert report.counts["texts with lone surrogates repaired"] == 2 and not report.bad_input

@@ -141,3 +141,22 @@ def test_dump_files_give_records_keyed_by_their_thread(tmp_path):
         check_reddit_source({"submissions": [submissions]})
     with pytest.raises(RejoinderError, match="does not exist"):
         check_reddit_source({"comments": [tmp_path / "nope.zst"]})
+
+
+def test_a_lone_surrogate_is_repaired_and_the_thread_kept(tmp_path):
+    # Valid JSON, invalid Unicode: as real dumps hold it. orjson refuses such lines.
+    parent = line(body="broken \\ud800 text").replace(b"\\\\ud800", b"\\ud800")
+    reply = line(id="c2", parent_id="t1_c1", body="a reply to it", created_utc=200)
+    pair = line(id="c3", body="a real pair \\ud83d\\ude00").replace(b"\\\\u", b"\\u")
+    dump = tmp_path / "RC.ndjson"
+    dump.write_bytes(b"\n".join([parent, reply, pair]) + b"\n")
+    report = Report()
+    records = [r for _, r in read_reddit_file(str(dump), "comments", report)]
+    assert [r[3] for r in records] == [
+        "broken \ufffd text",
+        "a reply to it",
+        "a real pair \U0001f600",
+    ]
+    assert report.counts["texts with lone surrogates repaired"] == 1 and not report.bad_input
+    dialogues, _ = thread_dialogues("t3_L", records, RedditOptions(), report)
+    assert [d.texts for d in dialogues] == [["broken \ufffd text", "a reply to it"]]
