@@ -171,3 +171,19 @@ def test_pairs_from_jsonl_with_bad_lines(tmp_path):
     assert pairs["prefs-1"].context == ("Hi", "Hello! What now?")
     assert pairs["prefs-2"].chosen == "Hey" and pairs["prefs-2"].kind == "thumbs"
     assert pairs["prefs-7"].chosen == "b\ufffd"
+
+
+def test_synthetic_feedback_follows_content(built):
+    from rejoinder.testing.feedback import CHALLENGES, INFORMATIVE, QUESTIONS
+
+    signals = {
+        "updown": lambda text: any(clause in text for clause in INFORMATIVE),
+        "width": lambda text: text.endswith(QUESTIONS),
+        "depth": lambda text: text.startswith(CHALLENGES),
+    }
+    out, _ = built
+    pairs = [p for split in SPLITS for p in read_pairs(out, split)]
+    for kind, has in signals.items():
+        chosen = sum(has(p.chosen) for p in pairs if p.kind == kind)
+        rejected = sum(has(p.rejected) for p in pairs if p.kind == kind)
+        assert chosen > 2 * rejected, (kind, chosen, rejected)  # something to learn

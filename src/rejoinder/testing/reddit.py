@@ -43,6 +43,9 @@ score) written twice in a row (`RATE_DUPLICATE` of the lines). Threads in
 `BLOCKED_SUBREDDITS` make up `RATE_BLOCKED_THREADS` of threads; the others draw from
 `SUBREDDITS` with Zipf-like weights.
 
+Scores, direct replies and the depth of the thread below depend on what an ordinary
+comment says (informative clauses, questions, challenges): see `testing.feedback`.
+
 The same seed gives byte-identical files (numpy's `default_rng`; no `hash()`, no set
 order), whether or not submissions are written. Everything is generated in chunks of
 `CHUNK` comments after a compact numpy skeleton of the threads, so memory stays small.
@@ -86,6 +89,7 @@ from rejoinder.testing.bodies import (
     Text,
     author_pool,
 )
+from rejoinder.testing.feedback import widths_and_heights, with_feedback
 
 __all__ = [
     "BLAND_REPLIES", "BLOCKED_SUBREDDITS", "MARKDOWN_LINK_SHARE", "RATE_BLAND",
@@ -286,7 +290,10 @@ def synth_reddit(
         raise RejoinderError(f"the number of comments must be 0 or more, got {n_comments}")
     out = Path(out)
     seq = np.random.SeedSequence(seed)
-    rng_tree, rng_text, rng_sub, rng_authors = (np.random.default_rng(s) for s in seq.spawn(4))
+    # A fifth stream for the feedback clauses: the first four draw what they always drew.
+    rng_tree, rng_text, rng_sub, rng_authors, rng_feedback = (
+        np.random.default_rng(s) for s in seq.spawn(5)
+    )
 
     n_dup = min(int(rng_tree.binomial(n_comments, RATE_DUPLICATE)), n_comments // 2)
     n = n_comments - n_dup
@@ -318,6 +325,8 @@ def synth_reddit(
     s_parent = parent[order]
     s_parent_rank = np.where(s_parent >= 0, rank[np.maximum(s_parent, 0)], -1)
     s_created = created[order]
+    width, height = widths_and_heights(parent)
+    s_width, s_height = width[order], height[order]
     id_val = _ID_BASE + 4 * np.arange(n, dtype=np.int64) + rng_tree.integers(0, 3, n)
     orphan = rng_tree.random(n) < RATE_ORPHAN
     back = rng_tree.integers(1, 50, n)
@@ -344,6 +353,9 @@ def synth_reddit(
             authors = text.draw_authors(m)
             author_gone = (kinds <= REMOVED) | (rng_text.random(m) < RATE_DELETED_AUTHOR)
             scores = text.scores(m)
+            bodies, scores = with_feedback(
+                rng_feedback, bodies, kinds == ENGLISH, scores, s_width[a:b], s_height[a:b]
+            )
             rescore = (scores + rng_text.integers(1, 20, m)).tolist()
             kind_counts += np.bincount(kinds, minlength=5)
             counts += flags.sum(axis=0)
