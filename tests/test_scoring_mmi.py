@@ -138,3 +138,31 @@ def test_unset_top_k_means_no_cut_on_every_backend():
     assert decoding_config("nucleus").generate_kwargs()["top_k"] == 0
     assert decoding_config("top-k").generate_kwargs()["top_k"] == 40
     assert "top_k" not in decoding_config("greedy").generate_kwargs()
+
+
+def test_dialogrpts_ensemble_is_prior_times_cond():
+    from rejoinder.generation.config import decoding_config
+    from rejoinder.generation.mmi import Candidate, combine
+
+    config = decoding_config("dialogrpt")
+    five = {"human_vs_rand": 0.9, "human_vs_machine": 0.7, "updown": 0.6, "depth": 0.5,
+            "width": 0.2}  # fmt: skip
+    prior = (0.9 + 0.7) / 2
+    cond = (1 * 0.6 + 0.48 * 0.5 - 0.5 * 0.2) / (1 + 0.48 - 0.5)
+    assert combine(Candidate("x", -2.0, -3.0, 0.0, five), config, False) == pytest.approx(
+        prior * cond
+    )
+    # Without prior rankers the prior is 1; only the cond rankers that are loaded count.
+    only = Candidate("x", -2.0, -3.0, 0.0, {"updown": 0.6})
+    assert combine(only, config, False) == pytest.approx(0.6)
+    weighted = decoding_config(mmi_candidates=4, mmi_lambda=0.5, ranker_weights={"updown": 2})
+    assert combine(only, weighted, True) == pytest.approx(0.5 * -2.0 + -3.0 + 2 * 0.6)
+    assert combine(only, weighted, False) == pytest.approx(0.5 * -2.0 + 2 * 0.6)
+
+
+def test_asking_for_candidates_samples_them():
+    from rejoinder.generation.config import decoding_config
+
+    config = decoding_config(mmi_candidates=6)  # no preset: sampled as the mmi preset does
+    assert config.do_sample and config.mmi_candidates == 6
+    assert not decoding_config(mmi_candidates=6, num_beams=6).do_sample  # beams, as asked

@@ -69,7 +69,20 @@ def _load(args):
         device=getattr(args, "device", None),
         backend=getattr(args, "backend", "torch"),
         compute_type=getattr(args, "compute_type", "int8"),
+        rankers=_rankers(args),
     )
+
+
+def _rankers(args) -> dict[str, str]:
+    """--ranker NAME=DIR (or DIR, named after its folder), repeatable."""
+    out = {}
+    for item in getattr(args, "ranker", None) or []:
+        name, sep, path = item.partition("=")
+        name, path = (name, path) if sep else (Path(item).name, item)
+        if not name or not path:
+            raise RejoinderError(f"--ranker takes NAME=DIR, got {item!r}")
+        out[name] = path
+    return out
 
 
 # -- shared groups of arguments --------------------------------------------------------
@@ -123,8 +136,18 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 def _model_args(p: argparse.ArgumentParser, reverse: bool = True) -> None:
     p.add_argument("model", metavar="DIR", help="checkpoint directory (or hub name)")
     if reverse:
-        p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
+        _reranker_args(p)
     _backend_args(p)
+
+
+def _reranker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for MMI reranking")
+    p.add_argument(
+        "--ranker",
+        action="append",
+        metavar="NAME=DIR",
+        help="a reply ranker for reranking (repeatable), e.g. updown=DIR",
+    )
 
 
 # -- the verbs ---------------------------------------------------------------------------
@@ -342,9 +365,12 @@ def eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="DIR", nargs="?", help="checkpoint directory to evaluate")
     p.add_argument("--data", metavar="DATASET", help="a `rejoinder data build` directory")
     p.add_argument("--split", default="test", help="the split to evaluate on (test)")
-    p.add_argument("--reverse", metavar="DIR", help="a reverse model, for the MMI presets")
+    _reranker_args(p)
     p.add_argument(
-        "--presets", default="nucleus", help="decoding presets, comma-separated (nucleus)"
+        "--presets",
+        default="nucleus",
+        help="decoding presets, comma-separated (nucleus); mmi and dialogrpt rerank with "
+        "--reverse and --ranker",
     )
     p.add_argument("--limit", type=int, default=200, help="contexts to generate replies for (200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled replies (0)")
@@ -404,10 +430,7 @@ def cmd_eval_ranker(args) -> int:
     from rejoinder.evaluation.report import check_out
 
     out = check_out(args.out, args.force)
-    rankers = {}
-    for item in args.model or []:
-        name, sep, path = item.partition("=")
-        rankers[name if sep else Path(item).name] = path if sep else item
+    rankers = _rankers(argparse.Namespace(ranker=args.model))
     result = evaluate_rankers(
         args.data, args.split, rankers, args.forward, args.reverse, args.limit
     )
@@ -437,6 +460,8 @@ def cmd_chat(args) -> int:
     options = given(DecodingConfig, args)
     if args.preset:
         options["preset"] = args.preset
+    elif (args.reverse or args.ranker) and "mmi_candidates" not in options:
+        options["preset"] = "mmi"  # a reranker was given to rerank with
     session = ChatSession(_load(args), **options)
     session.config()  # refuses options the model cannot decode with, before the first turn
     if args.set:
@@ -473,7 +498,7 @@ def cmd_serve(args) -> int:
             f"serving needs the serve extra ({e.name} is missing): pip install 'rejoinder[serve]'"
         ) from None
     settings = from_args(Settings, args)
-    serve(args.model, args.reverse, settings, args.backend, args.compute_type)
+    serve(args.model, args.reverse, settings, args.backend, args.compute_type, _rankers(args))
     return 0
 
 

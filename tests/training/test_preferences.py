@@ -137,3 +137,49 @@ def test_eval_ranker_reports_accuracy_per_kind_beside_the_baselines(pairs, ranke
     assert systems["asks"]["all"]["accuracy"] >= 0.9
     assert "| asks |" in (report / "report.md").read_text()
     assert main(argv) == 2  # the report exists: refused, not overwritten
+
+
+def test_reranking_follows_a_ranker(ranker_dir, tmp_path):
+    """With the ranker alone deciding, the pick is the candidate it scores best; with its
+    weight negative, the one it scores worst."""
+    base = init_checkpoint(tmp_path / "gen", initializer_range=0.5)
+    bot = ConversationModel.from_pretrained(base, rankers={"asks": ranker_dir})
+    kw = dict(mmi_candidates=6, max_new_tokens=5, seed=0)
+    result = bot.rerank(["I like music."], **kw)
+    scores = {c.text: c.rankers["asks"] for c in result.candidates}
+    assert len(scores) > 1
+    direct = Ranker.from_pretrained(ranker_dir).scores(["I like music."], list(scores))
+    assert list(scores.values()) == pytest.approx(direct, abs=1e-6)
+    assert result.reply == max(scores, key=scores.get)
+    worst = bot.rerank(["I like music."], ranker_weights={"asks": -1.0}, **kw)
+    assert worst.reply == min(scores, key=scores.get)
+    with pytest.raises(RejoinderError, match="loaded rankers are asks"):
+        bot.generate(["Hi"], preset="mmi", ranker_weights={"updown": 1.0})
+    with pytest.raises(RejoinderError, match="dialogrpt recipe needs"):
+        bot.generate(["Hi"], preset="dialogrpt")
+
+
+def test_chat_and_the_server_rerank_with_a_ranker(ranker_dir, tmp_path, monkeypatch, capsys):
+    """A ranker given is a ranker used: chat reranks without a preset or --sample, and
+    the server reranks when a request asks for it."""
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from rejoinder.serve.app import create_app
+    from rejoinder.serve.server import Settings
+
+    base = init_checkpoint(tmp_path / "gen", initializer_range=0.5)
+    monkeypatch.setattr("sys.stdin", io.StringIO("I like music.\nquit\n"))
+    assert main(["chat", str(base), "--ranker", f"asks={ranker_dir}", "--max-new-tokens",
+                 "5", "--mmi-candidates", "4", "--seed", "0"]) == 0  # fmt: skip
+    bot = ConversationModel.from_pretrained(base, rankers={"asks": ranker_dir})
+    expected = bot.generate(["I like music."], preset="mmi", mmi_candidates=4,
+                            max_new_tokens=5, seed=0)  # fmt: skip
+    assert capsys.readouterr().out.strip() == expected.strip()
+    body = {"messages": [{"role": "user", "content": "I like music."}], "max_tokens": 5,
+            "seed": 0, "rejoinder": {"mmi": True, "mmi_candidates": 4}}  # fmt: skip
+    with TestClient(create_app(bot, Settings(db=f"sqlite:///{tmp_path}/s.db"))) as client:
+        r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == expected

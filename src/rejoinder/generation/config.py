@@ -2,9 +2,11 @@
 
 Fields are `transformers` generation options (validated here, with messages that name
 the option and its valid values) plus rejoinder's own: `seed`, `bad_words`, `stop`,
-`head`, and MMI reranking (`mmi_candidates`, `mmi_temperature`, `mmi_lambda`,
-`mmi_source`). The rules that follow from a config alone (can it stream, does it
-rerank) live here too, once. Named presets give common settings that options override:
+`head`, and reranking of sampled candidates by a reverse model (MMI) and reply rankers
+(`mmi_candidates`, `mmi_temperature`, `mmi_lambda`, `mmi_source`, `reverse_weight`,
+`ranker_weights`, `rerank_recipe`). The rules that follow from a config alone (can
+it stream, does it rerank) live here too, once. Named presets give common settings
+that options override:
 
 >>> decoding_config("nucleus", temperature=0.7).top_p
 0.9
@@ -67,13 +69,23 @@ class DecodingConfig:
     head: str | None = None
     """The LM head that replies, on a model with extra heads (None: the default one)."""
     mmi_candidates: int = 0
-    """MMI: sample this many candidates and rerank them with the reverse model (0: off)."""
+    """Rerank: sample this many candidates and rerank them with the reverse model (MMI)
+    and/or the loaded rankers (0: off)."""
     mmi_temperature: float = 0.0
     """MMI: 0 picks the best candidate; T > 0 samples from softmax(score / T)."""
     mmi_lambda: float = 0.0
     """MMI: score = reverse log-likelihood + mmi_lambda * forward log-likelihood."""
     mmi_source: Literal["last", "history"] = "last"
     """MMI: the source the reverse model must explain: the last message, or all history."""
+    reverse_weight: float = 1.0
+    """Rerank: the weight of the reverse model's score, when one is loaded (0: unused)."""
+    ranker_weights: dict[str, float] = option(default_factory=dict, hidden=True)
+    """Rerank: the weight of each loaded ranker's score, by name; a ranker not named
+    weighs 1."""
+    rerank_recipe: Literal["weighted", "dialogrpt"] = "weighted"
+    """Rerank: weighted (reverse_weight x reverse + mmi_lambda x forward + each ranker's
+    weight x its score) or dialogrpt (DialogRPT's ensemble of the rankers named updown,
+    depth, width, human_vs_rand and human_vs_machine)."""
 
     def __post_init__(self):
         def bad(name, valid):
@@ -109,6 +121,13 @@ class DecodingConfig:
             bad("mmi_temperature", "use 0 (pick the best) or a number > 0")
         if self.mmi_source not in ("last", "history"):
             bad("mmi_source", "use 'last' or 'history'")
+        if self.rerank_recipe not in ("weighted", "dialogrpt"):
+            bad("rerank_recipe", "use 'weighted' or 'dialogrpt'")
+        if not isinstance(self.ranker_weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float)
+            for k, v in self.ranker_weights.items()
+        ):
+            bad("ranker_weights", 'use a mapping from ranker name to weight, e.g. {"updown": 1}')
         if self.uses_mmi and not self.do_sample and self.num_beams < self.mmi_candidates:
             raise RejoinderError(
                 "MMI candidates are sampled: set do_sample=true (or num_beams >= mmi_candidates)"
@@ -150,6 +169,9 @@ class DecodingConfig:
             "mmi_temperature",
             "mmi_lambda",
             "mmi_source",
+            "reverse_weight",
+            "ranker_weights",
+            "rerank_recipe",
         }
         kwargs = {k: v for k, v in asdict(self).items() if k not in own and v is not None}
         if not self.do_sample:  # sampling knobs mean nothing to search; don't warn about them
@@ -178,7 +200,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Candidates from the whole distribution: the reverse model is the filter, and a
     # wider pool gives it more to choose from (benchmarks/quality.py compares the two).
     "mmi": {"do_sample": True, "top_p": 1.0, "mmi_candidates": MMI_CANDIDATES},
+    # DialogRPT's ensemble over the same kind of candidates: engagement rankers, with
+    # no reverse model.
+    "dialogrpt": {
+        "do_sample": True,
+        "top_p": 1.0,
+        "mmi_candidates": MMI_CANDIDATES,
+        "rerank_recipe": "dialogrpt",
+        "reverse_weight": 0.0,
+    },
 }
+
 
 FIELDS = {f.name for f in fields(DecodingConfig)}
 
@@ -202,10 +234,14 @@ def decoding_config(
             f"unknown decoding option {', '.join(map(repr, unknown))}; options are "
             f"{', '.join(sorted(FIELDS))}"
         )
-    values = {
-        **PRESETS.get(preset or "greedy", {}),
-        **{k: v for k, v in options.items() if v is not None},
-    }
+    given = {k: v for k, v in options.items() if v is not None}
+    if (
+        preset is None
+        and given.get("mmi_candidates")
+        and not {"do_sample", "num_beams"} & set(given)
+    ):
+        preset = "mmi"  # candidates to rerank are sampled (not "set do_sample=true")
+    values = {**PRESETS.get(preset or "greedy", {}), **given}
     try:
         return DecodingConfig(**values)
     except TypeError as e:

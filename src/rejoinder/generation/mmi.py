@@ -1,9 +1,15 @@
-"""DialoGPT's MMI reranking: sample candidates, score them with a reverse model, pick.
+"""Reranking: sample candidates, score them with a reverse model (DialoGPT's MMI) and/or
+reply rankers (DialogRPT's), pick.
 
-A candidate's score is the reverse model's mean log-likelihood of the source (the last
-message, or the whole history with mmi_source="history") given the candidate, plus
-mmi_lambda times the forward model's mean log-likelihood of the candidate.
-mmi_temperature 0 picks the best; T > 0 samples from softmax(score / T).
+With the "weighted" recipe a candidate's score is reverse_weight times the reverse
+model's mean log-likelihood of the source (the last message, or the whole history with
+mmi_source="history") given the candidate, plus mmi_lambda times the forward model's
+mean log-likelihood of the candidate, plus each ranker's weight times its score (the
+probability, in [0, 1], that people prefer the candidate). With the "dialogrpt" recipe
+it is DialogRPT's ensemble: prior x cond, where prior is the mean of the
+human_vs_rand and human_vs_machine rankers and cond the weighted mean of updown (1),
+depth (0.48) and width (-0.5), over those loaded. mmi_temperature 0 picks the best;
+T > 0 samples from softmax(score / T).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rejoinder.dialogue import as_context
@@ -31,6 +37,8 @@ class Candidate:
     forward: float
     reverse: float
     score: float
+    rankers: dict[str, float] = field(default_factory=dict)
+    """Each ranker's score of the candidate (a probability), by ranker name."""
 
 
 @dataclass
@@ -41,14 +49,58 @@ class MMIResult:
 
 NEEDS_REVERSE = (
     "MMI reranking needs a reverse model: ConversationModel.from_pretrained(DIR, "
-    "reverse=REVERSE_DIR), or --reverse REVERSE_DIR on the command line"
+    "reverse=REVERSE_DIR), or --reverse REVERSE_DIR on the command line (or a reply "
+    "ranker: rankers={NAME: DIR}, --ranker NAME=DIR)"
 )
+PRIOR = {"human_vs_rand": 0.5, "human_vs_machine": 0.5}
+COND = {"updown": 1.0, "depth": 0.48, "width": -0.5}
+"""DialogRPT's ensemble weights (its restore/ensemble.yml)."""
+
+
+def uses_reverse(model, config: DecodingConfig) -> bool:
+    """Whether reranking scores candidates with the reverse model."""
+    weighted = config.rerank_recipe == "weighted"
+    return model.reverse is not None and weighted and config.reverse_weight != 0
 
 
 def check_config(model, config: DecodingConfig) -> None:
-    """Refuses an MMI config for a model without a reverse model: the one place that says so."""
-    if config.uses_mmi and model.reverse is None:
+    """Refuses a reranking config the model cannot score with: the one place that says so."""
+    if not config.uses_mmi:
+        return
+    unknown = sorted(set(config.ranker_weights) - set(model.rankers))
+    if unknown:
+        loaded = ", ".join(model.rankers) or "none"
+        raise RejoinderError(
+            f"ranker_weights names {', '.join(unknown)}, but the loaded rankers are {loaded}"
+        )
+    if config.rerank_recipe == "dialogrpt":
+        if not set(COND) & set(model.rankers):
+            raise RejoinderError(
+                "the dialogrpt recipe needs at least one of the rankers "
+                f"{', '.join(COND)} (e.g. --ranker updown=DIR, made with `rejoinder "
+                "import-dialogrpt updown.pth`)"
+            )
+    elif not uses_reverse(model, config) and not model.rankers:
         raise RejoinderError(NEEDS_REVERSE)
+
+
+def combine(candidate: Candidate, config: DecodingConfig, has_reverse: bool) -> float:
+    """A candidate's final score from its parts (see the module's docstring)."""
+    r = candidate.rankers
+    if config.rerank_recipe == "dialogrpt":
+
+        def mean(weights: dict[str, float]) -> float | None:
+            used = [k for k in weights if k in r]
+            total = sum(weights[k] for k in used)
+            return sum(weights[k] * r[k] for k in used) / total if used and total else None
+
+        prior = mean(PRIOR)
+        cond = mean(COND)
+        return (1.0 if prior is None else prior) * (cond or 0.0)
+    score = config.mmi_lambda * candidate.forward
+    if has_reverse:
+        score += config.reverse_weight * candidate.reverse
+    return score + sum(config.ranker_weights.get(k, 1.0) * v for k, v in r.items())
 
 
 def check_reverse(forward, reverse) -> None:
@@ -67,7 +119,8 @@ def check_reverse(forward, reverse) -> None:
 
 
 def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list[MMIResult]:
-    """MMI for many contexts with a ConversationModel that has a reverse model.
+    """Reranking for many contexts with a ConversationModel that has a reverse model
+    and/or rankers.
 
     The candidates of several contexts come from shared generate calls (every row draws
     its own samples) and are scored in shared padded batches.
@@ -86,7 +139,13 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
     texts = [list(dict.fromkeys(t for t in ts if t.strip())) for ts in drawn]
     pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
     forward = iter(model.loglikelihood(pairs))
-    backward = iter(source_scores(model.reverse, histories, texts, config.mmi_source))
+    has_reverse = uses_reverse(model, config)
+    backward = iter(
+        source_scores(model.reverse, histories, texts, config.mmi_source)
+        if has_reverse
+        else [NOTHING] * len(pairs)
+    )
+    ranked = {name: iter(r.score_pairs(pairs)) for name, r in model.rankers.items()}
     rng = random.Random(None if config.seed is None else config.seed + 1)
     results = []
     for ts in texts:
@@ -96,7 +155,9 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
         candidates = []
         for t in ts:
             f, b = next(forward), next(backward)
-            candidates.append(Candidate(t, f.mean, b.mean, b.mean + config.mmi_lambda * f.mean))
+            c = Candidate(t, f.mean, b.mean, 0.0, {k: next(v) for k, v in ranked.items()})
+            c.score = combine(c, config, has_reverse)
+            candidates.append(c)
         results.append(MMIResult(candidates[_pick(candidates, config, rng)].text, candidates))
     return results
 

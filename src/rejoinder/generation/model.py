@@ -45,6 +45,8 @@ class ConversationModel:
         self.tokenizer = checkpoint.tokenizer
         self.format = checkpoint.format
         self.reverse: ConversationModel | None = None
+        self.rankers: dict[str, Any] = {}
+        """Reply rankers by name (`rejoinder.modeling.ranker.Ranker`), for reranking."""
         self.backend = "torch"
         self._ct2 = None
         self._torch: dict[str, Any] = {}
@@ -61,11 +63,14 @@ class ConversationModel:
         dtype=None,
         backend: str = "torch",
         compute_type: str = "int8",
+        rankers: dict[str, str | os.PathLike] | None = None,
     ) -> ConversationModel:
         """Loads a checkpoint directory, or a hub model by name where a hub is reachable.
 
         `reverse` loads the backward model that MMI reranking scores candidates with
         (it may be another size, as DialoGPT's medium forward + small reverse).
+        `rankers` loads reply rankers by name ({"updown": DIR, …}) that reranking
+        combines with it (see `rejoinder.generation.mmi`); they run on torch.
         `backend="ctranslate2"` decodes and scores with CTranslate2 (`compute_type`
         int8 or float32, …), converting the checkpoint once, beside it.
         """
@@ -77,6 +82,11 @@ class ConversationModel:
         if reverse is not None:
             kw = dict(device=device, dtype=dtype, backend=backend, compute_type=compute_type)
             model.attach_reverse(cls.from_pretrained(reverse, **kw))
+        if rankers:
+            from rejoinder.modeling.ranker import Ranker
+
+            for name, where in rankers.items():
+                model.rankers[name] = Ranker.from_pretrained(where, device=device)
         return model
 
     def use_backend(self, backend: str, compute_type: str = "int8") -> None:
@@ -202,8 +212,9 @@ class ConversationModel:
         return [r[0] for r in replies] if config.num_return_sequences == 1 else replies
 
     def rerank(self, context, config: Config = None, *, preset=None, **options) -> mmi.MMIResult:
-        """DialoGPT's MMI for one context (preset "mmi" unless told otherwise): the
-        reply, and every candidate with its scores. See `rejoinder.generation.mmi`."""
+        """Reranking for one context (preset "mmi" unless told otherwise; DialoGPT's MMI
+        with a reverse model, and/or the rankers): the reply, and every candidate with
+        its scores. See `rejoinder.generation.mmi`."""
         return self.rerank_batch([context], config, preset=preset, **options)[0]
 
     def rerank_batch(self, contexts, config: Config = None, *, preset=None, **options) -> list:

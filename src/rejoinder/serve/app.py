@@ -438,6 +438,7 @@ def serve(
     settings: Settings | None = None,
     backend: str = "torch",
     compute_type: str = "int8",
+    rankers: dict[str, str] | None = None,
 ) -> None:
     """Loads the model(s) and serves them until SIGINT or SIGTERM."""
     import uvicorn
@@ -446,7 +447,7 @@ def serve(
 
     settings = settings or Settings()
     model = ConversationModel.from_pretrained(
-        model_dir, reverse=reverse, backend=backend, compute_type=compute_type
+        model_dir, reverse=reverse, backend=backend, compute_type=compute_type, rankers=rankers
     )
     store = SessionStore(settings.db)
     app = create_app(model, settings, store)

@@ -35,10 +35,14 @@ class RejoinderOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     preset: str | None = Field(
-        None, description="a decoding preset: greedy, beam, nucleus, top-k, typical, min-p, mmi"
+        None,
+        description="a decoding preset: greedy, beam, nucleus, top-k, typical, min-p, mmi, "
+        "dialogpt-mmi, dialogrpt",
     )
     mmi: bool | None = Field(
-        None, description="rerank sampled candidates with the reverse model (needs --reverse)"
+        None,
+        description="rerank sampled candidates with the reverse model (--reverse) and/or "
+        "the rankers (--ranker)",
     )
     mmi_candidates: int | None = Field(None, ge=2, le=64)
     head: str | None = Field(None, description="an extra LM head of a multi-head model")
