@@ -158,21 +158,31 @@ def _read_files(config: BuildConfig):
     return run
 
 
-def _walk(config: BuildConfig, kind: str, use_sketch: bool):
-    """A partition function: threads -> tagged dialogues that pass, report and sketch."""
+def _walk(config: BuildConfig, kind: str, use_sketch: bool, pairs: bool = False):
+    """A partition function: threads -> tagged dialogues that pass (or sibling groups, for
+    pairs), report and sketch."""
+    walk = thread_groups if pairs else process_thread
 
     def run(groups):
         report = Report(explain=config.explain)
         sketch = TrigramSketch() if use_sketch else None
         filters = filters_for(config, kind)
         for link_id, records in groups:
-            for raw in process_thread(link_id, records, config.reddit, filters, report, sketch):
-                yield _ROW, raw
+            for item in walk(link_id, records, config.reddit, filters, report, sketch):
+                yield _ROW, item
         yield _REPORT, report
         if sketch is not None:
             yield _SKETCH, sketch
 
     return run
+
+
+def _merge_sketches(tagged, sketch: TrigramSketch) -> None:
+    """Merges the partitions' sketches into `sketch`."""
+    # Each partition's sketch arrives as its own unpickled copy: merging in place is safe.
+    sketches = tagged.filter(lambda x: x[0] == _SKETCH).map(lambda x: x[1])
+    if not sketches.isEmpty():
+        sketch.merge(sketches.treeReduce(lambda a, b: a.merge(b)))
 
 
 def _bland(config: BuildConfig, fconf: FilterConfig, sketch_bc):
@@ -224,10 +234,7 @@ def _run(spark, config: BuildConfig, data_dir: Path, report: Report) -> dict[str
         walked = threads.mapPartitions(_walk(config, source.kind, counted)).cache()
         _collect_reports(walked, report)
         if counted:
-            # Each partition's sketch arrives as its own unpickled copy: merging in place is safe.
-            sketches = walked.filter(lambda x: x[0] == _SKETCH).map(lambda x: x[1])
-            if not sketches.isEmpty():
-                sketch.merge(sketches.treeReduce(lambda a, b: a.merge(b)))
+            _merge_sketches(walked, sketch)
         parts.append(walked.filter(lambda x: x[0] == _ROW).map(lambda x, c=counted: (c, x[1])))
 
     sketch_bc = sc.broadcast(sketch) if sketch is not None else None
@@ -265,23 +272,6 @@ def _write(spark, rows, out: Path, schema=None, pairs: bool = False) -> dict[str
 # -- preference pairs -------------------------------------------------------------------
 
 _CANDIDATE = "candidate"
-
-
-def _walk_groups(config: BuildConfig, kind: str, use_sketch: bool):
-    """A partition function: threads -> tagged sibling groups, report and sketch."""
-
-    def run(groups):
-        report = Report(explain=config.explain)
-        sketch = TrigramSketch() if use_sketch else None
-        filters = filters_for(config, kind)
-        for link_id, records in groups:
-            for group in thread_groups(link_id, records, config.reddit, filters, report, sketch):
-                yield _ROW, group
-        yield _REPORT, report
-        if sketch is not None:
-            yield _SKETCH, sketch
-
-    return run
 
 
 def _pairing(config: BuildConfig, kinds, fconf: FilterConfig | None, sketch_bc):
@@ -340,12 +330,10 @@ def _run_pairs(spark, config: BuildConfig, data_dir: Path, report: Report) -> di
         kinds, why = feedback_kinds(config.pair_kinds, config.pair_options, read, source.kind)
         report.merge(read).notes.update(why)
         sc.setJobDescription("walking threads")
-        tagged = threads.mapPartitions(_walk_groups(config, source.kind, counted)).cache()
+        tagged = threads.mapPartitions(_walk(config, source.kind, counted, pairs=True)).cache()
         _collect_reports(tagged, report)
         if counted:
-            sketches = tagged.filter(lambda x: x[0] == _SKETCH).map(lambda x: x[1])
-            if not sketches.isEmpty():
-                sketch.merge(sketches.treeReduce(lambda a, b: a.merge(b)))
+            _merge_sketches(tagged, sketch)
         walked.append((tagged.filter(lambda x: x[0] == _ROW).map(lambda x: x[1]), kinds, counted))
 
     sketch_bc = sc.broadcast(sketch) if sketch is not None else None

@@ -7,9 +7,11 @@ in the report while the reader goes on with the next one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+from rejoinder.data.io import existing, load_json, text_lines
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue, Turn
 from rejoinder.errors import RejoinderError
@@ -68,3 +70,20 @@ def build_or_count(report: Report, sample: Any, make: Callable[..., Dialogue], *
     except RejoinderError as e:  # a check of Turn/Dialogue that the reader did not foresee
         report.bad("invalid dialogue", f"{sample}: {e}")
     return None
+
+
+def json_lines(path: str | Path, report: Report, what: str) -> Iterator[tuple[int, str, Any]]:
+    """(line number, sample, parsed value) for each JSON line of a file of `what`; blank
+    lines are skipped and malformed ones counted. A missing path or a directory is a
+    `RejoinderError`."""
+    path = existing(path)
+    if path.is_dir():
+        raise RejoinderError(f"{path} is a directory; give a .jsonl file of {what}")
+    for number, line in text_lines(path, report):
+        if not line.strip():
+            continue
+        sample = f"{path.name}:{number}: {line[:120]}"
+        try:
+            yield number, sample, load_json(line, report)
+        except (ValueError, RecursionError):
+            report.bad("malformed json", sample)

@@ -6,11 +6,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rejoinder.data.io import existing, file_stem, load_json, text_lines
-from rejoinder.data.readers.common import Skip, build_or_count, make_dialogue, make_turn
+from rejoinder.data.io import file_stem
+from rejoinder.data.readers.common import (
+    Skip,
+    build_or_count,
+    json_lines,
+    make_dialogue,
+    make_turn,
+)
 from rejoinder.data.report import Report
 from rejoinder.dialogue import Dialogue, Turn
-from rejoinder.errors import RejoinderError
 
 _SCALARS = (str, int, float, bool)
 
@@ -28,19 +33,8 @@ def read_jsonl(path: str | Path, *, report: Report) -> Iterator[Dialogue]:
     used; its other keys with a string, number or boolean value go into the meta.
     Blank lines are ignored. .gz, .zst, .bz2 and .xz files are decompressed on the fly.
     """
-    path = existing(path)
-    if path.is_dir():
-        raise RejoinderError(f"{path} is a directory; give a .jsonl file")
-    stem = file_stem(path)
-    for number, line in text_lines(path, report):
-        if not line.strip():
-            continue
-        sample = f"{path.name}:{number}: {line[:120]}"
-        try:
-            obj = load_json(line, report)
-        except (ValueError, RecursionError):
-            report.bad("malformed json", sample)
-            continue
+    stem = file_stem(Path(path))
+    for number, sample, obj in json_lines(path, report, "dialogues"):
         d = build_or_count(report, sample, _jsonl, obj, stem, number, report)
         if d is not None:
             yield d

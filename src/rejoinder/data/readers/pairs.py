@@ -6,11 +6,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rejoinder.data.io import existing, file_stem, load_json, text_lines
+from rejoinder.data.io import file_stem
 from rejoinder.data.pairs import RawPair
-from rejoinder.data.readers.common import Skip
+from rejoinder.data.readers.common import Skip, json_lines
 from rejoinder.data.report import Report
-from rejoinder.errors import RejoinderError
 
 
 def read_pairs_jsonl(path: str | Path, *, report: Report) -> Iterator[RawPair]:
@@ -22,23 +21,12 @@ def read_pairs_jsonl(path: str | Path, *, report: Report) -> Iterator[RawPair]:
     an object with "text" (or OpenAI's "content"). Blank lines are ignored; a line that
     cannot be read is counted under its reason, with its line number in the sample.
     """
-    path = existing(path)
-    if path.is_dir():
-        raise RejoinderError(f"{path} is a directory; give a .jsonl file of pairs")
-    stem = file_stem(path)
-    for number, line in text_lines(path, report):
-        if not line.strip():
-            continue
-        sample = f"{path.name}:{number}: {line[:120]}"
+    stem = file_stem(Path(path))
+    for number, sample, obj in json_lines(path, report, "pairs"):
         try:
-            pair = _pair(load_json(line, report), f"{stem}-{number}")
-        except (ValueError, RecursionError):
-            report.bad("malformed json", sample)
-            continue
+            yield _pair(obj, f"{stem}-{number}")
         except Skip as e:
             report.bad(e.reason, sample)
-            continue
-        yield pair
 
 
 def _text(value: Any, name: str) -> str:
