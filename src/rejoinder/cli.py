@@ -514,7 +514,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]]
     "init": (cmd_init, init_args),
     "import-dialogpt": (cmd_import_dialogpt, import_dialogpt_args),
     "encode": (cmd_encode, encode_args),
-    "data": "Builds and inspects dialogue datasets from raw corpora.",
+    "data": "Builds and inspects datasets of dialogues or preference pairs from raw corpora.",
     "train": "Trains a forward or reverse dialogue model (LightningCLI: rejoinder train --help).",
     "export": (cmd_export, export_args),
     "score": (cmd_score, score_args),

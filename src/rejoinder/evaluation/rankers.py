@@ -23,7 +23,7 @@ def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a proportion (95% for z = 1.96).
 
     >>> [round(x, 3) for x in wilson(68, 100)]
-    [0.584, 0.763]
+    [0.583, 0.763]
     """
     if n == 0:
         return 0.0, 1.0

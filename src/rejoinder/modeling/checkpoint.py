@@ -353,10 +353,17 @@ def load_checkpoint(
     return Checkpoint(model, tok, fmt, meta, where, config, has_meta)
 
 
+def is_ranker(config, meta: dict[str, Any] | None) -> bool:
+    """Whether a checkpoint scores replies (`rejoinder.modeling.ranker`) rather than
+    writes them."""
+    if meta and meta.get("ranks"):
+        return True
+    architectures = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
 def _check_role(name: str, config, meta: dict[str, Any] | None, ranker: bool | None) -> None:
     """Refuses a ranker where a generator is wanted, and the reverse."""
-    from rejoinder.modeling.ranker import is_ranker
-
     if ranker is None or is_ranker(config, meta) == ranker:
         return
     if ranker:

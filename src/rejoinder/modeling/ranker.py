@@ -21,14 +21,6 @@ from typing import Any
 from rejoinder.errors import RejoinderError
 
 
-def is_ranker(config, meta: dict[str, Any] | None) -> bool:
-    """Whether a checkpoint scores replies rather than writes them."""
-    if meta and meta.get("ranks"):
-        return True
-    architectures = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForSequenceClassification") for a in architectures)
-
-
 def score_at(model, batch: dict[str, Any], positions) -> Any:
     """The ranker's logit of each row of `batch`, read at `positions` (the reply's last
     token of each row; the tokens after it, if any, cannot change it: attention is causal).

@@ -261,6 +261,7 @@ class DialogueData(L.LightningDataModule):
         val_split: str = "valid",
         seed: int = 0,
         num_workers: int = 0,
+        kinds: list[str] | None = None,
     ):
         """
         Args:
@@ -270,12 +271,15 @@ class DialogueData(L.LightningDataModule):
             val_split: the split validation uses ("valid"; "none" for no validation).
             seed: seeds the batch order (the data order of a run).
             num_workers: DataLoader worker processes.
+            kinds: a pairs dataset: learn from these kinds of pairs only (e.g. [updown],
+                as DialogRPT trains one ranker per kind); default: every kind.
         """
         super().__init__()
         if batch_tokens < 16:
             raise RejoinderError(f"batch_tokens must be at least 16, got {batch_tokens}")
         self.path, self.batch_tokens, self.max_dialogues = path, batch_tokens, max_dialogues
         self.val_split, self.seed, self.num_workers = val_split, seed, num_workers
+        self.kinds = list(kinds) if kinds else None
         self.format: Format | None = None
         self.train: list[Example] = []
         self.valid: list[Example] = []
@@ -305,6 +309,10 @@ class DialogueData(L.LightningDataModule):
         """Turns the dialogues into examples with the model's format (and routes heads);
         for the objectives that learn from pairs (rank, dpo), the pairs into PairExamples."""
         self.format = fmt
+        if self.kinds and objective == "lm":
+            raise RejoinderError(
+                "--data.kinds picks kinds of pairs, for the objectives rank and dpo"
+            )
         if objective != "lm":
             require_kind(self.path, "pairs", f"--model.objective {objective}")
             if heads:
@@ -344,6 +352,8 @@ class DialogueData(L.LightningDataModule):
             nonlocal skipped
             out = []
             for p in iter_pairs(self.path, split, self.max_dialogues):
+                if self.kinds is not None and p.kind not in self.kinds:
+                    continue
                 e = pair_example(p, fmt, max_tokens)
                 if e is None:
                     skipped += 1
@@ -353,7 +363,8 @@ class DialogueData(L.LightningDataModule):
 
         self.train = examples("train")
         if not self.train:
-            raise RejoinderError(f"the pairs dataset {self.path} has no training pairs")
+            which = f" of the kinds {', '.join(self.kinds)}" if self.kinds else ""
+            raise RejoinderError(f"the pairs dataset {self.path} has no training pairs{which}")
         self.valid = examples(self.val_split) if self.val_split != "none" else []
         if skipped:
             log.warning("%d pairs with an empty reply were skipped", skipped)
