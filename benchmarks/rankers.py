@@ -103,11 +103,14 @@ def main() -> None:
     ap.add_argument("--contexts", type=int, default=100)
     ap.add_argument("--work", default=str(HERE / ".cache" / "rankers"))
     args = ap.parse_args()
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # the models this process loads: no bars in the table
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     rc = dump(args.comments)
-    split = ["--valid", "0.02", "--test", "0.05"]
+    split = ["--valid", "0.01", "--test", "0.02"]
     kinds = "updown,width,depth,human_vs_rand"
     t_pairs, _ = cli("data", "build", "reddit", "--comments", str(rc), "--pairs", kinds,
                      "--out", str(work / "pairs"), *split)  # fmt: skip

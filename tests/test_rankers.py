@@ -47,6 +47,7 @@ def test_an_imported_dialogrpt_scores_as_by_hand(dialogrpt, tmp_path, capsys):
     context, replies = ["Hello", "How are you?"], ["Fine, thanks.", "I like pizza a lot"]
     expected = [by_hand(trunk, weight, context, r) for r in replies]
     assert ranker.scores(context, replies) == pytest.approx(expected, abs=1e-5)
+    assert ranker.scores(context, [" ", replies[0]]) == pytest.approx([0.0, expected[0]], abs=1e-5)
     argv = ["rank", str(out), "--context", *context]
     assert main([*argv, "--response", replies[0], "--response", replies[1]]) == 0
     lines = capsys.readouterr().out.splitlines()

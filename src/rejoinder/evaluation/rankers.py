@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rejoinder.atomic import atomic_directory
 from rejoinder.evaluation.report import check_out
+from rejoinder.progress import Progress
 
 
 def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -73,19 +75,31 @@ def evaluate_rankers(
     chosen = [(list(p.context), p.chosen) for p in pairs]
     rejected = [(list(p.context), p.rejected) for p in pairs]
     systems: dict[str, Any] = {}
+
+    def scored(phase: str, score) -> tuple[list[float], list[float]]:
+        """score(pairs) over the chosen then the rejected replies, with progress."""
+        out: list[float] = []
+        both = chosen + rejected
+        with Progress(phase, total=len(both), unit="replies") as progress:
+            for start in range(0, len(both), 256):
+                out += score(both[start : start + 256])
+                progress.update(len(out))
+        return out[: len(chosen)], out[len(chosen) :]
+
     for name, path in (rankers or {}).items():
         from rejoinder.modeling.ranker import Ranker
 
         ranker = Ranker.from_pretrained(path)
         systems[name] = _by_kind(
-            kinds, ranker.logits(chosen, batch_size), ranker.logits(rejected, batch_size)
+            kinds, *scored(name, partial(ranker.logits, batch_size=batch_size))
         )
     if forward:
         from rejoinder import ConversationModel
 
         model = ConversationModel.from_pretrained(forward)
-        good = [s.mean for s in model.loglikelihood(chosen, batch_size)]
-        bad = [s.mean for s in model.loglikelihood(rejected, batch_size)]
+        good, bad = scored(
+            "forward likelihood", lambda b: [s.mean for s in model.loglikelihood(b, batch_size)]
+        )
         systems["forward likelihood"] = _by_kind(kinds, good, bad)
     if reverse:
         from rejoinder import ConversationModel

@@ -23,6 +23,7 @@ from typing import Any
 
 from rejoinder.errors import RejoinderError
 from rejoinder.evaluation.metrics import score_human, score_replies
+from rejoinder.progress import Progress
 
 
 @dataclass
@@ -82,13 +83,13 @@ def perplexity(model, dialogues: list, batch_size: int = 16) -> dict[str, float]
     encodings = [model.format.training_example([*c, r], "last", budget) for c, r in pairs]
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))  # little padding
     nll, tokens = 0.0, 0
-    for start in range(0, len(order), 256):
-        chunk = [encodings[i] for i in order[start : start + 256]]
-        for score in model.score_encodings(chunk, batch_size):
-            nll -= score.total
-            tokens += len(score.token_logprobs)
-        _progress(f"perplexity: {min(start + 256, len(order))}/{len(order)} responses")
-    _end_progress()
+    with Progress("perplexity", total=len(order), unit="responses") as progress:
+        for start in range(0, len(order), 256):
+            chunk = [encodings[i] for i in order[start : start + 256]]
+            for score in model.score_encodings(chunk, batch_size):
+                nll -= score.total
+                tokens += len(score.token_logprobs)
+            progress.update(min(start + 256, len(order)))
     words = sum(len(r.split()) + 1 for _, r in pairs)
     return {
         "per_word": math.exp(nll / words),
@@ -139,22 +140,12 @@ def generate_replies(
     """One reply per context with `preset` (MMI presets rerank with the reverse model)."""
     config = _configs(model, [preset], seed)[preset]
     replies: list[str] = []
-    for start in range(0, len(contexts), batch_size):
-        chunk = contexts[start : start + batch_size]
-        replies += model.generate_batch(chunk, replace(config, seed=seed + start))
-        _progress(f"{preset}: {len(replies)}/{len(contexts)} replies")
-    _end_progress()
+    with Progress(preset, total=len(contexts), unit="replies") as progress:
+        for start in range(0, len(contexts), batch_size):
+            chunk = contexts[start : start + batch_size]
+            replies += model.generate_batch(chunk, replace(config, seed=seed + start))
+            progress.update(len(replies))
     return replies
-
-
-def _progress(text: str) -> None:
-    if sys.stderr.isatty():
-        print(f"\r  {text}", end="", file=sys.stderr, flush=True)
-
-
-def _end_progress() -> None:
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
 
 
 def evaluate(

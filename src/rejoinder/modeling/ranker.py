@@ -13,6 +13,7 @@ one; `import_dialogrpt` converts the original DialogRPT checkpoints.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,15 +84,17 @@ class Ranker:
         return [float(x) for x in torch.sigmoid(torch.tensor(self.logits(pairs, batch_size)))]
 
     def logits(self, pairs: Sequence[tuple[Any, str]], batch_size: int = 16) -> list[float]:
-        """The raw scores (before the sigmoid) of each (context, reply)."""
+        """The raw scores (before the sigmoid) of each (context, reply); an empty reply
+        (a model may give one) scores -inf: it is never the preferred one."""
         import torch
 
         from rejoinder.padding import pad_batch
 
         budget = min(self.checkpoint.max_positions, self.format.max_tokens or 1 << 30)
-        encoded = [ranker_example(self.format, c, r, budget) for c, r in pairs]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0].input_ids))
-        out: list[float] = [0.0] * len(encoded)
+        out: list[float] = [-math.inf] * len(pairs)
+        said = [i for i, (_, r) in enumerate(pairs) if r.strip()]
+        encoded = {i: ranker_example(self.format, *pairs[i], budget) for i in said}
+        order = sorted(said, key=lambda i: -len(encoded[i][0].input_ids))
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
