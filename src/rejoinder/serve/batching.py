@@ -71,7 +71,10 @@ class Job:
 
 
 def _frozen(value):
-    return tuple(value) if isinstance(value, list) else value
+    """A hashable stand-in for an option's value (lists and mappings included)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def _set_result(future: asyncio.Future, value) -> None:
@@ -167,7 +170,11 @@ class Batcher:
             groups: dict[tuple, list[Job]] = {}
             for job in batch:
                 if not job.cancelled:
-                    groups.setdefault(job.key(), []).append(job)
+                    try:
+                        key = job.key()
+                    except TypeError:  # an option that cannot be compared: run it alone
+                        key = (id(job),)
+                    groups.setdefault(key, []).append(job)
             for group in groups.values():
                 try:
                     self._run(group)
