@@ -136,8 +136,9 @@ def test_a_directory_with_a_chat_template_talks_in_it(chat_dir):
     assert isinstance(bot.generate(["hello"], max_new_tokens=4), str)
 
 
-@pytest.mark.parametrize("reverse", ["false", "true"])
-def test_fine_tuning_a_chat_model_keeps_its_template(chat_dir, dataset, tmp_path, reverse):
+def test_fine_tuning_a_chat_model_keeps_its_template(chat_dir, dataset, tmp_path):
+    # A reverse model for one family (Llama's), to keep the suite quick; a forward one each.
+    reverse = "true" if chat_dir.parent.name.startswith("chat-llama") else "false"
     out = tmp_path / "tuned"
     argv = ["train", "--data.path", str(dataset), "--data.batch_tokens", "512",
             "--data.val_split", "none", "--model.init", str(chat_dir),

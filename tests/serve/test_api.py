@@ -334,3 +334,10 @@ def test_the_chat_page_is_served(server):
     r = httpx.get(server.url + "/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "/v1/sessions" in r.text
+
+
+def test_a_seed_out_of_range_is_a_client_error(server):
+    """Found by the fuzz test: a seed below int64 made torch overflow (HTTP 500)."""
+    for seed in (-(2**63) - 1, -1, 2**62):
+        r = chat(server.url, [user("Hello")], seed=seed)
+        assert r.status_code == 422 and "seed" in r.json()["error"]["message"], r.text

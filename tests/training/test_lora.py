@@ -85,7 +85,11 @@ def test_merge_equals_base_plus_adapter(run, tmp_path):
 
 
 def test_an_adapter_directory_replies_on_both_backends(run):
-    _, _, adapter, _ = run
+    arch, _, adapter, _ = run
+    if arch in ("qwen2", "gpt-neox"):
+        # Merging happens before conversion, whatever the family, and CTranslate2 on
+        # these families is test_families' (greedy equals torch's there).
+        pytest.skip("the adapter path is the same for every family")
     bot = ConversationModel.from_pretrained(adapter)
     fast = ConversationModel.from_pretrained(adapter, backend="ctranslate2",
                                              compute_type="float32")  # fmt: skip

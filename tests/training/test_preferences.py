@@ -159,10 +159,11 @@ def test_reranking_follows_a_ranker(ranker_dir, tmp_path):
         bot.generate(["Hi"], preset="dialogrpt")
 
 
-def test_chat_and_the_server_rerank_with_a_ranker(ranker_dir, tmp_path, monkeypatch, capsys):
+def test_chat_and_the_server_rerank_with_a_ranker(ranker_dir, tmp_path):
     """A ranker given is a ranker used: chat reranks without a preset or --sample, and
     the server reranks when a request asks for it."""
-    import io
+    import subprocess
+    import sys
 
     from fastapi.testclient import TestClient
 
@@ -170,13 +171,16 @@ def test_chat_and_the_server_rerank_with_a_ranker(ranker_dir, tmp_path, monkeypa
     from rejoinder.serve.server import Settings
 
     base = init_checkpoint(tmp_path / "gen", initializer_range=0.5)
-    monkeypatch.setattr("sys.stdin", io.StringIO("I like music.\nquit\n"))
-    assert main(["chat", str(base), "--ranker", f"asks={ranker_dir}", "--max-new-tokens",
-                 "5", "--mmi-candidates", "4", "--seed", "0"]) == 0  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "rejoinder", "chat", str(base), "--ranker", f"asks={ranker_dir}",
+         "--max-new-tokens", "5", "--mmi-candidates", "4", "--seed", "0"],
+        input="I like music.\nquit\n", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
     bot = ConversationModel.from_pretrained(base, rankers={"asks": ranker_dir})
     expected = bot.generate(["I like music."], preset="mmi", mmi_candidates=4,
                             max_new_tokens=5, seed=0)  # fmt: skip
-    assert capsys.readouterr().out.strip() == expected.strip()
+    assert proc.stdout.strip() == expected.strip()
     body = {"messages": [{"role": "user", "content": "I like music."}], "max_tokens": 5,
             "seed": 0, "rejoinder": {"mmi": True, "mmi_candidates": 4}}  # fmt: skip
     with TestClient(create_app(bot, Settings(db=f"sqlite:///{tmp_path}/s.db"))) as client:

@@ -22,6 +22,9 @@ from typing import Any, Literal
 from rejoinder.errors import RejoinderError
 from rejoinder.options import option
 
+SEED_LIMIT = 2**62
+"""Seeds are below this."""
+
 MMI_CANDIDATES = 10
 """How many candidates MMI reranks when nothing says otherwise."""
 
@@ -136,8 +139,14 @@ class DecodingConfig:
             self.bad_words = [self.bad_words]
         if isinstance(self.stop, str):
             self.stop = [self.stop]
-        if self.seed is not None and not isinstance(self.seed, int):
-            bad("seed", "use an integer")
+        # Bounded so that every engine takes it (torch's generator, CTranslate2's unsigned
+        # seed) with room for the offsets added per batch and per MMI step.
+        if self.seed is not None and (
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed < SEED_LIMIT
+        ):
+            bad("seed", "use an integer from 0 to 2**62 - 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
