@@ -336,8 +336,11 @@ def test_the_chat_page_is_served(server):
     assert "/v1/sessions" in r.text
 
 
-def test_a_seed_out_of_range_is_a_client_error(server):
-    """Found by the fuzz test: a seed below int64 made torch overflow (HTTP 500)."""
-    for seed in (-(2**63) - 1, -1, 2**62):
-        r = chat(server.url, [user("Hello")], seed=seed)
-        assert r.status_code == 422 and "seed" in r.json()["error"]["message"], r.text
+def test_values_that_would_break_sampling_are_client_errors(server):
+    """Found by the fuzz test (HTTP 500 before): a seed below int64 overflowed torch's
+    generator, and a temperature of 6e-173 divided the logits by zero."""
+    bad = [{"seed": s} for s in (-(2**63) - 1, -1, 2**62)] + [{"temperature": 6.4e-173}]
+    for options in bad:
+        r = chat(server.url, [user("Hello")], **options)
+        assert r.status_code == 422, r.text
+        assert next(iter(options)) in r.json()["error"]["message"]

@@ -22,6 +22,8 @@ from typing import Any, Literal
 from rejoinder.errors import RejoinderError
 from rejoinder.options import option
 
+MIN_TEMPERATURE = 0.01
+"""The lowest sampling temperature."""
 SEED_LIMIT = 2**62
 """Seeds are below this."""
 
@@ -36,7 +38,7 @@ class DecodingConfig:
     do_sample: bool = option(False, flag="--sample")
     """Sample (True) or search (False: greedy, or beam with num_beams > 1)."""
     temperature: float = 1.0
-    """Divides the logits before sampling; > 0."""
+    """Divides the logits before sampling; >= 0.01."""
     top_k: int | None = None
     """Sample among the k most likely tokens (None: all of them)."""
     top_p: float | None = None
@@ -94,8 +96,14 @@ class DecodingConfig:
         def bad(name, valid):
             raise RejoinderError(f"{name}={getattr(self, name)!r} is invalid; {valid}")
 
-        if not self.temperature > 0:
-            bad("temperature", "use a number > 0 (1.0 leaves the distribution as it is)")
+        # Logits are divided by it: far below this floor they overflow (float16 first;
+        # a temperature that underflows float32 divides by zero) and sampling fails.
+        if not self.temperature >= MIN_TEMPERATURE:
+            bad(
+                "temperature",
+                f"use a number >= {MIN_TEMPERATURE} (1.0 leaves the distribution as it is; "
+                "for the single most likely reply, decode greedily)",
+            )
         if self.top_p is not None and not 0 < self.top_p <= 1:
             bad("top_p", "use a number in (0, 1]")
         if self.typical_p is not None and not 0 < self.typical_p <= 1:
