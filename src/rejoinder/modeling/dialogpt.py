@@ -87,6 +87,34 @@ def infer_size(state: dict) -> tuple[str | None, dict[str, int]]:
     return None, dims
 
 
+def gpt2_from_state(path, state: dict, found: str | None, dims: dict, cls, what: str, **config):
+    """A model of class `cls` (a GPT-2 head class) holding `state`, whose dimensions
+    `infer_size` read, with GPT-2's tokenizer; refused when the weights do not fit.
+    `what` names what the file should be, for the messages; `config` sets more of the
+    GPT-2 config (e.g. num_labels)."""
+    import torch
+
+    from rejoinder.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    if dims["vocab_size"] < len(tok):
+        raise RejoinderError(
+            f"{path} has {dims['vocab_size']} token embeddings, fewer than GPT-2's {len(tok)}; "
+            f"it is not {what}"
+        )
+    settings = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **config)
+    gpt2 = gpt2_config(found or "tiny", dims["vocab_size"], dims["n_positions"], **settings)
+    n_head = SIZES[found]["n_head"] if found else dims["n_embd"] // 64
+    gpt2.n_layer, gpt2.n_embd, gpt2.n_head = dims["n_layer"], dims["n_embd"], n_head
+    with torch.device("meta"):
+        model = cls(gpt2)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise RejoinderError(f"{path} does not fit GPT-2's layout: {str(e)[:400]}") from None
+    return model, tok
+
+
 def import_dialogpt(
     pkl: str | os.PathLike,
     out: str | os.PathLike,
@@ -104,11 +132,9 @@ def import_dialogpt(
         direction: "forward", "reverse" (a backward model for MMI: its format reverses
             turns), or "auto": reverse when the file name says "reverse".
     """
-    import torch
     from transformers import GPT2LMHeadModel
 
     from rejoinder.formats import get_format
-    from rejoinder.tokenizers import gpt2_tokenizer
 
     if direction not in ("auto", "forward", "reverse"):
         raise RejoinderError(f"direction must be auto, forward or reverse, got {direction!r}")
@@ -124,27 +150,7 @@ def import_dialogpt(
             f"{pkl} holds a model with {dims['n_layer']} layers of width {dims['n_embd']}, "
             f"not size {size!r}; leave out --size to take the size from the file"
         )
-    n_head = SIZES[found]["n_head"] if found else dims["n_embd"] // 64
-    tok = gpt2_tokenizer()
-    if dims["vocab_size"] < len(tok):
-        raise RejoinderError(
-            f"{pkl} has {dims['vocab_size']} token embeddings, fewer than GPT-2's {len(tok)}; "
-            "it is not a DialoGPT model"
-        )
-    config = gpt2_config(
-        found or "tiny",
-        dims["vocab_size"],
-        dims["n_positions"],
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    config.n_layer, config.n_embd, config.n_head = dims["n_layer"], dims["n_embd"], n_head
-    with torch.device("meta"):
-        model = GPT2LMHeadModel(config)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        raise RejoinderError(f"{pkl} does not fit GPT-2's layout: {str(e)[:400]}") from None
+    model, tok = gpt2_from_state(pkl, state, found, dims, GPT2LMHeadModel, "a DialoGPT model")
     model.tie_weights()
     reverse = direction == "reverse" or (
         direction == "auto" and "reverse" in Path(pkl).name.lower()

@@ -136,14 +136,11 @@ def import_dialogrpt(
     They are state dicts of a GPT-2 trunk (`transformer.*`) and `score.weight`
     (1 x width), read with weights_only: anything but tensors is refused.
     """
-    import torch
     from transformers import GPT2ForSequenceClassification
 
     from rejoinder.formats import get_format
-    from rejoinder.modeling.architectures import SIZES, gpt2_config
     from rejoinder.modeling.checkpoint import save_checkpoint
-    from rejoinder.modeling.dialogpt import infer_size, read_state_dict
-    from rejoinder.tokenizers import gpt2_tokenizer
+    from rejoinder.modeling.dialogpt import gpt2_from_state, infer_size, read_state_dict
 
     state = read_state_dict(pth, keep=("score.",))
     score = state.get("score.weight")
@@ -159,23 +156,10 @@ def import_dialogrpt(
             f"{pth}: score.weight is 1 x {score.shape[1]} but the trunk is {dims['n_embd']} "
             "wide; the file is corrupt"
         )
-    tok = gpt2_tokenizer()
-    if dims["vocab_size"] < len(tok):
-        raise RejoinderError(
-            f"{pth} has {dims['vocab_size']} token embeddings, fewer than GPT-2's {len(tok)}; "
-            "it is not a DialogRPT ranker"
-        )
-    config = gpt2_config(found or "tiny", dims["vocab_size"], dims["n_positions"],
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)  # fmt: skip
-    n_head = SIZES[found]["n_head"] if found else dims["n_embd"] // 64
-    config.n_layer, config.n_embd, config.n_head = dims["n_layer"], dims["n_embd"], n_head
-    config.num_labels = 1
-    with torch.device("meta"):
-        model = GPT2ForSequenceClassification(config)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        raise RejoinderError(f"{pth} does not fit GPT-2's layout: {str(e)[:400]}") from None
+    model, tok = gpt2_from_state(
+        pth, state, found, dims, GPT2ForSequenceClassification, "a DialogRPT ranker", num_labels=1
+    )
+    model.config.pad_token_id = tok.eos_token_id  # as DialogRPT's hub directories have it
     made_by = {"command": "import-dialogrpt", "source": str(pth), "size": found}
     fmt = get_format("dialogpt", tok)
     return save_checkpoint(model, tok, fmt, out, made_by=made_by, overwrite=overwrite, ranks=True)
