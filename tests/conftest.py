@@ -20,6 +20,21 @@ PARROT = {
 }
 
 
+def chat_dataset(root, lines: list[list[str]], count: int, valid: float = 0.0):
+    """A dataset built from `count` JSONL dialogues cycling through `lines`, each ending in
+    its own numbered turn (so no two are alike); returns its directory, root/ds."""
+    import json
+
+    from rejoinder.data.build import BuildConfig, Source, build
+
+    src = root / "chats.jsonl"
+    rows = (lines[i % len(lines)] + [f"number {i}"] for i in range(count))
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    sources = [Source("jsonl", {"path": str(src)})]
+    build(BuildConfig(sources=sources, out=str(root / "ds"), valid=valid, test=0))
+    return root / "ds"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet():
     from transformers.utils import logging

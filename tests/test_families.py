@@ -7,8 +7,8 @@ import pytest
 
 from rejoinder import ConversationModel, RejoinderError
 from rejoinder.cli import main
-from rejoinder.data.build import BuildConfig, Source, build
 from rejoinder.modeling import init_checkpoint, load_checkpoint
+from tests.conftest import chat_dataset
 
 FAMILIES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
             "gpt-neox": "GPTNeoXForCausalLM"}  # fmt: skip
@@ -20,12 +20,7 @@ LINES = [
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families-data")
-    src = root / "chats.jsonl"
-    src.write_text("\n".join(json.dumps(LINES[i % 2] + [f"number {i}"]) for i in range(32)) + "\n")
-    out = root / "ds"
-    build(BuildConfig(sources=[Source("jsonl", {"path": str(src)})], out=str(out), valid=0, test=0))
-    return out
+    return chat_dataset(tmp_path_factory.mktemp("families-data"), LINES, 32)
 
 
 @pytest.fixture(scope="module")

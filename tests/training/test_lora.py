@@ -11,17 +11,13 @@ from rejoinder.cli import main
 from rejoinder.data.build import BuildConfig, Source, build
 from rejoinder.modeling import init_checkpoint
 from rejoinder.modeling.lora import DEFAULT_TARGETS, LoraOptions
+from tests.conftest import chat_dataset
 from tests.training.test_train import LINES
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora-data")
-    src = root / "chats.jsonl"
-    src.write_text("\n".join(json.dumps(LINES[i % 4] + [f"number {i}"]) for i in range(32)) + "\n")
-    out = root / "ds"
-    build(BuildConfig(sources=[Source("jsonl", {"path": str(src)})], out=str(out), valid=0, test=0))
-    return out
+    return chat_dataset(tmp_path_factory.mktemp("lora-data"), LINES, 32)
 
 
 def train_argv(dataset, base, out, *extra):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from rejoinder.cli import main
 from rejoinder.data.build import BuildConfig, Source, build
+from tests.conftest import chat_dataset
 
 LINES = [
     ["Hello there!", "Hi, how are you?", "Fine, thanks. And you?", "Great."],
@@ -21,14 +22,7 @@ LINES = [
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-data")
-    src = root / "chats.jsonl"
-    src.write_text("\n".join(json.dumps(LINES[i % 4] + [f"number {i}"]) for i in range(48)) + "\n")
-    out = root / "ds"
-    build(
-        BuildConfig(sources=[Source("jsonl", {"path": str(src)})], out=str(out), valid=0.2, test=0)
-    )
-    return out
+    return chat_dataset(tmp_path_factory.mktemp("train-data"), LINES, 48, valid=0.2)
 
 
 def args(dataset, out, *extra):
