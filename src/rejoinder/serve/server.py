@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rejoinder.db import DEFAULT_DB
 from rejoinder.dialogue import SYSTEM_ROLES, Turn
 from rejoinder.errors import RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.options import option
 from rejoinder.serve.batching import Batcher
-from rejoinder.serve.store import DEFAULT_DB, SessionStore
+from rejoinder.serve.store import SessionStore
 
 log = logging.getLogger("rejoinder.serve")
 
