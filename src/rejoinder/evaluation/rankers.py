@@ -10,7 +10,6 @@ context turn given the reply (MMI's backward score). Ties count half.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -18,21 +17,8 @@ from typing import Any
 
 from rejoinder.atomic import atomic_directory
 from rejoinder.evaluation.report import check_out
+from rejoinder.evaluation.stats import wilson
 from rejoinder.progress import Progress
-
-
-def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% for z = 1.96).
-
-    >>> [round(x, 3) for x in wilson(68, 100)]
-    [0.583, 0.763]
-    """
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, Any]:
