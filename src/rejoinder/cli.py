@@ -526,6 +526,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]]
     "eval-ranker": (cmd_eval_ranker, eval_ranker_args),
     "chat": (cmd_chat, chat_args),
     "serve": (cmd_serve, serve_args),
+    "judge": "Human evaluation: pairwise judging runs, the judging page, their report.",
 }
 """Each verb: (the function that runs it, the one that declares its arguments); a verb
 with a parser of its own (data's sub-verbs, train's LightningCLI) has its help line."""
@@ -548,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                 from rejoinder.data.commands import add_data_verbs
 
                 add_data_verbs(p)
+            elif name == "judge":
+                from rejoinder.judging.commands import add_judge_verbs
+
+                add_judge_verbs(p)
             continue
         fn, arguments = entry
         p = verbs.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
@@ -583,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _data_verb(argv: list[str]) -> str | None:
-    return argv[1] if argv[:1] == ["data"] and len(argv) > 1 else None
+    """The sub-verb of a verb that has them (`data build`, `judge create`), for errors."""
+    return argv[1] if argv[:1] in (["data"], ["judge"]) and len(argv) > 1 else None
 
 
 if __name__ == "__main__":

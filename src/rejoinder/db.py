@@ -49,6 +49,7 @@ class Database:
             if database and database != ":memory:":
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
         self.meta = sa.MetaData()
 
     def create_tables(self) -> None:
@@ -87,8 +88,10 @@ class Database:
 
         for attempt in range(attempts):
             try:
-                with self._writing, self.engine.begin() as c:
-                    return work(c)
+                with self._writing, self.engine.connect() as c:
+                    c.info["immediate"] = self.sqlite
+                    with c.begin():
+                        return work(c)
             except (sa.exc.IntegrityError, sa.exc.OperationalError):
                 if attempt == attempts - 1:
                     raise
@@ -103,3 +106,14 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Python's sqlite3 would begin a transaction only at the first write, so what a
+    # transaction read first could be stale by then; transactions begin where SQLAlchemy
+    # says instead (_sqlite_begin).
+    connection.isolation_level = None
+
+
+def _sqlite_begin(conn) -> None:
+    """Writes take SQLite's write lock when they begin (other processes' writers wait
+    their turn, up to the busy timeout), so that what they read stays true until they
+    commit; reads begin a plain snapshot."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
