@@ -1,4 +1,5 @@
-"""The chat page in real headless Chromium: type, see the reply stream in, reload, reset."""
+"""The chat page in real headless Chromium: type, see the reply stream in, reload, reset;
+rate a reply, write a better one, regenerate."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_chat_stream_reload_and_reset(browser, server):
     browser.execute_script(
         "window.seen = [];"
         "new MutationObserver(() => {"
-        "  const b = document.querySelector('.assistant:last-child');"
+        "  const b = [...document.querySelectorAll('.msg.assistant')].pop();"
         "  if (b) window.seen.push(b.textContent);"
         "}).observe(document.getElementById('log'),"
         "  {subtree: true, childList: true, characterData: true});"
@@ -81,3 +82,58 @@ def test_chat_stream_reload_and_reset(browser, server):
     import httpx
 
     assert httpx.get(f"{server.url}/v1/sessions/{first_session}").status_code == 404
+
+
+def test_feedback_and_regenerate_on_the_page(browser, server):
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(server.url + "/")
+    wait.until(lambda b: b.execute_script("return localStorage.getItem('rejoinder.session')"))
+    sid = browser.execute_script("return localStorage.getItem('rejoinder.session')")
+    browser.find_element(By.ID, "temperature").send_keys("0")
+    browser.find_element(By.ID, "text").send_keys("Hello", Keys.ENTER)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".assistant.done"))
+
+    def pressed(name):
+        return browser.find_element(By.CSS_SELECTOR, f".turn .{name}").get_attribute("aria-pressed")
+
+    browser.find_element(By.CSS_SELECTOR, ".turn .up").click()
+    wait.until(lambda b: pressed("up") == "true")
+    # A better reply holding markup: saved and shown as text, no element made of it.
+    tricky = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+    browser.find_element(By.CSS_SELECTOR, ".turn .write").click()
+    browser.find_element(By.CSS_SELECTOR, ".turn .better textarea").send_keys(tricky)
+    browser.find_element(By.CSS_SELECTOR, ".turn .save").click()
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".better-text").text)
+
+    browser.refresh()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".turn"))
+    assert (pressed("up"), pressed("down")) == ("true", "false")
+    assert browser.find_element(By.CSS_SELECTOR, ".better-text").text == "better: " + tricky
+    assert not browser.find_elements(By.CSS_SELECTOR, "#log img, #log b")
+    assert browser.execute_script("return window.pwned") is None
+    bot = httpx.get(f"{server.url}/v1/sessions/{sid}").json()["messages"][1]
+    assert (bot["rating"], bot["better"]) == ("up", tricky)
+
+    browser.find_element(By.CSS_SELECTOR, ".turn .regenerate").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".earlier .old"))
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".msg.assistant").text)
+    assert pressed("up") == "false"  # the new reply is not rated yet
+    browser.refresh()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".turn"))
+    old = browser.find_element(By.CSS_SELECTOR, ".earlier .old")
+    assert old.get_attribute("textContent") == PARROT["Hello"]  # folded away, still there
+    assert browser.find_element(By.CSS_SELECTOR, ".msg.assistant").text == PARROT["Hello"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".msg")) == 2
+    bot = httpx.get(f"{server.url}/v1/sessions/{sid}").json()["messages"][1]
+    assert (bot["earlier"], bot["rating"]) == ([PARROT["Hello"]], None)
+
+    # Only the last reply can be regenerated.
+    browser.find_element(By.ID, "text").send_keys("How are you?", Keys.ENTER)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".assistant.done")) == 1)
+    shown = [e.is_displayed() for e in browser.find_elements(By.CSS_SELECTOR, ".regenerate")]
+    assert shown == [False, True]

@@ -95,3 +95,55 @@ def test_a_server_on_postgres_keeps_sessions_across_a_restart(start, postgres_ur
     second = start(db=postgres_url)
     history = httpx.get(f"{second.url}/v1/sessions/{sid}").json()["messages"]
     assert [m["content"] for m in history] == ["Hello", PARROT["Hello"]]
+
+
+def test_feedback_and_regenerate_through_a_server_on_postgres(start, postgres_url):
+    server = start(db=postgres_url)
+    sid = httpx.post(f"{server.url}/v1/sessions", json={"temperature": 0}).json()["id"]
+    httpx.post(f"{server.url}/v1/sessions/{sid}/messages", json={"content": "Hello"})
+    url = f"{server.url}/v1/sessions/{sid}"
+    assert httpx.post(f"{url}/messages/1/feedback", json={"rating": "up"}).status_code == 200
+    assert httpx.post(f"{url}/messages/0/feedback", json={"rating": "up"}).status_code == 422
+    assert httpx.post(f"{url}/messages/9/feedback", json={"rating": "up"}).status_code == 404
+    assert httpx.post(f"{url}/regenerate").status_code == 200
+    better = "Hey! <b>Good</b> to see you."
+    r = httpx.post(f"{url}/messages/1/feedback", json={"rating": "down", "better": better})
+    assert r.status_code == 200, r.text
+    bot = httpx.get(url).json()["messages"][1]
+    assert (bot["rating"], bot["better"], bot["earlier"]) == ("down", better, [PARROT["Hello"]])
+    assert httpx.delete(url).status_code == 204
+
+
+def test_feedback_pairs_from_postgres(postgres_url):
+    from rejoinder.data.readers.feedback import read_feedback
+    from rejoinder.data.report import Report
+    from rejoinder.serve.store import SessionStore
+
+    store = SessionStore(postgres_url)
+    sid = store.create()
+    store.append(sid, ("user", "hi"), ("assistant", "hello"))
+    store.feedback(sid, 1, rating="down")
+    store.replace_last_reply(sid, 1, "hey there")
+    store.feedback(sid, 1, rating="up", better="Hi! Nice to see you.")
+    pairs = [p for p in read_feedback(postgres_url, report=Report()) if p.group == sid]
+    assert sorted((p.kind, p.context, p.chosen, p.rejected) for p in pairs) == [
+        ("rewrite", ["hi"], "Hi! Nice to see you.", "hey there"),
+        ("thumbs", ["hi"], "hey there", "hello"),
+    ]
+    store.delete(sid)
+    store.close()
+
+
+def test_two_servers_regenerating_one_reply_keep_every_reply(postgres_url):
+    from rejoinder.serve.store import SessionStore
+
+    a, b = SessionStore(postgres_url), SessionStore(postgres_url)
+    sid = a.create()
+    a.append(sid, ("user", "hi"), ("assistant", "r0"))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: (a, b)[i % 2].replace_last_reply(sid, 1, f"r{i + 1}"), range(20)))
+    bot = b.get(sid)["messages"][1]
+    assert sorted([*bot["earlier"], bot["content"]]) == sorted(f"r{i}" for i in range(21))
+    assert bot["earlier"][0] == "r0"
+    a.close()
+    b.close()

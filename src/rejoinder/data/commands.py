@@ -40,6 +40,7 @@ SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
         "help": "Pushshift submission dump, for --title; repeatable",
     },
     "language": {"metavar": "NAME", "help": "chatterbot corpus language, e.g. chinese"},
+    "db": {"metavar": "URL", "help": "a session database: sqlite:///FILE or postgresql://…"},
 }
 """The options that sources take (`SourceKind.needs` and `.takes` name them by dest)."""
 

@@ -9,7 +9,12 @@ dpo`) and `rejoinder eval-ranker` measures rankers on them.
 Kinds, after DialogRPT (Gao et al., 2020): `updown` (more upvotes), `width` (more direct
 replies), `depth` (a longer thread below), `human_vs_rand` (the real reply against one
 from another thread), `human_vs_machine` (the real reply against one a model sampled),
-and `given` (pairs a user brought as JSONL).
+and `given` (pairs a user brought as JSONL). From people talking to a served model
+(`data build feedback`):
+
+- `thumbs`: a reply a user liked against one disliked or regenerated, in one context;
+- `rewrite`: the better reply a user wrote against the bot's reply it replaces;
+- `judged`: the reply a judge preferred in a turn-mode judging run.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from rejoinder.errors import RejoinderError
 
 FEEDBACK_KINDS = ("updown", "width", "depth")
 """Kinds made by comparing sibling replies' feedback."""
-KINDS = (*FEEDBACK_KINDS, "human_vs_rand", "human_vs_machine", "given")
+KINDS = (
+    *FEEDBACK_KINDS,
+    "human_vs_rand",
+    "human_vs_machine",
+    "given",
+    "thumbs",
+    "rewrite",
+    "judged",
+)
 
 
 @dataclass

@@ -26,10 +26,18 @@ from rejoinder.generation.config import DecodingConfig
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
     SessionCreate,
+    SessionDecoding,
+    SessionFeedback,
     SessionMessage,
 )
 from rejoinder.serve.server import ApiError, Server, Settings, error_body, turns_of
-from rejoinder.serve.store import SessionStore
+from rejoinder.serve.store import (
+    MessageError,
+    NoSuchMessage,
+    NotAReply,
+    NotTheLast,
+    SessionStore,
+)
 
 log = logging.getLogger("rejoinder.serve")
 
@@ -274,28 +282,51 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     @app.post("/v1/sessions/{sid}/messages", dependencies=auth)
     async def send_message(sid: str, body: SessionMessage):
         server.check_length([body.content])
-        session = await run_in_threadpool(store.get, sid)
-        if session is None:
-            raise ApiError(404, f"no session {sid!r}")
+        session = await _session(server, sid)
         asked = body.model_dump(exclude_none=True, exclude={"content", "stream"})
         config = server.config(**_session_options({**session["options"], **asked}))
         if body.stream:
-            return StreamingResponse(
-                _session_events(server, sid, body.content, config),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        async with server.lock(sid):  # one message at a time per session
-            session = await run_in_threadpool(store.get, sid)
-            if session is None:
-                raise ApiError(404, f"session {sid!r} was deleted")
-            context = _history(session, body.content)
-            reply = server.clean((await server.replies(context, config))[0], f"session {sid}")
-            if not await run_in_threadpool(
-                store.append, sid, ("user", body.content), ("assistant", reply)
-            ):
-                raise ApiError(404, f"session {sid!r} was deleted while it was answered")
-        return {"id": sid, "reply": reply, "messages": len(session["messages"]) + 2}
+            return _event_stream(_session_events(server, sid, config, body.content))
+        return await _session_reply(server, sid, config, body.content)
+
+    @app.post(
+        "/v1/sessions/{sid}/regenerate",
+        dependencies=auth,
+        summary="Regenerate the last reply",
+        description="Replies again to the context before the session's last message, which "
+        "must be a bot reply (else 409), and makes the new reply the current one; the one it "
+        "replaces is kept, with its rating, in the message's `earlier`. The body (optional) "
+        "takes the decoding options of a message, `stream` included: the same events, "
+        '{"delta"} then {"done", "reply", "seq", "earlier", ...}.',
+    )
+    async def regenerate(sid: str, body: SessionDecoding | None = None):
+        body = body or SessionDecoding()
+        session = await _session(server, sid)
+        _last_reply(session)  # a 409 now rather than inside a stream
+        asked = body.model_dump(exclude_none=True, exclude={"stream"})
+        config = server.config(**_session_options({**session["options"], **asked}))
+        if body.stream:
+            return _event_stream(_session_events(server, sid, config))
+        return await _session_reply(server, sid, config)
+
+    @app.post(
+        "/v1/sessions/{sid}/messages/{seq}/feedback",
+        dependencies=auth,
+        summary="Rate a bot reply, or write a better one",
+        description="Feedback on the current reply at message `seq` (as GET numbers them): "
+        '`rating` "up", "down" or null (taken back), and/or `better`, the reply the user '
+        "would have liked (null or blank: none). A field left out keeps its earlier value. "
+        "Returns the message as GET shows it. 404: no such session or message; 422: the "
+        "message is the user's. `rejoinder data build feedback` makes preference pairs of it.",
+    )
+    async def feedback(sid: str, seq: int, body: SessionFeedback):
+        if body.better is not None:
+            server.check_length([body.better])
+        given = body.model_dump(include=body.model_fields_set)
+        try:
+            return await run_in_threadpool(store.feedback, sid, seq, **given)
+        except MessageError as e:
+            raise _refused(e) from None
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -318,11 +349,86 @@ def _session_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _history(session: dict, content: str) -> list[Turn]:
-    """A session's history and the new message, as the model's context."""
-    said = [(m["role"], m["content"]) for m in session["messages"]]
+def _history(session: dict, content: str | None = None, before: int | None = None) -> list[Turn]:
+    """A session's history (the messages before seq `before`, or all) and the new message,
+    as the model's context."""
+    said = [
+        (m["role"], m["content"])
+        for m in session["messages"]
+        if before is None or m["seq"] < before
+    ]
     system = session["options"].get("system")
-    return turns_of([*([("system", system)] if system else []), *said, ("user", content)])
+    new = [("user", content)] if content is not None else []
+    return turns_of([*([("system", system)] if system else []), *said, *new])
+
+
+async def _session(server: Server, sid: str, missing: str = "no session {sid!r}") -> dict:
+    session = await run_in_threadpool(server.store.get, sid)
+    if session is None:
+        raise ApiError(404, missing.format(sid=sid))
+    return session
+
+
+def _last_reply(session: dict) -> int:
+    """The seq of the session's last message, which regenerating needs to be a bot reply."""
+    messages = session["messages"]
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ApiError(
+            409,
+            f"the last message of session {session['id']!r} is not a bot reply, so there is "
+            "nothing to regenerate; send a message instead",
+            "conflict",
+        )
+    return messages[-1]["seq"]
+
+
+def _refused(e: MessageError) -> ApiError:
+    status = {NoSuchMessage: 404, NotAReply: 422, NotTheLast: 409}[type(e)]
+    return ApiError(status, str(e), "conflict" if status == 409 else "invalid_request_error")
+
+
+def _turn(session: dict, content: str | None) -> tuple[list[Turn], int | None]:
+    """The context of the reply to `content`, or, with None, of the last reply again (and
+    that reply's seq)."""
+    if content is not None:
+        return _history(session, content), None
+    seq = _last_reply(session)
+    return _history(session, before=seq), seq
+
+
+async def _stored(server: Server, session: dict, content: str | None, seq: int | None, reply):
+    """Stores a reply to `content`, or in place of the last reply `seq` (regenerating);
+    what the response says of it."""
+    sid, count = session["id"], len(session["messages"])
+    if seq is None:
+        seqs = await run_in_threadpool(
+            server.store.append, sid, ("user", content), ("assistant", reply)
+        )
+        if seqs is None:
+            raise ApiError(404, f"session {sid!r} was deleted while it was answered")
+        return {"id": sid, "reply": reply, "messages": count + 2, "seq": seqs[-1]}
+    try:
+        message = await run_in_threadpool(server.store.replace_last_reply, sid, seq, reply)
+    except MessageError as e:
+        raise _refused(e) from None
+    return {"id": sid, "reply": reply, "messages": count, "seq": seq, "earlier": message["earlier"]}
+
+
+async def _session_reply(server: Server, sid: str, config, content: str | None = None) -> dict:
+    """A session's reply to `content` (None: its last reply again), stored."""
+    async with server.lock(sid):  # one reply at a time per session
+        session = await _session(server, sid, "session {sid!r} was deleted")
+        context, seq = _turn(session, content)
+        reply = server.clean((await server.replies(context, config))[0], f"session {sid}")
+        return await _stored(server, session, content, seq, reply)
+
+
+def _event_stream(events) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _model_card(server: Server) -> dict[str, Any]:
@@ -390,31 +496,22 @@ def _single(config: DecodingConfig, seed: int | None = None) -> DecodingConfig:
     return replace(config, num_return_sequences=1, seed=seed if seed is not None else config.seed)
 
 
-async def _session_events(server: Server, sid: str, content: str, config: DecodingConfig):
-    """A session's streamed reply: {"delta"} events, then {"done", "reply"} once it is stored."""
+async def _session_events(server: Server, sid: str, config, content: str | None = None):
+    """A session's streamed reply to `content` (None: its last reply again): {"delta"}
+    events, then {"done", "reply", ...} once it is stored, or an error event."""
     async with server.lock(sid):
-        session = await run_in_threadpool(server.store.get, sid)
-        if session is None:
-            yield sse(error_body(f"session {sid!r} was deleted", "invalid_request_error", 404))
-            return
-        reply = ""
         try:
-            async for piece in server.pieces(_history(session, content), config):
+            session = await _session(server, sid, "session {sid!r} was deleted")
+            context, seq = _turn(session, content)
+            reply = ""
+            async for piece in server.pieces(context, config):
                 reply += piece
                 yield sse({"delta": piece})
+            done = await _stored(server, session, content, seq, reply.strip())
         except ApiError as e:
             yield sse(error_body(e.message, e.kind, e.status))
             return
-        reply = reply.strip()
-        stored = await run_in_threadpool(
-            server.store.append, sid, ("user", content), ("assistant", reply)
-        )
-        if not stored:
-            yield sse(error_body(f"session {sid!r} was deleted", "invalid_request_error", 404))
-            return
-        yield sse(
-            {"done": True, "id": sid, "reply": reply, "messages": len(session["messages"]) + 2}
-        )
+        yield sse({"done": True, **done})
 
 
 def _page() -> str:

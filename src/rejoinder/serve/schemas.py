@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ContentPart(BaseModel):
@@ -83,14 +83,39 @@ class SessionCreate(BaseModel):
     )
 
 
-class SessionMessage(BaseModel):
-    """POST /v1/sessions/{id}/messages."""
+class SessionDecoding(BaseModel):
+    """Decoding options for one reply of a session (over the session's own), and streaming."""
 
     model_config = ConfigDict(extra="forbid")
-    content: str = Field(min_length=1)
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     preset: str | None = None
     seed: int | None = None
+
+
+class SessionMessage(SessionDecoding):
+    """POST /v1/sessions/{id}/messages."""
+
+    content: str = Field(min_length=1)
+
+
+class SessionFeedback(BaseModel):
+    """POST /v1/sessions/{id}/messages/{seq}/feedback: a rating, a better reply, or both.
+
+    A field left out keeps what earlier feedback said; null takes it back."""
+
+    model_config = ConfigDict(extra="forbid")
+    rating: Literal["up", "down"] | None = Field(
+        None, description='"up" or "down" for the current reply; null takes a rating back'
+    )
+    better: str | None = Field(
+        None, description="the reply the user would have liked instead; null or blank: none"
+    )
+
+    @model_validator(mode="after")
+    def _something_said(self):
+        if not self.model_fields_set:
+            raise ValueError('give a "rating", a "better" reply, or both')
+        return self

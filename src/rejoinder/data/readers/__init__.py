@@ -21,6 +21,7 @@ from rejoinder.data.pairs import RawPair
 from rejoinder.data.readers.chatterbot import read_chatterbot
 from rejoinder.data.readers.chitchat import read_chitchat
 from rejoinder.data.readers.dailydialog import read_dailydialog
+from rejoinder.data.readers.feedback import read_feedback
 from rejoinder.data.readers.jsonl import read_jsonl
 from rejoinder.data.readers.pairs import read_pairs_jsonl
 from rejoinder.data.readers.qa import read_qa
@@ -86,6 +87,14 @@ SOURCES: dict[str, SourceKind] = {
             'preference pairs, one a line: {"context": [...], "chosen": "...", "rejected": "..."}',
             read=read_pairs_jsonl,
             path=True,
+            pairs=True,
+        ),
+        SourceKind(
+            "feedback",
+            "preference pairs from chat sessions' thumbs up/down, better replies and "
+            "regenerated replies",
+            read=read_feedback,
+            needs=("db",),
             pairs=True,
         ),
         SourceKind(
