@@ -180,7 +180,7 @@ def test_concurrent_judges_never_exceed_the_judgments_per_item(tmp_path):
         s.close()
 
 
-def test_judged_pairs_take_the_majority_of_kept_judges(store):
+def test_judged_pairs_take_the_majority_of_kept_judges(store, tmp_path):
     from rejoinder.data.report import Report
     from rejoinder.judging.pairs import judged_pairs
 
@@ -202,3 +202,12 @@ def test_judged_pairs_take_the_majority_of_kept_judges(store):
     assert len(pairs) == 2 and all(p.kind == "judged" for p in pairs)
     assert all(p.chosen.startswith("x says") and p.rejected.startswith("y says") for p in pairs)
     assert all(p.chosen_feedback > p.rejected_feedback for p in pairs)
+    # ... and `data build feedback` makes them into a pairs dataset.
+    import json
+
+    from rejoinder.cli import main
+
+    out = tmp_path / "pairs"
+    assert main(["data", "build", "feedback", "--db", store.db.url, "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "pairs" and manifest["pairs"]["total"] == 2

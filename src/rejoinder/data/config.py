@@ -98,7 +98,8 @@ class BuildConfig:
                     if kind.threads
                     else "build its dialogues in another run"
                 )
+                makers = ", ".join(s.kind for s in self.sources if source_kind(s.kind).pairs)
                 raise RejoinderError(
-                    f"the source pairs makes a pairs dataset, but {source.kind} makes "
-                    f"dialogues; {fix}"
+                    f"the source {makers or 'reddit --pairs'} makes a pairs dataset, but "
+                    f"{source.kind} makes dialogues; {fix}"
                 )

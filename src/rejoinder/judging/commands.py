@@ -31,7 +31,7 @@ def cmd_serve(args) -> int:
     from rejoinder.serve.server import Settings
 
     try:
-        from rejoinder.judging.api import serve_judging
+        from rejoinder.serve.judging import serve_judging
     except ImportError as e:
         raise RejoinderError(
             f"serving needs the serve extra ({e.name} is missing): pip install 'rejoinder[serve]'"

@@ -2,8 +2,9 @@
 
 The chat page and the session API keep thumbs up and down, better replies users wrote,
 and the replies that "regenerate" replaced, in the session database (`serve.store`).
-This reader opens that database and yields the pairs they make: `thumbs` and `rewrite`
-(see `SessionStore.preference_pairs`).
+Human-evaluation runs (`rejoinder judge`) keep their judgments there too. This reader
+opens that database and yields the pairs they make: `thumbs` and `rewrite` (see
+`SessionStore.preference_pairs`) and `judged` (`judging.pairs.judged_pairs`).
 """
 
 from __future__ import annotations
@@ -23,22 +24,32 @@ def read_feedback(db: str, *, report: Report) -> Iterator[RawPair]:
     sessions, is a `RejoinderError` naming --db; feedback that makes no pair is counted
     in `report.not_made` under its kind and reason.
     """
+    from functools import partial
+
+    from rejoinder.judging.pairs import judged_pairs
+    from rejoinder.judging.store import JudgeStore
     from rejoinder.serve.store import SessionStore
 
-    store = SessionStore(_session_database(db))
+    database, tables = _feedback_database(db)
+    # Each kind of pair, from the store that keeps it (and only where its tables are).
+    sources = []
+    if SESSIONS in tables:
+        sources.append(SessionStore(database).preference_pairs)
+    if RUNS in tables:
+        sources.append(partial(judged_pairs, JudgeStore(database)))
     try:
-        # Each kind of pair, from where it is kept; turn-mode judgments (kind `judged`)
-        # join this list.
-        sources = [store.preference_pairs]
         for pairs in sources:
             yield from pairs(report)
     finally:
-        store.close()
+        database.close()
 
 
-def _session_database(url: str):
-    """The `Database` at `url`, once it is known to hold chat sessions (nothing is
-    created in a database that does not)."""
+SESSIONS, RUNS = "rejoinder_sessions", "rejoinder_judge_runs"
+
+
+def _feedback_database(url: str):
+    """The `Database` at `url` and its tables, once it is known to hold chat sessions or
+    judging runs (nothing is created in a database that holds neither)."""
     import sqlalchemy as sa
 
     from rejoinder.db import Database
@@ -54,13 +65,13 @@ def _session_database(url: str):
         db.close()
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RejoinderError(f"--db {url}: cannot read it ({reason})") from None
-    if "rejoinder_sessions" not in tables:
+    if not {SESSIONS, RUNS} & set(tables):
         db.close()
         raise RejoinderError(
-            f"--db {url} holds no chat sessions (no table rejoinder_sessions); give the "
-            "database `rejoinder serve --db` wrote"
+            f"--db {url} holds no chat sessions or judging runs; give the database "
+            "`rejoinder serve --db` (or `rejoinder judge create --db`) wrote"
         )
-    return db
+    return db, set(tables)
 
 
 def _exists(path: str) -> bool:

@@ -1,0 +1,89 @@
+"""The judging page in headless Chromium: onboarding and items by keyboard, reload, escaping."""
+
+from __future__ import annotations
+
+from rejoinder.judging.store import Item, JudgeStore, RunConfig
+from tests.serve.test_page import browser  # noqa: F401  (the fixture)
+
+HOSTILE = '<img src=x onerror="window.pwned=1">'
+
+
+def make_run(db: str) -> None:
+    config = RunConfig(
+        name="kb", mode="turn", systems=["sysalpha", "sysbeta"],
+        criteria=["relevance", "humanlike"],
+        questions={"relevance": "More relevant?", "humanlike": "More human?"},
+        judgments_per_item=1, quota=3, check_criterion="relevance",
+    )  # fmt: skip
+    real = [
+        Item(f"i{k}", ("sysalpha", "sysbeta"),
+             {"context": [f"question {k}", HOSTILE], "replies": {"sysalpha": f"alpha {k}",
+              "sysbeta": f"beta {k} {HOSTILE}"}})
+        for k in range(3)
+    ]  # fmt: skip
+    known = Item(
+        "o0", ("real", "other"),
+        {"context": ["Hello"], "replies": {"real": "Hi there", "other": "Bananas are yellow"}},
+        onboarding=True, answer="real",
+    )  # fmt: skip
+    store = JudgeStore(db)
+    store.create_run(config, [known, *real])
+    store.close()
+
+
+def test_a_judge_works_by_keyboard_and_a_reload_resumes(browser, start, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    db = f"sqlite:///{tmp_path / 'sessions.db'}"
+    make_run(db)
+    server = start(db=db)
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{server.url}/judge/kb?judge=kim")
+
+    def shown() -> tuple[str, str, str]:
+        """(A's reply, B's reply, the progress line) once an item is on the page."""
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#side-A .reply"))
+        a = browser.find_element(By.CSS_SELECTOR, "#side-A .reply").text
+        b = browser.find_element(By.CSS_SELECTOR, "#side-B .reply").text
+        return a, b, browser.find_element(By.ID, "progress").text
+
+    def press(*keys) -> None:
+        body = browser.find_element(By.TAG_NAME, "body")
+        for key in keys:
+            body.send_keys(key)
+
+    def answer(first: str, second: str) -> None:
+        before = shown()
+        press(first, second)
+        wait.until(lambda b: not b.find_element(By.ID, "submit").get_attribute("disabled"))
+        press(Keys.ENTER)
+        wait.until(lambda b: b.find_element(By.ID, "status").text or shown() != before)
+
+    a, b, progress = shown()
+    assert progress == "item 1 of 4" and {a, b} == {"Hi there", "Bananas are yellow"}
+    answer("a" if a == "Hi there" else "b", "t")  # onboarding: the real reply
+    a, b, progress = shown()
+    assert progress == "item 2 of 4"
+    assert HOSTILE in (a + b) and not browser.find_elements(By.CSS_SELECTOR, "#task img")
+    answer("1", "3")
+    first_pending = shown()
+    press("b")  # half answered, then the judge reloads
+    browser.refresh()
+    assert shown() == first_pending  # the same item, the same sides
+    pressed = browser.find_elements(By.CSS_SELECTOR, "button[aria-pressed=true]")
+    assert not pressed  # the half answer was not sent
+    answer("b", "b")
+    answer("a", "a")
+    wait.until(lambda b: "nothing more" in b.find_element(By.ID, "status").text)
+    assert browser.execute_script("return window.pwned") is None
+
+    store = JudgeStore(db)
+    run, items, judgments = store.export("kb")
+    store.close()
+    assert run["judges"]["kept"] == 1 and len(judgments) == 3
+    for j, keys in zip(judgments, [("A", "B"), ("B", "B"), ("A", "A")], strict=True):
+        right = next(s for s in ("sysalpha", "sysbeta") if s != j["left"])
+        position = {"A": j["left"], "B": right}
+        assert j["choices"] == {"relevance": position[keys[0]], "humanlike": position[keys[1]]}
