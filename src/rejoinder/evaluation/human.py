@@ -190,11 +190,28 @@ def _left_wins(judged: list[dict], criteria: Iterable[str]) -> dict[str, Any]:
     return {"left_wins": left, "decisive": len(decisive), "left_rate": rate.pop("rate"), **rate}
 
 
+def _by_judgment(judged: list[dict], criteria: list[str]) -> dict[str, Any]:
+    """One vote per judgment: the side that won more of its criteria (a judgment whose
+    sides won equally many is not decisive). Pooling every criterion's votes instead
+    would count one judge's one look at an item several times, and its p-value would
+    claim a certainty the data do not have."""
+    left = decisive = 0
+    for j in judged:
+        votes = [j["choices"].get(c) for c in criteria]
+        won = sum(v == j["left"] for v in votes)
+        lost = sum(v not in (None, TIE, j["left"]) for v in votes)
+        if won != lost:
+            decisive += 1
+            left += won > lost
+    rate = _rate(left, decisive)
+    return {"left_wins": left, "decisive": decisive, "left_rate": rate.pop("rate"), **rate}
+
+
 def _position(criteria: list[str], judged: list[dict]) -> dict[str, Any]:
     """How often the reply shown on the left wins a decisive vote; 0.5 when position
-    does not matter. Overall pools the votes of every criterion."""
+    does not matter. Overall counts each judgment once (`_by_judgment`)."""
     return {
-        "overall": _left_wins(judged, criteria),
+        "overall": _by_judgment(judged, criteria),
         "criteria": {c: _left_wins(judged, [c]) for c in criteria},
     }
 
@@ -395,7 +412,7 @@ def _position_section(results: dict) -> list[str]:
         "|---|---|---|---|",
     ]
     position = results["position"]
-    for name, b in [*position["criteria"].items(), ("all criteria", position["overall"])]:
+    for name, b in [*position["criteria"].items(), ("each judgment once", position["overall"])]:
         lines.append(
             f"| {_cell(name)} | {b['left_wins']} / {b['decisive']} | "
             f"{_interval(b['left_rate'], b['low'], b['high'])} | {b['p']:.3g} |"
