@@ -17,7 +17,8 @@ log = logging.getLogger("rejoinder.serve")
 
 
 class BodyLimit:
-    """Answers 413 to a request body over `limit` bytes, before the app reads it."""
+    """Answers 413 to a request body over `limit` bytes, and 422 to a JSON body whose
+    text cannot be stored (`text_problem`), before the app reads it."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -39,34 +40,77 @@ class BodyLimit:
                 return await self._too_large(send)
             chunks.append(body)
             more = message.get("more_body", False)
+        whole = b"".join(chunks)
+        problem = text_problem(whole)
+        if problem:
+            return await self._answer(send, 422, problem, "invalid_request_error")
         sent = False
 
         async def replay():
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": whole, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
 
     async def _too_large(self, send):
-        body = json.dumps(
-            error_body(
-                f"the request body is over this server's limit of {self.limit} bytes "
-                "(rejoinder serve --max-body-kb)",
-                "request_too_large",
-                413,
-            )
-        ).encode()
+        message = (
+            f"the request body is over this server's limit of {self.limit} bytes "
+            "(rejoinder serve --max-body-kb)"
+        )
+        await self._answer(send, 413, message, "request_too_large")
+
+    async def _answer(self, send, status: int, message: str, kind: str):
+        body = json.dumps(error_body(message, kind, status)).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def text_problem(body: bytes) -> str | None:
+    """What is wrong with a JSON body whose text cannot be stored, its field named: a lone
+    UTF-16 surrogate (valid JSON, `"\\ud800"`, but not Unicode: nothing downstream can
+    encode it) or a NUL character (PostgreSQL's text refuses it). None when all is well.
+    Only bodies holding such an escape are parsed again, so the rest cost a byte search."""
+    lowered = body.lower()
+    if b"\\u0000" not in lowered and not any(b"\\ud" + bytes([c]) in lowered for c in b"89abcdef"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # the app's own validation names what is wrong with it
+    for where, text in _strings(data, ""):
+        for i, ch in enumerate(text):
+            if 0xD800 <= ord(ch) <= 0xDFFF:
+                return (
+                    f"{where or 'body'}: the text holds a lone UTF-16 surrogate "
+                    f"(\\u{ord(ch):04x} at character {i}), which is not Unicode text; send "
+                    "the character it was meant to be half of, whole"
+                )
+            if ch == "\0":
+                return f"{where or 'body'}: the text holds a NUL character (at character {i})"
+    return None
+
+
+def _strings(value, where: str):
+    """(path, string) for every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            inner = f"{where}.{k}" if where else str(k)
+            yield where or "body", k
+            yield from _strings(v, inner)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}.{i}" if where else str(i))
 
 
 def authorizer(settings: Settings):
