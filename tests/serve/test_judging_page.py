@@ -87,3 +87,53 @@ def test_a_judge_works_by_keyboard_and_a_reload_resumes(browser, start, tmp_path
         right = next(s for s in ("sysalpha", "sysbeta") if s != j["left"])
         position = {"A": j["left"], "B": right}
         assert j["choices"] == {"relevance": position[keys[0]], "humanlike": position[keys[1]]}
+
+
+def test_a_conversation_is_judged_with_a_reason(browser, start, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def talk(last):
+        return [{"speaker": "Speaker 1", "text": "hi"}, {"speaker": "Speaker 2", "text": last}]
+
+    db = f"sqlite:///{tmp_path / 'sessions.db'}"
+    config = RunConfig(
+        name="talks", mode="conversation", systems=["sysalpha", "sysbeta"],
+        criteria=["engaging"], questions={"engaging": "Who would you talk to for long?"},
+        judgments_per_item=1, quota=2, check_criterion="engaging",
+    )  # fmt: skip
+    items = [
+        Item(f"c{k}", ("sysalpha", "sysbeta"),
+             {"conversations": {"sysalpha": talk(f"alpha {k}"), "sysbeta": talk(f"beta {k}")},
+              "speaker": {"sysalpha": "Speaker 2", "sysbeta": "Speaker 2"}})
+        for k in range(2)
+    ]  # fmt: skip
+    store = JudgeStore(db)
+    store.create_run(config, items)
+    store.close()
+    server = start(db=db)
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{server.url}/judge/talks?judge=lee")
+    for reason in ("more to say", "asks back"):
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#side-A .turn.judged"))
+        judged = browser.find_elements(By.CSS_SELECTOR, ".turn.judged")
+        assert [e.text.splitlines()[0] for e in judged] == ["Speaker 2", "Speaker 2"]
+        assert not browser.find_elements(By.XPATH, "//button[text()='Tie']")  # forced choice
+        before = browser.find_element(By.CSS_SELECTOR, "#side-A").text
+        browser.find_element(By.TAG_NAME, "body").send_keys("a")
+        assert browser.find_element(By.ID, "submit").get_attribute("disabled")  # no reason yet
+        wait.until(lambda b: b.switch_to.active_element == b.find_element(By.ID, "reason"))
+        browser.switch_to.active_element.send_keys(reason, Keys.ENTER)
+        wait.until(
+            lambda b, before=before: (
+                b.find_element(By.ID, "status").text
+                or b.find_element(By.CSS_SELECTOR, "#side-A").text != before
+            )
+        )
+    wait.until(lambda b: "nothing more" in b.find_element(By.ID, "status").text)
+    store = JudgeStore(db)
+    _, _, judgments = store.export("talks")
+    store.close()
+    assert sorted(j["reason"] for j in judgments) == ["asks back", "more to say"]
+    assert all(j["choices"]["engaging"] == j["left"] for j in judgments)
