@@ -455,8 +455,16 @@ def test_dailydialog_directory_without_its_files(tmp_path):
 
 def test_registry_names_every_reader():
     readers = {name: kind.read for name, kind in SOURCES.items() if not kind.threads}
-    assert set(readers) == {"dailydialog", "chitchat", "jsonl", "qa", "chatterbot", "pairs"}
-    assert [name for name, kind in SOURCES.items() if kind.pairs] == ["pairs"]
+    assert set(readers) == {
+        "dailydialog",
+        "chitchat",
+        "jsonl",
+        "qa",
+        "chatterbot",
+        "pairs",
+        "feedback",
+    }
+    assert [name for name, kind in SOURCES.items() if kind.pairs] == ["pairs", "feedback"]
     assert all(callable(f) for f in readers.values())
 
 

@@ -35,7 +35,7 @@ def test_a_turn_run_balances_pairs_and_stores_each_system_reply(
     code = create(
         db, "--name", "t1", "--data", str(dataset), "--items", "6", "--onboarding", "2",
         "--system", f"parrot={parrot_dir},preset=greedy",
-        "--system", f"other={other},preset=greedy",
+        "--system", f"other={other},preset=greedy,backend=ctranslate2",
         "--human", "--max-new-tokens", "12",
     )  # fmt: skip
     assert code == 0
@@ -48,7 +48,11 @@ def test_a_turn_run_balances_pairs_and_stores_each_system_reply(
         ("parrot", "other"): 2, ("parrot", "human"): 2, ("other", "human"): 2,
     }  # fmt: skip
     parrot = ConversationModel.from_pretrained(parrot_dir)
+    fast = ConversationModel.from_pretrained(other, backend="ctranslate2")
     for item in items:
+        if "other" in item["pair"]:
+            expected = fast.generate(item["context"], preset="greedy", max_new_tokens=12, seed=0)
+            assert item["replies"]["other"] == expected.strip()
         assert set(item["replies"]) == set(item["pair"])
         if "parrot" in item["pair"]:
             expected = parrot.generate(item["context"], preset="greedy", max_new_tokens=12, seed=0)

@@ -261,8 +261,11 @@ def write_human_report(
         (tmp / "acute.jsonl").write_text(
             "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
         )
-        plot = plot_winrates(results, tmp)
-        (tmp / "report.md").write_text(markdown(results, plot.name))
+        try:
+            plot = plot_winrates(results, tmp).name
+        except ImportError:  # the serve extra alone has no matplotlib; the tables suffice
+            plot = None
+        (tmp / "report.md").write_text(markdown(results, plot))
     return out
 
 
@@ -446,7 +449,7 @@ def _judges_section(results: dict) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(results: dict, plot: str) -> str:
+def markdown(results: dict, plot: str | None) -> str:
     """report.md: the run's facts, a table per criterion, standings, agreement, position
     bias, judges and the plot."""
     lines = [f"# Human evaluation: {escape(results['name'])}", "", *_facts(results), ""]
@@ -455,7 +458,8 @@ def markdown(results: dict, plot: str) -> str:
     lines += _standings_section(results) + _agreement_section(results)
     lines += _position_section(results)
     lines += _judges_section(results)
-    lines += ["## Win rates", "", f"![win rates]({plot})"]
+    lines += ["## Win rates", ""]
+    lines += [f"![win rates]({plot})"] if plot else ["(no plot: `pip install matplotlib`)"]
     return "\n".join(lines) + "\n"
 
 
