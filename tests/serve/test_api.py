@@ -94,16 +94,17 @@ def test_n_seed_and_stop(server):
     assert cut["choices"][0]["message"]["content"] == PARROT["Hello"].split(",")[0]
 
 
-def test_rejoinder_options_and_mmi(start, parrot_dir, reverse_dir):
+@pytest.mark.parametrize("scheduler", ["continuous", "gather"])
+def test_rejoinder_options_and_mmi(start, parrot_dir, reverse_dir, scheduler):
     from rejoinder.generation import ConversationModel
 
     model = ConversationModel.from_pretrained(parrot_dir, reverse=reverse_dir)
-    server = start(model, batch_wait_ms=200)
+    server = start(model, batch_wait_ms=200, scheduler=scheduler)
     r = chat(server.url, [user("Hello")], rejoinder={"mmi": True, "mmi_candidates": 4}, seed=1)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
-    # Unseeded MMI requests share generate calls, each still reranked on its own context.
-    calls = httpx.get(f"{server.url}/health").json()["generate_calls"]
+    # Unseeded MMI requests share the model's work, each still reranked on its own context.
+    before = httpx.get(f"{server.url}/health").json()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         many = list(
             pool.map(
@@ -112,7 +113,12 @@ def test_rejoinder_options_and_mmi(start, parrot_dir, reverse_dir):
             )
         )
     assert all(m.status_code == 200 and m.json()["choices"][0]["message"] for m in many)
-    assert httpx.get(f"{server.url}/health").json()["generate_calls"] - calls < len(many)
+    after = httpx.get(f"{server.url}/health").json()
+    if scheduler == "gather":
+        assert after["generate_calls"] - before["generate_calls"] < len(many)
+    else:  # candidates of several requests in one step: more rows a step than one has
+        rows = after["mean_batch"] * after["steps"] - before["mean_batch"] * before["steps"]
+        assert rows / (after["steps"] - before["steps"]) > 3
     beams = chat(server.url, [user("Hello")], rejoinder={"preset": "beam"})
     assert beams.json()["choices"][0]["message"]["content"] == PARROT["Hello"]
     unknown = chat(server.url, [user("Hello")], rejoinder={"options": {"top_z": 3}})
@@ -142,19 +148,28 @@ def test_special_tokens_in_text_stay_text(server):
 # -- batching across users -------------------------------------------------------------
 
 
-def test_concurrent_requests_share_generate_calls_and_get_their_own_replies(start):
-    server = start(batch_wait_ms=200)
+def shared(health: dict, asks: list) -> bool:
+    """Whether requests shared the model's work: fewer generate calls than requests
+    (gather), or more than one row a decoding step (continuous)."""
+    if health["scheduler"] == "gather":
+        return health["generate_calls"] < len(asks) and health["mean_batch"] > 1
+    return health["mean_batch"] > 1
+
+
+@pytest.mark.parametrize("scheduler", ["continuous", "gather"])
+def test_concurrent_requests_share_generate_calls_and_get_their_own_replies(start, scheduler):
+    server = start(batch_wait_ms=200, scheduler=scheduler)
     asks = list(PARROT) * 4
     with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
         replies = list(pool.map(lambda a: chat(server.url, [user(a)], **GREEDY).json(), asks))
     assert [r["choices"][0]["message"]["content"] for r in replies] == [PARROT[a] for a in asks]
     health = httpx.get(f"{server.url}/health").json()
-    assert health["generate_calls"] < len(asks)
-    assert health["mean_batch"] > 1
+    assert health["scheduler"] == scheduler and shared(health, asks)
 
 
-def test_concurrent_streams_are_batched_and_complete(start):
-    server = start(batch_wait_ms=200)
+@pytest.mark.parametrize("scheduler", ["continuous", "gather"])
+def test_concurrent_streams_are_batched_and_complete(start, scheduler):
+    server = start(batch_wait_ms=200, scheduler=scheduler)
     asks = list(PARROT) * 3
 
     def streamed(text):
@@ -164,7 +179,7 @@ def test_concurrent_streams_are_batched_and_complete(start):
     with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
         texts = list(pool.map(streamed, asks))
     assert texts == [PARROT[a] for a in asks]
-    assert httpx.get(f"{server.url}/health").json()["generate_calls"] < len(asks)
+    assert shared(httpx.get(f"{server.url}/health").json(), asks)
 
 
 # -- sessions --------------------------------------------------------------------------

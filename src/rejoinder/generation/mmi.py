@@ -136,6 +136,16 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
         drawn += model.generate_batch(
             histories[start : start + per_call], config=replace(sample, seed=seed)
         )
+    return rerank_drawn(model, histories, drawn, config)
+
+
+def rerank_drawn(
+    model, contexts: Sequence[Any], drawn: Sequence[Sequence[str]], config: DecodingConfig
+) -> list[MMIResult]:
+    """Reranks candidates already drawn (`drawn[i]` for `contexts[i]`), scored in shared
+    batches: the second half of `rerank_batch`, for callers that sample the candidates
+    their own way (the server's continuous batching samples them in shared steps)."""
+    histories = [as_context(c) for c in contexts]
     texts = [list(dict.fromkeys(t for t in ts if t.strip())) for ts in drawn]
     pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
     forward = iter(model.loglikelihood(pairs))

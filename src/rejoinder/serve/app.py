@@ -93,7 +93,10 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
                 "model": server.name,
                 "reverse": model.reverse is not None,
                 "waiting": b.waiting,
-                "generate_calls": b.batches,
+                "scheduler": b.scheduler,
+                # gather: generate calls and requests per call; continuous: decoding steps
+                # and rows per step.
+                ("steps" if b.scheduler == "continuous" else "generate_calls"): b.batches,
                 "mean_batch": round(b.batched_jobs / b.batches, 2) if b.batches else None,
             },
             200 if ok else 503,

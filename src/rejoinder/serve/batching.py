@@ -9,6 +9,14 @@ core for one call, and a second call beside it would only slow both.
 A request with a seed runs alone: its reply must not depend on what else was in the
 batch. MMI requests share calls like the rest (`generate_batch` draws every context's
 candidates in one generate call).
+
+`ContinuousBatcher` schedules per token instead (`generation.continuous.StepDecoder`):
+a request joins the running batch at the next step and leaves it, its reply sent, the
+step its row ends; rows with different options share steps, and a seeded row draws
+from its own generator, so no reply depends on the traffic. What cannot decode in steps
+(beams, extra heads) runs as a whole generate call between two steps. Reranked
+requests draw their candidates as rows in the shared steps, and the candidates of the
+requests whose rows finished in one step are scored together (`mmi.rerank_drawn`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.streaming import StopClipper, whole_text
 
 log = logging.getLogger("rejoinder.serve")
 
@@ -89,6 +98,8 @@ def _set_exception(future: asyncio.Future, error: BaseException) -> None:
 
 class Batcher:
     """The queue of generation requests and the thread that serves them in batches."""
+
+    scheduler = "gather"
 
     def __init__(self, model, max_batch: int = 16, wait: float = 0.05):
         self.model, self.max_batch, self.wait = model, max(1, max_batch), max(0.0, wait)
@@ -213,3 +224,169 @@ class Batcher:
                 return
             for job in group:
                 job.fail(e)
+
+
+@dataclass(eq=False)
+class _Text:
+    """A streamed row's text so far, clipped at its stop strings."""
+
+    clip: StopClipper
+    shown: str = ""
+
+
+class ContinuousBatcher(Batcher):
+    """The queue of requests, and a worker that decodes them a token at a time, together."""
+
+    scheduler = "continuous"
+
+    def __init__(self, model, max_rows: int = 32, prefill_chunk: int = 512):
+        super().__init__(model, max_rows, 0.0)
+        from rejoinder.generation.continuous import StepDecoder
+
+        self.decoder = StepDecoder(model, max_rows, prefill_chunk)
+        self.open: dict[Job, list] = {}
+        """Each job in the decoder: its rows."""
+        self.texts: dict[Job, _Text] = {}
+        self.ranking: list[tuple[Job, list[str]]] = []
+        """Reranked jobs whose candidates are all drawn, waiting to be scored."""
+
+    @property
+    def waiting(self) -> int:
+        return self.jobs.qsize() + len(self.decoder.waiting)
+
+    def _work(self) -> None:
+        stopping = False
+        while True:
+            idle = not self.decoder.busy
+            while True:  # everything queued joins now; an idle worker waits for work
+                try:
+                    job = self.jobs.get() if idle else self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                idle = False
+                if job is _STOP:
+                    stopping = True
+                    break
+                if not job.cancelled:
+                    self._take(job)
+            if not self.decoder.busy:
+                if stopping and self.jobs.empty():
+                    return
+                continue
+            for job, rows in list(self.open.items()):
+                if job.cancelled:  # the client left: its rows leave at this step
+                    for row in rows:
+                        self.decoder.cancel(row)
+            try:
+                events = self.decoder.step()
+            except BaseException as e:  # the worker must outlive any one step
+                log.exception("a decoding step failed")
+                self._fail_all(e)
+                continue
+            self.batches = self.decoder.steps
+            self.batched_jobs = self.decoder.row_steps
+            for row, token in events:
+                self._deliver(row, token)
+            if self.ranking:
+                self._rerank()
+
+    def _take(self, job: Job) -> None:
+        """A job's rows go to the decoder; what cannot decode in steps runs now, whole."""
+        from rejoinder.generation.continuous import supports
+
+        config = job.config
+        sample = replace(config, mmi_candidates=0, num_return_sequences=1)
+        if not supports(sample) or (config.uses_mmi and not config.do_sample):
+            super()._run([job])
+            return
+        # A reranked job's rows are its candidates; another's, its n replies.
+        n = config.mmi_candidates or config.num_return_sequences
+        try:
+            prompt = self.model.encode(job.context, config.max_new_tokens)
+            rows = [
+                self.decoder.submit(
+                    (job, i), prompt, sample, None if config.seed is None else config.seed + i
+                )
+                for i in range(n)
+            ]
+        except Exception as e:
+            job.fail(e)
+            return
+        self.open[job] = rows
+        if job.stream:
+            self.texts[job] = _Text(StopClipper(self._stops(config)))
+
+    def _stops(self, config: DecodingConfig) -> list[str]:
+        return [*self.model.format.stop_strings, *config.stop]
+
+    def _deliver(self, row, token: int | None) -> None:
+        job, _ = row.key
+        if job not in self.open:
+            return
+        if row.failed is not None:
+            self._close(job)
+            job.fail(row.failed)
+            return
+        if job.stream:
+            self._stream(job, row, token)
+            return
+        rows = self.open[job]
+        if token is None and all(r.done for r in rows):
+            self._close(job)
+            stops = self._stops(job.config)
+            replies = [self.model.format.decode_reply(r.new, stops) for r in rows]
+            if job.config.uses_mmi:
+                self.ranking.append((job, replies))
+            else:
+                job.resolve(replies)
+
+    def _rerank(self) -> None:
+        """Scores the drawn candidates of every waiting job, a batch per decoding config."""
+        from rejoinder.generation import mmi
+
+        groups: dict[tuple, list[tuple[Job, list[str]]]] = {}
+        for job, drawn in self.ranking:
+            groups.setdefault(job.key() if job.config.seed is None else (id(job),), []).append(
+                (job, drawn)
+            )
+        self.ranking = []
+        for group in groups.values():
+            jobs = [job for job, _ in group]
+            try:
+                results = mmi.rerank_drawn(
+                    self.model, [j.context for j in jobs], [d for _, d in group], jobs[0].config
+                )
+            except Exception as e:
+                log.exception("reranking failed")
+                for job in jobs:
+                    job.fail(e)
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                job.resolve([result.reply])
+
+    def _stream(self, job: Job, row, token: int | None) -> None:
+        text = self.texts[job]
+        if token is not None:
+            ids = [t for t in row.new if t not in self.decoder.stop_ids]
+            whole = whole_text(self.model.tokenizer, ids, text.shown)
+            if whole is not None:
+                piece, text.shown = whole[len(text.shown) :], whole
+                if chunk := text.clip.feed(piece):
+                    job.send(chunk)
+            if not text.clip.stopped:
+                return
+            self.decoder.cancel(row)  # a stop string ended the reply: free the row now
+        if rest := text.clip.finish():
+            job.send(rest)
+        job.send(None)
+        self._close(job)
+
+    def _close(self, job: Job) -> None:
+        self.open.pop(job, None)
+        self.texts.pop(job, None)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for job in list(self.open):
+            self._close(job)
+            job.fail(error)
+        self.decoder.reset()

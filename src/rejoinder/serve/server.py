@@ -22,7 +22,7 @@ from rejoinder.dialogue import SYSTEM_ROLES, Turn
 from rejoinder.errors import RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.options import option
-from rejoinder.serve.batching import Batcher
+from rejoinder.serve.batching import Batcher, ContinuousBatcher
 from rejoinder.serve.store import SessionStore
 
 log = logging.getLogger("rejoinder.serve")
@@ -57,11 +57,17 @@ class Settings:
     """New tokens when a request does not say."""
     request_seconds: float = option(60.0, flag="--request-timeout")
     """Seconds a request may take, queueing and generation together."""
-    max_batch: int = 16
-    """The most requests in one generate call."""
+    scheduler: str = option("continuous", choices=("continuous", "gather"))
+    """continuous: requests join and leave the running batch at every token (torch);
+    gather: requests gathered for --batch-wait-ms run as one generate call (always so
+    with CTranslate2, and for models with sliding-window attention)."""
+    max_batch: int = 32
+    """The most rows decoded together (continuous), or requests in one generate call
+    (gather)."""
     batch_wait_ms: float = 50.0
-    """How long the first request of a batch waits for others: long enough for clients
-    answered by the last batch to send their next request (benchmarks/serve_load.py)."""
+    """gather: how long the first request of a batch waits for others: long enough for
+    clients answered by the last batch to send their next request
+    (benchmarks/serve_load.py)."""
     filter_offensive: bool = False
     """Replace replies that hold a blocklisted word by a refusal (logged)."""
     offensive_words: str | None = option(None, metavar="FILE")
@@ -110,6 +116,20 @@ class OffensiveFilter:
         return reply
 
 
+def make_batcher(model, settings: Settings) -> Batcher:
+    """The continuous scheduler where the model decodes on torch with a plain KV cache,
+    else the gathering batcher."""
+    from rejoinder.generation.continuous import StepDecoder
+
+    if (
+        settings.scheduler == "continuous"
+        and model.backend == "torch"
+        and StepDecoder.usable(model)
+    ):
+        return ContinuousBatcher(model, settings.max_batch)
+    return Batcher(model, settings.max_batch, settings.batch_wait_ms / 1000)
+
+
 def turns_of(said) -> list[Turn]:
     """(role, text) pairs as the model's context: the user's and assistant's turns, in order,
     and system (or developer) messages, which a chat-template model takes as its system
@@ -130,7 +150,7 @@ class Server:
 
     def __init__(self, model, settings: Settings, store: SessionStore):
         self.model, self.settings, self.store = model, settings, store
-        self.batcher = Batcher(model, settings.max_batch, settings.batch_wait_ms / 1000)
+        self.batcher = make_batcher(model, settings)
         self.filter = (
             OffensiveFilter(settings.offensive_words) if settings.filter_offensive else None
         )

@@ -1,0 +1,326 @@
+"""Continuous batching on torch: rows join and leave a running batch at every token.
+
+`StepDecoder` holds one batch of rows decoding together over one KV cache. Each
+`step()` admits waiting rows (their prompts prefilled alone, a chunk of a long prompt
+per step, so a long prompt never stalls the running rows for more than one chunk),
+picks every row's next token with that row's own options, hands the tokens out, drops
+the rows that finished, and runs one forward pass for the rest. It is the scheduler
+TGI's first causal-LM server used: the batch's cache is left-padded to its longest
+row; a row that joins is padded to fit (or the batch to fit it), a row that leaves is
+cut out, and columns no row needs any more are trimmed.
+
+Each row decodes exactly as `model.generate` would decode it alone: the same logits
+processors, built by transformers from the row's options (temperature, top-k, top-p,
+typical, min-p, repetition penalty, no-repeat n-grams, bad words, min new tokens), fed
+the row's own unpadded ids; greedy rows take the argmax, sampled rows draw with their
+own generator, seeded as a lone `generate` call would be. So a reply does not depend on
+what else is in the batch (tests/test_continuous.py checks this against generate).
+
+What a step cannot do is left to the caller: beam search, extra heads, reranking
+(`supports(config)` says which), and models whose cache layers are not plain
+key/value tensors (sliding windows: `StepDecoder.usable(model)`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rejoinder.errors import RejoinderError
+from rejoinder.formats import Encoding
+from rejoinder.generation.backends import Job
+from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.streaming import StopStrings
+
+log = logging.getLogger("rejoinder.generation")
+
+
+def supports(config: DecodingConfig) -> bool:
+    """Whether a config decodes row by row in shared steps (no beams, heads or reranking)."""
+    return config.num_beams == 1 and not config.uses_mmi and config.head in (None, "default")
+
+
+@dataclass(eq=False)
+class Row:
+    """One sequence being decoded: a prompt, the tokens so far, and its own options."""
+
+    key: Any
+    """The caller's handle (a request, and which of its sequences)."""
+    prompt: list[int]
+    prompt_types: list[int] | None
+    """The prompt's token types, for formats that have them (GPT-2's sep and speaker)."""
+    config: DecodingConfig
+    stops: StopStrings | None
+    bad_ids: list[list[int]]
+    generator: torch.Generator | None = None
+    processors: Any = None
+    new: list[int] = field(default_factory=list)
+    done: bool = False
+    failed: BaseException | None = None
+    # Prefill state, while the row waits to join the batch.
+    cache: Any = None
+    prefilled: int = 0
+    logits: torch.Tensor | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt + self.new
+
+    @property
+    def token_type(self) -> int | None:
+        """New tokens take the prompt's last type, as `generate` gives them."""
+        return self.prompt_types[-1] if self.prompt_types else None
+
+
+class StepDecoder:
+    """Rows of many requests decoded in shared forward passes, joining and leaving per token."""
+
+    def __init__(self, model, max_rows: int = 32, prefill_chunk: int = 512):
+        self.cm = model
+        self.lm = model.model
+        self.tokenizer = model.tokenizer
+        self.stop_ids = set(model.format.stop_ids)
+        self.max_rows, self.prefill_chunk = max(1, max_rows), max(1, prefill_chunk)
+        self.waiting: deque[Row] = deque()
+        self.rows: list[Row] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # (rows, columns): 1 where a key is real
+        self.logits: torch.Tensor | None = None  # (rows, vocab): each row's next-token logits
+        self.steps = 0
+        self.row_steps = 0
+        """Rows decoded over all steps: row_steps / steps is the mean batch."""
+
+    @staticmethod
+    def usable(model) -> bool:
+        """Whether the model's cache is plain key/value tensors that can be padded and cut
+        (not a sliding window's, which drops keys as it goes)."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        layers = DynamicCache(config=model.model.config).layers
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    # -- rows in and out -------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.rows or self.waiting)
+
+    def submit(self, key: Any, prompt: Encoding, config: DecodingConfig, seed: int | None = None):
+        """Queues one sequence for `prompt`; returns its Row. `seed` seeds this row alone
+        (default: the config's)."""
+        if not supports(config):
+            raise RejoinderError("beam search, extra heads and reranking do not decode in steps")
+        job = Job.of(self.cm.format, [prompt], config)
+        types = prompt.token_type_ids
+        row = Row(
+            key=key,
+            prompt=list(prompt.input_ids),
+            prompt_types=list(types) if types else None,
+            config=config,
+            stops=StopStrings(self.tokenizer, job.stops) if job.stops else None,
+            bad_ids=job.bad_ids,
+        )
+        seed = config.seed if seed is None else seed
+        if config.do_sample and seed is not None:
+            row.generator = torch.Generator(device=self.lm.device).manual_seed(seed)
+        row.processors = self._processors(row)
+        self.waiting.append(row)
+        return row
+
+    def reset(self) -> None:
+        """Forgets every row (after a failed step, whose batch state is unknown)."""
+        self.waiting.clear()
+        self.rows = []
+        self.cache = self.mask = self.logits = None
+
+    def cancel(self, row: Row) -> None:
+        """Ends a row at the next step (its client left): its slot is freed."""
+        row.done = True
+
+    # -- the step --------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Row, int | None]]:
+        """One token for every running row: (row, token) events, and (row, None) for each
+        row that ended (its end token, a stop string, its length, a cancel, a failure)."""
+        events: list[tuple[Row, int | None]] = []
+        self._admit(events)
+        if not self.rows:
+            return events
+        chosen = []
+        for i, row in enumerate(self.rows):
+            if row.done:  # cancelled since the last step
+                events.append((row, None))
+                continue
+            try:
+                token = self._choose(row, self.logits[i : i + 1])
+            except Exception as e:  # one row's failure is that row's alone
+                log.exception("a row failed")
+                row.failed, row.done = e, True
+                events.append((row, None))
+                continue
+            row.new.append(token)
+            chosen.append(token)
+            if token in self.stop_ids:
+                row.done = True
+                events.append((row, None))
+                continue
+            events.append((row, token))
+            if len(row.new) >= row.config.max_new_tokens or (
+                row.stops is not None and row.stops.found([row.new])[0]
+            ):
+                row.done = True
+                events.append((row, None))
+        self.steps += 1
+        self.row_steps += len(self.rows)
+        keep = [i for i, row in enumerate(self.rows) if not row.done]
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+        if self.rows:
+            self._forward([row.new[-1] for row in self.rows])
+        return events
+
+    def _choose(self, row: Row, logits: torch.Tensor) -> int:
+        """The row's next token, as `generate` would pick it for this row alone."""
+        ids = torch.tensor([row.ids], device=logits.device)
+        scores = row.processors(ids, logits.float())
+        if row.config.do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            return int(torch.multinomial(probs, 1, generator=row.generator)[0, 0])
+        return int(torch.argmax(scores, dim=-1)[0])
+
+    def _processors(self, row: Row):
+        """transformers' own logits processors for this row's options (warpers included)."""
+        from transformers.generation import LogitsProcessorList
+
+        kwargs = row.config.generate_kwargs()
+        for k in ("num_return_sequences", "use_cache"):
+            kwargs.pop(k, None)
+        if row.bad_ids:
+            kwargs["bad_words_ids"] = row.bad_ids
+        kwargs.update(eos_token_id=sorted(self.stop_ids), pad_token_id=self.tokenizer.pad_token_id)
+        device = self.lm.device
+        # The calls `generate` makes to turn options into processors (transformers keeps
+        # them private; tests/test_continuous.py would see them change).
+        try:
+            config, _ = self.lm._prepare_generation_config(None, **kwargs)
+            config.validate()
+        except ValueError as e:
+            raise RejoinderError(f"bad generation options: {e}") from None
+        self.lm._prepare_special_tokens(config, True, device=device, batch_size=1)
+        return self.lm._get_logits_processor(
+            generation_config=config,
+            input_ids_seq_length=len(row.prompt),
+            encoder_input_ids=torch.tensor([row.prompt], device=device),
+            logits_processor=LogitsProcessorList(),
+            device=device,
+        )
+
+    # -- admitting rows: prefill alone, then join ------------------------------------
+
+    def _admit(self, events: list) -> None:
+        budget = self.prefill_chunk
+        while self.waiting and len(self.rows) < self.max_rows and budget > 0:
+            row = self.waiting[0]
+            if row.done:  # cancelled before it started
+                self.waiting.popleft()
+                events.append((row, None))
+                continue
+            try:
+                budget -= self._prefill(row, budget)
+            except Exception as e:
+                log.exception("a prompt failed to prefill")
+                self.waiting.popleft()
+                row.failed, row.done = e, True
+                events.append((row, None))
+                continue
+            if row.prefilled < len(row.prompt):
+                return  # the rest of this prompt next step: running rows go on meanwhile
+            self.waiting.popleft()
+            self._join(row)
+
+    def _prefill(self, row: Row, budget: int) -> int:
+        """Runs up to `budget` more of the row's prompt through the model, alone."""
+        from transformers import DynamicCache
+
+        if row.cache is None:
+            row.cache = DynamicCache(config=self.lm.config)
+        start = row.prefilled
+        end = min(len(row.prompt), start + budget)
+        ids = torch.tensor([row.prompt[start:end]], device=self.lm.device)
+        kwargs = {
+            "input_ids": ids,
+            "attention_mask": torch.ones(1, end, dtype=torch.long, device=ids.device),
+            "position_ids": torch.arange(start, end, device=ids.device)[None],
+        }
+        if row.prompt_types is not None:
+            kwargs["token_type_ids"] = torch.tensor(
+                [row.prompt_types[start:end]], device=ids.device
+            )
+        out = self.lm(**kwargs, cache=row.cache, use_cache=True)
+        row.prefilled = end
+        if end == len(row.prompt):
+            row.logits = out.logits[:, -1, :]
+        return end - start
+
+    def _join(self, row: Row) -> None:
+        """Adds a prefilled row to the batch, left-padding the shorter of the two."""
+        length = len(row.prompt)
+        row_mask = torch.ones(1, length, dtype=torch.long, device=self.lm.device)
+        if not self.rows:
+            self.cache, self.mask, self.logits = row.cache, row_mask, row.logits
+        else:
+            width = max(self.mask.shape[1], length)
+            self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(row_mask, width)])
+            for mine, theirs in zip(self.cache.layers, row.cache.layers, strict=True):
+                mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+                mine.values = torch.cat(
+                    [_left_pad(mine.values, width), _left_pad(theirs.values, width)]
+                )
+            self.logits = torch.cat([self.logits, row.logits])
+        row.cache, row.logits = None, None
+        self.rows.append(row)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Cuts the finished rows out, and the columns no remaining row uses."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = self.logits = None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.mask = self.mask.index_select(0, index)
+        self.logits = self.logits.index_select(0, index)
+        unused = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading pad columns
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, unused:]
+            layer.values = layer.values.index_select(0, index)[:, :, unused:]
+        self.mask = self.mask[:, unused:]
+
+    def _forward(self, tokens: list[int]) -> None:
+        """One decoding step for every row: their last tokens in, next-token logits out."""
+        ids = torch.tensor(tokens, device=self.mask.device)[:, None]
+        self.mask = torch.cat([self.mask, torch.ones_like(ids)], dim=1)
+        positions = (self.mask.sum(1, keepdim=True) - 1).long()
+        kwargs = {"input_ids": ids, "attention_mask": self.mask, "position_ids": positions}
+        types = [row.token_type for row in self.rows]
+        if types[0] is not None:
+            kwargs["token_type_ids"] = torch.tensor(types, device=ids.device)[:, None]
+        out = self.lm(**kwargs, cache=self.cache, use_cache=True)
+        self.logits = out.logits[:, -1, :]
+
+
+def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """`t` with zeros added on the left of its sequence dimension (the last for masks,
+    the third for keys and values) up to `width`."""
+    dim = 1 if t.dim() == 2 else 2
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)

@@ -1,0 +1,114 @@
+"""Continuous batching: rows joining and leaving one batch decode exactly as alone."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rejoinder.generation import ConversationModel
+from rejoinder.generation.config import decoding_config
+from rejoinder.generation.continuous import StepDecoder, supports
+
+CONTEXTS = [
+    ["Hello there"],
+    ["How are you?", "fine", "and you, my friend, what did you do today?"],
+    ["x"],
+    ["A much longer opening line with many many words in it, to make a long prompt"],
+]
+CONFIGS = [
+    decoding_config("greedy", max_new_tokens=12),
+    decoding_config("nucleus", seed=3, max_new_tokens=20),
+    decoding_config("top-k", seed=5, max_new_tokens=7, repetition_penalty=1.3),
+    decoding_config("greedy", max_new_tokens=30, no_repeat_ngram_size=2, bad_words=["the"]),
+    decoding_config("min-p", seed=11, max_new_tokens=16, temperature=0.7, stop=["a"]),
+    decoding_config("typical", seed=2, max_new_tokens=10, min_new_tokens=4),
+]
+
+
+def run(decoder, model, wanted, per_step=2):
+    """Submits `wanted` {key: (context, config)} a few per step, in a shuffled order, and
+    returns each key's reply text."""
+    pending = list(wanted)
+    random.Random(0).shuffle(pending)
+    rows, got = {}, {}
+    while pending or decoder.busy:
+        for _ in range(per_step):
+            if pending:
+                key = pending.pop()
+                context, config = wanted[key]
+                prompt = model.encode(context, config.max_new_tokens)
+                rows[key] = decoder.submit(key, prompt, config)
+        for row, token in decoder.step():
+            if token is None:
+                stops = [*model.format.stop_strings, *row.config.stop]
+                got[row.key] = model.format.decode_reply(row.new, stops)
+    return got, rows
+
+
+@pytest.mark.parametrize("fmt", ["dialogpt", "sep"])
+def test_every_row_decodes_as_generate_decodes_it_alone(make_checkpoint, fmt):
+    model = ConversationModel.from_pretrained(make_checkpoint(fmt))
+    assert StepDecoder.usable(model)
+    wanted = {(i, j): (c, cfg) for i, c in enumerate(CONTEXTS) for j, cfg in enumerate(CONFIGS)}
+    # Three rows at most and eight prompt tokens a step: rows wait, join mid-way, and
+    # long prompts are prefilled over several steps while others decode.
+    decoder = StepDecoder(model, max_rows=3, prefill_chunk=8)
+    got, _ = run(decoder, model, wanted)
+    alone = {key: model.generate(c, cfg) for key, (c, cfg) in wanted.items()}
+    assert got == alone
+    assert 2 < decoder.row_steps / decoder.steps <= 3  # rows did share steps
+
+
+def test_llama_rows_decode_as_alone(tmp_path):
+    from rejoinder.modeling import init_checkpoint
+
+    path = init_checkpoint(
+        tmp_path / "llama", size="tiny", arch="llama", tokenizer="gpt2", initializer_range=0.5
+    )
+    model = ConversationModel.from_pretrained(path)
+    wanted = {(i, j): (c, cfg) for i, c in enumerate(CONTEXTS) for j, cfg in enumerate(CONFIGS[:3])}
+    got, _ = run(StepDecoder(model, max_rows=4), model, wanted, per_step=3)
+    assert got == {key: model.generate(c, cfg) for key, (c, cfg) in wanted.items()}
+
+
+def test_a_cancelled_row_leaves_at_the_next_step(make_checkpoint):
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    decoder = StepDecoder(model, max_rows=2)
+    config = decoding_config("greedy", max_new_tokens=40, min_new_tokens=40)
+    a = decoder.submit("a", model.encode(["Hello"]), config)
+    b = decoder.submit("b", model.encode(["Bye"]), config)
+    c = decoder.submit("c", model.encode(["Later"]), config)
+    decoder.step()
+    assert decoder.rows == [a, b] and list(decoder.waiting) == [c]  # two slots
+    decoder.cancel(a)
+    ended = [row for row, token in decoder.step() if token is None]
+    assert ended == [a] and decoder.rows == [b]
+    decoder.step()
+    assert decoder.rows == [b, c]  # the freed slot went to the waiting row
+    assert decoder.cache.layers[0].keys.shape[0] == 2
+
+
+def test_a_failing_row_fails_alone(make_checkpoint, monkeypatch):
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    decoder = StepDecoder(model, max_rows=4)
+    config = decoding_config("greedy", max_new_tokens=6)
+    good = decoder.submit("good", model.encode(["Hello"]), config)
+    bad = decoder.submit("bad", model.encode(["Bye"]), config)
+
+    def broken(ids, scores):
+        raise RuntimeError("a broken processor")
+
+    bad.processors = broken
+    events = []
+    while decoder.busy:
+        events += decoder.step()
+    assert isinstance(bad.failed, RuntimeError) and (bad, None) in events
+    reply = model.format.decode_reply(good.new, model.format.stop_strings)
+    assert good.failed is None and reply == model.generate(["Hello"], config)
+
+
+def test_what_cannot_decode_in_steps_is_refused():
+    assert supports(decoding_config("nucleus"))
+    for config in (decoding_config("beam"), decoding_config("mmi"), decoding_config(head="x")):
+        assert not supports(config)
