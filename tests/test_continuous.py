@@ -112,3 +112,45 @@ def test_what_cannot_decode_in_steps_is_refused():
     assert supports(decoding_config("nucleus"))
     for config in (decoding_config("beam"), decoding_config("mmi"), decoding_config(head="x")):
         assert not supports(config)
+
+
+def finish(decoder, model):
+    """Steps until every row has ended; each row's reply text, by key."""
+    got = {}
+    while decoder.busy:
+        for row, token in decoder.step():
+            if token is None:
+                got[row.key] = model.format.decode_reply(row.new, model.format.stop_strings)
+    return got
+
+
+def test_a_session_reuses_its_kept_prefix_and_replies_the_same(make_checkpoint):
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    decoder = StepDecoder(model, max_rows=4)
+    config = decoding_config("greedy", max_new_tokens=8)
+    history = ["Hello there"]
+    for turn in range(3):
+        prompt = model.encode(history, config.max_new_tokens)
+        decoder.submit(turn, prompt, config, prefix_key="s1")
+        reply = finish(decoder, model)[turn]
+        assert reply == model.generate(history, config)
+        history += [reply or "...", f"and then {turn}?"]
+    # Each turn after the first ran only what was new since the last: its reply's last
+    # token, the end of turn and the user's message.
+    assert decoder.reused_tokens > 0
+    assert list(decoder.prefixes.entries) == ["s1"]
+
+
+def test_kept_prefixes_stay_within_their_memory(make_checkpoint):
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    probe = StepDecoder(model)
+    config = decoding_config("greedy", max_new_tokens=4, min_new_tokens=4)
+    probe.submit("p", model.encode(["one two three"]), config, prefix_key="p")
+    finish(probe, model)
+    one = probe.prefixes.bytes  # what one session of this length keeps
+    decoder = StepDecoder(model, max_rows=8, prefix_bytes=int(2.5 * one))
+    for k in range(6):  # more sessions than fit
+        decoder.submit(k, model.encode(["one two three"]), config, prefix_key=f"s{k}")
+    finish(decoder, model)
+    assert decoder.prefixes.bytes <= decoder.prefixes.limit
+    assert list(decoder.prefixes.entries) == ["s4", "s5"]  # the most recent two

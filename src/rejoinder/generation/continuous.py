@@ -24,7 +24,7 @@ key/value tensors (sliding windows: `StepDecoder.usable(model)`).
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ class Row:
 
     key: Any
     """The caller's handle (a request, and which of its sequences)."""
+    prefix_key: Any
     prompt: list[int]
     prompt_types: list[int] | None
     """The prompt's token types, for formats that have them (GPT-2's sep and speaker)."""
@@ -79,8 +80,11 @@ class Row:
 class StepDecoder:
     """Rows of many requests decoded in shared forward passes, joining and leaving per token."""
 
-    def __init__(self, model, max_rows: int = 32, prefill_chunk: int = 512):
+    def __init__(
+        self, model, max_rows: int = 32, prefill_chunk: int = 512, prefix_bytes: int = 256 << 20
+    ):
         self.cm = model
+        self.prefixes = PrefixCache(prefix_bytes)
         self.lm = model.model
         self.tokenizer = model.tokenizer
         self.stop_ids = set(model.format.stop_ids)
@@ -91,6 +95,8 @@ class StepDecoder:
         self.mask: torch.Tensor | None = None  # (rows, columns): 1 where a key is real
         self.logits: torch.Tensor | None = None  # (rows, vocab): each row's next-token logits
         self.steps = 0
+        self.reused_tokens = 0
+        """Prompt tokens not run again, thanks to kept prefixes."""
         self.row_steps = 0
         """Rows decoded over all steps: row_steps / steps is the mean batch."""
 
@@ -110,15 +116,25 @@ class StepDecoder:
     def busy(self) -> bool:
         return bool(self.rows or self.waiting)
 
-    def submit(self, key: Any, prompt: Encoding, config: DecodingConfig, seed: int | None = None):
+    def submit(
+        self,
+        key: Any,
+        prompt: Encoding,
+        config: DecodingConfig,
+        seed: int | None = None,
+        prefix_key: Any = None,
+    ):
         """Queues one sequence for `prompt`; returns its Row. `seed` seeds this row alone
-        (default: the config's)."""
+        (default: the config's). With `prefix_key` (a session), the keys and values kept
+        from that key's last row are reused for the prompt's shared beginning, and this
+        row's are kept in their place when it ends."""
         if not supports(config):
             raise RejoinderError("beam search, extra heads and reranking do not decode in steps")
         job = Job.of(self.cm.format, [prompt], config)
         types = prompt.token_type_ids
         row = Row(
             key=key,
+            prefix_key=prefix_key,
             prompt=list(prompt.input_ids),
             prompt_types=list(types) if types else None,
             config=config,
@@ -129,8 +145,27 @@ class StepDecoder:
         if config.do_sample and seed is not None:
             row.generator = torch.Generator(device=self.lm.device).manual_seed(seed)
         row.processors = self._processors(row)
+        if prefix_key is not None and row.prompt_types is None:
+            self._reuse(row)
         self.waiting.append(row)
         return row
+
+    def _reuse(self, row: Row) -> None:
+        """Starts the row's cache from its session's kept keys and values, if they share
+        a beginning with its prompt (the last prompt token is always run: its logits are
+        the first reply token's)."""
+        from transformers import DynamicCache
+
+        found = self.prefixes.take(row.prefix_key, row.prompt)
+        if found is None:
+            return
+        layers, n = found
+        row.cache = DynamicCache(config=self.lm.config)
+        for layer, (k, v) in zip(row.cache.layers, layers, strict=True):
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+        row.prefilled = n
+        self.reused_tokens += n
 
     def reset(self) -> None:
         """Forgets every row (after a failed step, whose batch state is unknown)."""
@@ -179,6 +214,9 @@ class StepDecoder:
         self.steps += 1
         self.row_steps += len(self.rows)
         keep = [i for i, row in enumerate(self.rows) if not row.done]
+        for i, row in enumerate(self.rows):
+            if row.done and row.prefix_key is not None and row.failed is None:
+                self._keep_prefix(i, row)
         if len(keep) < len(self.rows):
             self._keep(keep)
         if self.rows:
@@ -286,6 +324,18 @@ class StepDecoder:
         row.cache, row.logits = None, None
         self.rows.append(row)
 
+    def _keep_prefix(self, i: int, row: Row) -> None:
+        """Keeps a finished row's keys and values (its real columns) for its session."""
+        length = int(self.mask[i].sum())
+        layers = [
+            (
+                layer.keys[i : i + 1, :, -length:].clone(),
+                layer.values[i : i + 1, :, -length:].clone(),
+            )
+            for layer in self.cache.layers
+        ]
+        self.prefixes.put(row.prefix_key, row.ids[:length], layers)
+
     def _keep(self, keep: list[int]) -> None:
         """Cuts the finished rows out, and the columns no remaining row uses."""
         self.rows = [self.rows[i] for i in keep]
@@ -324,3 +374,45 @@ def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = missing
     return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class PrefixCache:
+    """Keys and values of sessions' last rows, the most recently used kept within a byte
+    budget: a session's next message reruns only what is new since."""
+
+    def __init__(self, limit: int):
+        self.limit = max(0, limit)
+        self.entries: OrderedDict[Any, tuple[list[int], list, int]] = OrderedDict()
+        self.bytes = 0
+
+    def put(self, key: Any, ids: list[int], layers: list) -> None:
+        self.drop(key)
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if size > self.limit:
+            return
+        self.entries[key] = (ids, layers, size)
+        self.bytes += size
+        while self.bytes > self.limit:
+            self.drop(next(iter(self.entries)))
+
+    def drop(self, key: Any) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+    def take(self, key: Any, prompt: list[int]) -> tuple[list, int] | None:
+        """The kept layers cut to the beginning they share with `prompt` (at most all but
+        its last token), and that length; None when nothing is shared. The entry leaves
+        the cache: the row that uses it keeps a longer one when it ends."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        self.drop(key)
+        ids, layers, _ = entry
+        n = 0
+        limit = min(len(ids), len(prompt) - 1)
+        while n < limit and ids[n] == prompt[n]:
+            n += 1
+        if n == 0:
+            return None
+        return [(k[:, :, :n], v[:, :, :n]) for k, v in layers], n

@@ -98,6 +98,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
                 # and rows per step.
                 ("steps" if b.scheduler == "continuous" else "generate_calls"): b.batches,
                 "mean_batch": round(b.batched_jobs / b.batches, 2) if b.batches else None,
+                **b.facts(),
             },
             200 if ok else 503,
         )
@@ -319,7 +320,8 @@ async def _session_reply(server: Server, sid: str, config, content: str | None =
     async with server.lock(sid):  # one reply at a time per session
         session = await _session(server, sid, "session {sid!r} was deleted")
         context, seq = _turn(session, content)
-        reply = server.clean((await server.replies(context, config))[0], f"session {sid}")
+        replies = await server.replies(context, config, sid)
+        reply = server.clean(replies[0], f"session {sid}")
         return await _stored(server, session, content, seq, reply)
 
 
@@ -404,7 +406,7 @@ async def _session_events(server: Server, sid: str, config, content: str | None 
             session = await _session(server, sid, "session {sid!r} was deleted")
             context, seq = _turn(session, content)
             reply = ""
-            async for piece in server.pieces(context, config):
+            async for piece in server.pieces(context, config, sid):
                 reply += piece
                 yield sse({"delta": piece})
             done = await _stored(server, session, content, seq, reply.strip())

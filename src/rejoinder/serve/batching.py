@@ -51,6 +51,8 @@ class Job:
     """Streamed jobs: text pieces, then None at the end (or an exception)."""
     cancelled: bool = False
     queued: float = field(default_factory=time.monotonic)
+    session: str | None = None
+    """The chat session it answers, whose kept keys and values it may reuse."""
 
     def key(self) -> tuple:
         """Jobs with equal keys can share a generate call."""
@@ -129,22 +131,30 @@ class Batcher:
     def waiting(self) -> int:
         return self.jobs.qsize()
 
-    async def generate(self, context: list, config: DecodingConfig) -> list[str]:
+    def facts(self) -> dict:
+        """What /health says of this scheduler beyond the counts every one has."""
+        return {}
+
+    async def generate(
+        self, context: list, config: DecodingConfig, session: str | None = None
+    ) -> list[str]:
         """The replies (num_return_sequences of them) to `context`."""
         self.start()
         loop = asyncio.get_running_loop()
-        job = Job(context, config, False, loop, future=loop.create_future())
+        job = Job(context, config, False, loop, future=loop.create_future(), session=session)
         self.jobs.put(job)
         try:
             return await job.future
         finally:
             job.cancelled = True
 
-    async def stream(self, context: list, config: DecodingConfig) -> AsyncIterator[str]:
+    async def stream(
+        self, context: list, config: DecodingConfig, session: str | None = None
+    ) -> AsyncIterator[str]:
         """The reply to `context`, piece by piece."""
         self.start()
         loop = asyncio.get_running_loop()
-        job = Job(context, config, True, loop, pieces=asyncio.Queue())
+        job = Job(context, config, True, loop, pieces=asyncio.Queue(), session=session)
         self.jobs.put(job)
         try:
             while (piece := await job.pieces.get()) is not None:
@@ -239,11 +249,13 @@ class ContinuousBatcher(Batcher):
 
     scheduler = "continuous"
 
-    def __init__(self, model, max_rows: int = 32, prefill_chunk: int = 512):
+    def __init__(
+        self, model, max_rows: int = 32, prefill_chunk: int = 512, prefix_bytes: int = 256 << 20
+    ):
         super().__init__(model, max_rows, 0.0)
         from rejoinder.generation.continuous import StepDecoder
 
-        self.decoder = StepDecoder(model, max_rows, prefill_chunk)
+        self.decoder = StepDecoder(model, max_rows, prefill_chunk, prefix_bytes)
         self.open: dict[Job, list] = {}
         """Each job in the decoder: its rows."""
         self.texts: dict[Job, _Text] = {}
@@ -253,6 +265,17 @@ class ContinuousBatcher(Batcher):
     @property
     def waiting(self) -> int:
         return self.jobs.qsize() + len(self.decoder.waiting)
+
+    def facts(self) -> dict:
+        d = self.decoder
+        return {
+            "running": len(d.rows),
+            "prefix_cache": {
+                "sessions": len(d.prefixes.entries),
+                "mb": round(d.prefixes.bytes / (1 << 20), 2),
+                "reused_tokens": d.reused_tokens,
+            },
+        }
 
     def _work(self) -> None:
         stopping = False
@@ -303,10 +326,15 @@ class ContinuousBatcher(Batcher):
         n = config.mmi_candidates or config.num_return_sequences
         try:
             prompt = self.model.encode(job.context, config.max_new_tokens)
+            reuse = job.session if n == 1 else None
             rows = [
                 self.decoder.submit(
-                    (job, i), prompt, sample, None if config.seed is None else config.seed + i
-                )
+                    (job, i),
+                    prompt,
+                    sample,
+                    None if config.seed is None else config.seed + i,
+                    prefix_key=reuse,
+                )  # fmt: skip
                 for i in range(n)
             ]
         except Exception as e:

@@ -64,6 +64,9 @@ class Settings:
     max_batch: int = 32
     """The most rows decoded together (continuous), or requests in one generate call
     (gather)."""
+    prefix_cache_mb: float = 256.0
+    """continuous: memory for keeping sessions' keys and values, so that a session's next
+    message runs only its new tokens (the least recently used go first; 0: off)."""
     batch_wait_ms: float = 50.0
     """gather: how long the first request of a batch waits for others: long enough for
     clients answered by the last batch to send their next request
@@ -126,7 +129,9 @@ def make_batcher(model, settings: Settings) -> Batcher:
         and model.backend == "torch"
         and StepDecoder.usable(model)
     ):
-        return ContinuousBatcher(model, settings.max_batch)
+        return ContinuousBatcher(
+            model, settings.max_batch, prefix_bytes=int(settings.prefix_cache_mb * (1 << 20))
+        )
     return Batcher(model, settings.max_batch, settings.batch_wait_ms / 1000)
 
 
@@ -234,10 +239,12 @@ class Server:
     def clean(self, reply: str, where: str) -> str:
         return self.filter(reply, where) if self.filter else reply
 
-    async def replies(self, context: list[Turn], config: DecodingConfig) -> list[str]:
+    async def replies(
+        self, context: list[Turn], config: DecodingConfig, session: str | None = None
+    ) -> list[str]:
         try:
             return await asyncio.wait_for(
-                self.batcher.generate(context, config), self.settings.request_seconds
+                self.batcher.generate(context, config, session), self.settings.request_seconds
             )
         except TimeoutError:
             raise ApiError(
@@ -249,18 +256,20 @@ class Server:
         except RejoinderError as e:
             raise ApiError(422, str(e)) from None
 
-    async def pieces(self, context: list[Turn], config: DecodingConfig) -> AsyncIterator[str]:
+    async def pieces(
+        self, context: list[Turn], config: DecodingConfig, session: str | None = None
+    ) -> AsyncIterator[str]:
         """The reply in pieces: streamed where it can be, else whole, as one piece.
 
         With the offensive filter on, the reply is checked whole before any of it is sent.
         """
         if not config.streamable or self.filter is not None:
-            replies = await self.replies(context, config)
+            replies = await self.replies(context, config, session)
             yield self.clean(replies[0], "stream")
             return
         deadline = time.monotonic() + self.settings.request_seconds
         try:
-            async for piece in self.batcher.stream(context, config):
+            async for piece in self.batcher.stream(context, config, session):
                 yield piece
                 if time.monotonic() > deadline:
                     raise ApiError(504, "the reply ran over the time limit", "timeout")

@@ -1,0 +1,47 @@
+"""The server's continuous batching: clients that leave, sessions that come back."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.conftest import PARROT
+
+
+def health(server) -> dict:
+    return httpx.get(f"{server.url}/health").json()
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_row(start):
+    server = start()
+    assert health(server)["scheduler"] == "continuous"
+    body = {
+        "messages": [{"role": "user", "content": "Hello"}],
+        "stream": True,
+        "max_tokens": 256,
+        "rejoinder": {"options": {"min_new_tokens": 256}},  # would run all 256 steps
+    }
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if '"content"' in line and '"content": ""' not in line:
+                break  # the first piece of text: leave
+    deadline = time.monotonic() + 10
+    while health(server)["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    facts = health(server)
+    assert facts["running"] == 0 and facts["steps"] < 256
+
+
+def test_sessions_reuse_their_kept_prefix_within_its_memory(start):
+    server = start(prefix_cache_mb=0.01)
+    sid = httpx.post(f"{server.url}/v1/sessions", json={"temperature": 0}).json()["id"]
+    for ask in PARROT:
+        r = httpx.post(f"{server.url}/v1/sessions/{sid}/messages", json={"content": ask})
+        assert r.json()["reply"] == PARROT[ask]
+    assert health(server)["prefix_cache"]["reused_tokens"] > 0
+    for _ in range(12):  # more sessions than 10 kB holds (a few kB each on the parrot)
+        other = httpx.post(f"{server.url}/v1/sessions", json={"temperature": 0}).json()["id"]
+        httpx.post(f"{server.url}/v1/sessions/{other}/messages", json={"content": "Hello"})
+    kept = health(server)["prefix_cache"]
+    assert 0 < kept["sessions"] < 13 and kept["mb"] <= 0.01
