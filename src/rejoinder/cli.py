@@ -251,21 +251,24 @@ def encode_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args) -> int:
-    """Makes a checkpoint directory from a Lightning checkpoint of `rejoinder train`."""
+    """Exports a train run's .ckpt file, or (--for) a checkpoint directory for vLLM or llama.cpp."""
+    from rejoinder.modeling.engines import export_for
     from rejoinder.training.export import export
 
-    print(f"wrote {export(args.ckpt, args.out, overwrite=args.force, merge=args.merge)}")
+    if args.engine:
+        print(f"wrote {export_for(args.engine, args.ckpt, args.out, args.force, args.dtype)}")
+    else:
+        print(f"wrote {export(args.ckpt, args.out, overwrite=args.force, merge=args.merge)}")
     return 0
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", metavar="CKPT", help="a .ckpt file of a rejoinder train run")
-    p.add_argument(
-        "--merge",
-        action="store_true",
-        help="LoRA runs: merge the adapter into its base and write a plain model (by "
-        "default the adapter alone is written, naming its base)",
-    )
+    from rejoinder.modeling.engines import EngineOptions
+    from rejoinder.options import add_options
+
+    p.add_argument("ckpt", metavar="CKPT", help="a train run's .ckpt (--for: a checkpoint dir)")
+    add_options(p, EngineOptions)
+    p.add_argument("--merge", action="store_true", help="LoRA: merge the adapter into its base")
     _out_args(p)
 
 
