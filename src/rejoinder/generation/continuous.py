@@ -59,6 +59,11 @@ class Row:
     bad_ids: list[list[int]]
     generator: torch.Generator | None = None
     processors: Any = None
+    """The row's processors that read its ids (repetition, n-grams, bad words, lengths)."""
+    warpers: Any = None
+    """The rest (temperature, top-k, top-p, …): the same for rows of one `group`, which
+    are warped together."""
+    group: Any = None
     new: list[int] = field(default_factory=list)
     done: bool = False
     failed: BaseException | None = None
@@ -144,7 +149,8 @@ class StepDecoder:
         seed = config.seed if seed is None else seed
         if config.do_sample and seed is not None:
             row.generator = torch.Generator(device=self.lm.device).manual_seed(seed)
-        row.processors = self._processors(row)
+        row.processors, row.warpers = _split(self._processors(row))
+        row.group = (config.do_sample, repr([(type(w).__name__, vars(w)) for w in row.warpers]))
         if prefix_key is not None and row.prompt_types is None:
             self._reuse(row)
         self.waiting.append(row)
@@ -187,20 +193,9 @@ class StepDecoder:
         self._admit(events)
         if not self.rows:
             return events
-        chosen = []
-        for i, row in enumerate(self.rows):
-            if row.done:  # cancelled since the last step
-                events.append((row, None))
-                continue
-            try:
-                token = self._choose(row, self.logits[i : i + 1])
-            except Exception as e:  # one row's failure is that row's alone
-                log.exception("a row failed")
-                row.failed, row.done = e, True
-                events.append((row, None))
-                continue
+        tokens = self._choose_all(events)
+        for row, token in tokens:
             row.new.append(token)
-            chosen.append(token)
             if token in self.stop_ids:
                 row.done = True
                 events.append((row, None))
@@ -223,14 +218,58 @@ class StepDecoder:
             self._forward([row.new[-1] for row in self.rows])
         return events
 
-    def _choose(self, row: Row, logits: torch.Tensor) -> int:
-        """The row's next token, as `generate` would pick it for this row alone."""
-        ids = torch.tensor([row.ids], device=logits.device)
-        scores = row.processors(ids, logits.float())
-        if row.config.do_sample:
-            probs = torch.softmax(scores, dim=-1)
-            return int(torch.multinomial(probs, 1, generator=row.generator)[0, 0])
-        return int(torch.argmax(scores, dim=-1)[0])
+    def _choose_all(self, events: list) -> list[tuple[Row, int]]:
+        """Every running row's next token, as `generate` would pick it for that row alone:
+        its own processors on its own ids, then its warpers, shared by the rows of its
+        group in one call, then the argmax or a draw (a seeded row's from its generator,
+        the others' in one call). A row whose processing fails ends alone."""
+        scores = self.logits.float().clone()
+        groups: dict[Any, list[int]] = {}
+        for i, row in enumerate(self.rows):
+            if row.done:  # cancelled since the last step
+                events.append((row, None))
+                continue
+            try:
+                if row.processors:
+                    ids = torch.tensor([row.ids], device=scores.device)
+                    scores[i : i + 1] = row.processors(ids, scores[i : i + 1])
+            except Exception as e:
+                self._fail(row, e, events)
+                continue
+            groups.setdefault(row.group, []).append(i)
+        chosen: list[tuple[Row, int]] = []
+        for (sample, _), index in groups.items():
+            rows = [self.rows[i] for i in index]
+            try:
+                warped = rows[0].warpers(None, scores[index])
+                picked = self._pick(rows, warped) if sample else warped.argmax(-1).tolist()
+            except Exception as e:
+                for row in rows:
+                    self._fail(row, e, events)
+                continue
+            chosen += zip(rows, picked, strict=True)
+        return chosen
+
+    @staticmethod
+    def _pick(rows: list[Row], warped: torch.Tensor) -> list[int]:
+        probs = torch.softmax(warped, dim=-1)
+        out = [0] * len(rows)
+        free = [j for j, row in enumerate(rows) if row.generator is None]
+        if free:
+            for j, token in zip(
+                free, torch.multinomial(probs[free], 1)[:, 0].tolist(), strict=True
+            ):
+                out[j] = token
+        for j, row in enumerate(rows):
+            if row.generator is not None:
+                out[j] = int(torch.multinomial(probs[j : j + 1], 1, generator=row.generator)[0, 0])
+        return out
+
+    @staticmethod
+    def _fail(row: Row, error: Exception, events: list) -> None:
+        log.exception("a row failed", exc_info=error)
+        row.failed, row.done = error, True
+        events.append((row, None))
 
     def _processors(self, row: Row):
         """transformers' own logits processors for this row's options (warpers included)."""
@@ -416,3 +455,29 @@ class PrefixCache:
         if n == 0:
             return None
         return [(k[:, :, :n], v[:, :, :n]) for k, v in layers], n
+
+
+def _split(processors) -> tuple[Any, Any]:
+    """(the processors that read a row's ids, the warpers after them): transformers puts
+    the warpers (temperature, top-k, top-p, typical, min-p, epsilon, eta) last, and they
+    look at the scores alone, so rows that share them can be warped in one call."""
+    from transformers.generation import LogitsProcessorList
+    from transformers.generation import logits_process as lp
+
+    warper_types = tuple(
+        getattr(lp, name)
+        for name in (
+            "TemperatureLogitsWarper",
+            "TopKLogitsWarper",
+            "TopPLogitsWarper",
+            "MinPLogitsWarper",
+            "TypicalLogitsWarper",
+            "EpsilonLogitsWarper",
+            "EtaLogitsWarper",
+        )  # fmt: skip
+        if hasattr(lp, name)
+    )
+    cut = len(processors)
+    while cut and isinstance(processors[cut - 1], warper_types):
+        cut -= 1
+    return LogitsProcessorList(processors[:cut]), LogitsProcessorList(processors[cut:])
