@@ -1,26 +1,36 @@
-"""Serving under load: `rejoinder serve` with GPT-2 124M (random weights) on this machine.
+"""Serving under load: `rejoinder serve` with GPT-2 124M (random weights), scheduler by
+scheduler, side by side in one run.
 
-    python benchmarks/serve_load.py [--backend torch] [--tokens 32] [--soak 1000]
+    python benchmarks/serve_load.py [--engines continuous,gather,ct2] [--tokens 32]
+                                    [--rates 1,2,3] [--soak 1000] [--repeats 3]
 
-Starts a real server (a child process, its own SQLite file), then from this process:
+For each engine a real server starts (a child process, its own SQLite file):
+`continuous` (torch, rows join and leave the batch per token: the default), `gather`
+(torch, requests gathered for 50 ms into one generate call: the previous scheduler,
+the baseline) and `ct2` (CTranslate2 int8, which gathers). From this process:
 
-1. chat completions at concurrency 1, 8 and 32 (each worker sends its next request
-   as soon as the last is answered): replies/s, generated tokens/s, and p50/p95/p99
-   latency, each level run 3 times (the median run is shown). The baseline is the
-   same server at concurrency 1; the target is >= 3x its throughput at 8, which only
-   batching across users can give on 2 cores;
-2. a soak: 1,000 session messages at concurrency 32, spread over 100 sessions, that
-   must end with 0 errors and every session's history complete and in order.
+1. closed loop at concurrency 1, 8 and 32 (each worker sends its next request as soon
+   as the last is answered), streamed: replies/s, generated tokens/s, p50/p95/p99
+   latency and time to first token (TTFT), each level run `--repeats` times (the run
+   with the median throughput is shown);
+2. open loop: Poisson arrivals at `--rates` requests/s for `--open-requests` requests:
+   latency and TTFT percentiles, which a closed loop hides (it waits for the server);
+3. a soak on the default engine: 1,000 session messages at concurrency 32 spread over
+   100 sessions, that must end with 0 errors and every history complete and in order.
 
-A random model seldom ends a turn, so every reply is `--tokens` tokens long and the
-figures compare like with like.
+Targets (issue 17): at concurrency 32, continuous p99 <= 2x its p50 and >= 1.3x the
+throughput of gather; TTFT at concurrency 8 <= 1/3 of gather's. A random model seldom
+ends a turn, so every reply is `--tokens` tokens long and the figures compare like
+with like.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -48,44 +58,79 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-async def load(url: str, concurrency: int, requests: int, tokens: int) -> dict:
-    latencies: list[float] = []
-    generated = errors = 0
+async def ask(client: httpx.AsyncClient, url: str, text: str, tokens: int) -> dict:
+    """One streamed chat completion: its latency, time to first token and text."""
+    body = {
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": tokens,
+        "temperature": 1.0,
+        "stream": True,
+    }
+    t = time.perf_counter()
+    first, pieces, ok = None, [], True
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            await r.aread()
+            ok = False
+        else:
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    ok = False
+                    continue
+                piece = event["choices"][0]["delta"].get("content")
+                if piece:
+                    first = first or time.perf_counter() - t
+                    pieces.append(piece)
+    return {"ok": ok, "latency": time.perf_counter() - t, "ttft": first, "text": "".join(pieces)}
+
+
+def summary(done: list[dict], wall: float, counter) -> dict:
+    ok = [d for d in done if d["ok"]]
+    ttfts = [d["ttft"] for d in ok if d["ttft"] is not None]
+    latencies = [d["latency"] for d in ok]
+    tokens = sum(len(counter.encode(d["text"]).ids) for d in ok)
+    return {
+        "requests": len(done),
+        "errors": len(done) - len(ok),
+        "replies_s": len(ok) / wall,
+        "tokens_s": tokens / wall,
+        **{f"p{q}": percentile(latencies, q) for q in (50, 95, 99)},
+        "ttft50": percentile(ttfts, 50) if ttfts else float("nan"),
+        "ttft99": percentile(ttfts, 99) if ttfts else float("nan"),
+    }
+
+
+async def closed(url: str, concurrency: int, requests: int, tokens: int, counter) -> dict:
     left = list(range(requests))
+    done: list[dict] = []
 
     async def worker(client: httpx.AsyncClient, w: int):
-        nonlocal generated, errors
         while left:
             i = left.pop()
-            body = {
-                "messages": [
-                    {"role": "user", "content": f"Hello there, this is user {w}, ask {i}."}
-                ],
-                "max_tokens": tokens,
-                "temperature": 1.0,
-            }
-            t = time.perf_counter()
-            r = await client.post(url + "/v1/chat/completions", json=body)
-            latencies.append(time.perf_counter() - t)
-            if r.status_code != 200:
-                errors += 1
-                continue
-            generated += r.json()["usage"]["completion_tokens"]
+            done.append(await ask(client, url, f"Hello there, this is user {w}, ask {i}.", tokens))
 
     async with httpx.AsyncClient(timeout=600) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
         wall = time.perf_counter() - start
-    return {
-        "concurrency": concurrency,
-        "requests": requests,
-        "errors": errors,
-        "replies_s": requests / wall,
-        "tokens_s": generated / wall,
-        "p50": percentile(latencies, 50),
-        "p95": percentile(latencies, 95),
-        "p99": percentile(latencies, 99),
-    }
+    return {"load": f"closed {concurrency}", **summary(done, wall, counter)}
+
+
+async def open_loop(url: str, rate: float, requests: int, tokens: int, counter) -> dict:
+    """Requests arrive as a Poisson process of `rate` per second, whatever the server does."""
+    rng = random.Random(0)
+    async with httpx.AsyncClient(timeout=600) as client:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(requests):
+            tasks.append(asyncio.create_task(ask(client, url, f"Open loop ask {i}.", tokens)))
+            await asyncio.sleep(rng.expovariate(rate))
+        done = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - start
+    return {"load": f"open {rate:g}/s", **summary(list(done), wall, counter)}
 
 
 async def soak(url: str, messages: int, concurrency: int, sessions: int, tokens: int) -> dict:
@@ -137,96 +182,133 @@ async def soak(url: str, messages: int, concurrency: int, sessions: int, tokens:
     }
 
 
+ENGINES = {
+    "continuous": ["--backend", "torch", "--scheduler", "continuous"],
+    "gather": ["--backend", "torch", "--scheduler", "gather"],
+    "ct2": ["--backend", "ctranslate2", "--compute-type", "int8"],
+}
+
+
+def start_server(model: Path, engine: str, port: int, tmp: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "rejoinder", "serve", str(model), "--port", str(port),
+        "--db", f"sqlite:///{tmp}/{engine}.db", "--max-batch", "32",
+        "--max-message-chars", "1000", *ENGINES[engine],
+    ]  # fmt: skip
+    log = Path(tmp) / f"{engine}.log"
+    server = subprocess.Popen(
+        command,
+        stdout=log.open("w"),  # noqa: SIM115 (the server's, while it runs)
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit(f"{engine}: the server did not start\n{log.read_text()}")
+        time.sleep(0.5)
+
+
+def measure(url: str, args, counter) -> list[dict]:
+    asyncio.run(closed(url, 2, 4, args.tokens, counter))  # warm-up
+    rows = []
+    for c, n in ((1, 12), (8, 48), (32, 96)):
+        # The run with the median throughput stands for the level (the machine is noisy).
+        runs = sorted(
+            (asyncio.run(closed(url, c, n, args.tokens, counter)) for _ in range(args.repeats)),
+            key=lambda r: r["replies_s"],
+        )
+        rows.append(runs[len(runs) // 2])
+    for rate in args.rates:
+        rows.append(asyncio.run(open_loop(url, rate, args.open_requests, args.tokens, counter)))
+    return rows
+
+
+def table(results: dict[str, list[dict]]) -> None:
+    base = {r["load"]: r for r in results.get("gather", [])}
+    print(
+        f"{'engine':<11} {'load':<11} {'req':>4} {'err':>3} {'replies/s':>9} {'tokens/s':>8} "
+        f"{'p50 s':>6} {'p95 s':>6} {'p99 s':>6} {'TTFT50':>6} {'TTFT99':>6} {'x gather':>8}"
+    )
+    for engine, rows in results.items():
+        for r in rows:
+            b = base.get(r["load"])
+            ratio = f"{r['replies_s'] / b['replies_s']:.2f}x" if b else "-"
+            print(
+                f"{engine:<11} {r['load']:<11} {r['requests']:>4} {r['errors']:>3} "
+                f"{r['replies_s']:>9.2f} {r['tokens_s']:>8.1f} {r['p50']:>6.2f} {r['p95']:>6.2f} "
+                f"{r['p99']:>6.2f} {r['ttft50']:>6.2f} {r['ttft99']:>6.2f} {ratio:>8}"
+            )
+
+
+def targets(results: dict[str, list[dict]]) -> None:
+    if "continuous" not in results or "gather" not in results:
+        return
+    cont = {r["load"]: r for r in results["continuous"]}
+    gath = {r["load"]: r for r in results["gather"]}
+    c32, g32, c8, g8 = cont["closed 32"], gath["closed 32"], cont["closed 8"], gath["closed 8"]
+    checks = [
+        ("continuous p99 <= 2x p50 at 32", c32["p99"] / c32["p50"], 2.0, "le"),
+        ("continuous throughput >= 1.3x gather at 32",
+         c32["replies_s"] / g32["replies_s"], 1.3, "ge"),
+        ("continuous TTFT <= 1/3 gather's at 8", c8["ttft50"] / g8["ttft50"], 1 / 3, "le"),
+    ]  # fmt: skip
+    print()
+    for name, value, bound, how in checks:
+        met = value <= bound if how == "le" else value >= bound
+        print(f"{name}: {value:.2f} ({'met' if met else 'missed'})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="torch", choices=["torch", "ctranslate2"])
+    ap.add_argument("--engines", default="continuous,gather,ct2")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per reply (32)")
+    ap.add_argument("--rates", default="1,2,3", help="open-loop arrival rates, requests/s")
+    ap.add_argument("--open-requests", type=int, default=40, help="requests per open-loop rate")
     ap.add_argument("--soak", type=int, default=1000, help="soak messages (1000; 0: skip)")
     ap.add_argument("--soak-tokens", type=int, default=8, help="new tokens per soak reply (8)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each level (3; median)")
     ap.add_argument("--port", type=int, default=8765)
-    ap.add_argument("--batch-wait-ms", type=float, help="the server's (default: its own)")
     args = ap.parse_args()
+    args.rates = [float(x) for x in args.rates.split(",") if x]
+    from tokenizers import Tokenizer
+
     model = checkpoint()
-    url = f"http://127.0.0.1:{args.port}"
+    counter = Tokenizer.from_file(str(model / "tokenizer.json"))
     tmp = tempfile.mkdtemp(prefix="serve-load-")
-    command = [
-        sys.executable,
-        "-m",
-        "rejoinder",
-        "serve",
-        str(model),
-        "--port",
-        str(args.port),
-        "--db",
-        f"sqlite:///{tmp}/sessions.db",
-        "--backend",
-        args.backend,
-        "--max-batch",
-        "32",
-        "--max-message-chars",
-        "1000",
-    ]
-    if args.batch_wait_ms is not None:
-        command += ["--batch-wait-ms", str(args.batch_wait_ms)]
-    log_path = Path(tmp) / "server.log"
-    server = subprocess.Popen(
-        command,
-        stdout=log_path.open("w"),  # noqa: SIM115 (the server's, while it runs)
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+    url = f"http://127.0.0.1:{args.port}"
+    results: dict[str, list[dict]] = {}
+    engines = [e for e in args.engines.split(",") if e]
+    for engine in engines:
+        server = start_server(model, engine, args.port, tmp)
+        try:
+            results[engine] = measure(url, args, counter)
+            if args.soak and engine == engines[0]:
+                soaked = asyncio.run(soak(url, args.soak, 32, 100, args.soak_tokens))
+        finally:
+            server.terminate()
+            server.wait(timeout=120)
+    print(
+        f"GPT-2 124M (random), {args.tokens} new tokens a reply, streamed, {os.cpu_count()} "
+        f"cores; closed loops: the median of {args.repeats} runs"
     )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(log_path.read_text())
-                return 1
-            time.sleep(0.5)
-        asyncio.run(load(url, 2, 4, args.tokens))  # warm-up
-        rows = []
-        for c, n in ((1, 12), (8, 48), (32, 96)):
-            # The run with the median throughput stands for the level (the machine is noisy).
-            runs = sorted(
-                (asyncio.run(load(url, c, n, args.tokens)) for _ in range(args.repeats)),
-                key=lambda r: r["replies_s"],
-            )
-            rows.append(runs[len(runs) // 2])
-        base = rows[0]["replies_s"]
+    table(results)
+    targets(results)
+    if args.soak:
+        s = soaked
         print(
-            f"GPT-2 124M (random), {args.backend}, {args.tokens} new tokens a reply, "
-            f"{os.cpu_count()} cores, the median of {args.repeats} runs a level"
+            f"soak ({engines[0]}): {s['messages']} messages at concurrency 32 over "
+            f"{s['sessions']} sessions in {s['wall']:.0f} s (p50 {s['p50']:.2f} s, p99 "
+            f"{s['p99']:.2f} s): {s['errors']} errors, {s['incomplete']} incomplete histories "
+            f"({'passed' if s['errors'] == 0 and s['incomplete'] == 0 else 'FAILED'})"
         )
-        print(
-            f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'replies/s':>9} "
-            f"{'tokens/s':>8} {'p50 s':>6} {'p95 s':>6} {'p99 s':>6} {'vs 1':>6}"
-        )
-        for r in rows:
-            print(
-                f"{r['concurrency']:>11} {r['requests']:>8} {r['errors']:>6} "
-                f"{r['replies_s']:>9.2f} {r['tokens_s']:>8.1f} {r['p50']:>6.2f} "
-                f"{r['p95']:>6.2f} {r['p99']:>6.2f} {r['replies_s'] / base:>5.2f}x"
-            )
-        health = httpx.get(url + "/health").json()
-        print(f"mean requests per generate call: {health['mean_batch']}")
-        ratio = rows[1]["replies_s"] / base
-        print(f"\nthroughput at 8 >= 3x at 1: {ratio:.2f}x ({'met' if ratio >= 3 else 'missed'})")
-        if args.soak:
-            s = asyncio.run(soak(url, args.soak, 32, 100, args.soak_tokens))
-            print(
-                f"soak: {s['messages']} messages at concurrency 32 over {s['sessions']} "
-                f"sessions in {s['wall']:.0f} s (p50 {s['p50']:.2f} s, p99 {s['p99']:.2f} s): "
-                f"{s['errors']} errors, {s['incomplete']} incomplete histories "
-                f"({'passed' if s['errors'] == 0 and s['incomplete'] == 0 else 'FAILED'})"
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=120)
     return 0
 
 
