@@ -42,12 +42,19 @@ def test_a_judge_works_by_keyboard_and_a_reload_resumes(browser, start, tmp_path
     wait = WebDriverWait(browser, 30)
     browser.get(f"{server.url}/judge/kb?judge=kim")
 
+    def read():
+        """(A's reply, B's reply, the progress line), read in one go (the page re-renders
+        between separate reads), or None while no item is shown."""
+        return browser.execute_script(
+            "const a = document.querySelector('#side-A .reply'),"
+            "      b = document.querySelector('#side-B .reply');"
+            "return a && b ? [a.textContent, b.textContent,"
+            "  document.getElementById('progress').textContent] : null;"
+        )
+
     def shown() -> tuple[str, str, str]:
         """(A's reply, B's reply, the progress line) once an item is on the page."""
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#side-A .reply"))
-        a = browser.find_element(By.CSS_SELECTOR, "#side-A .reply").text
-        b = browser.find_element(By.CSS_SELECTOR, "#side-B .reply").text
-        return a, b, browser.find_element(By.ID, "progress").text
+        return tuple(wait.until(lambda b: read()))
 
     def press(*keys) -> None:
         body = browser.find_element(By.TAG_NAME, "body")

@@ -319,7 +319,14 @@ class ContinuousBatcher(Batcher):
 
         config = job.config
         sample = replace(config, mmi_candidates=0, num_return_sequences=1)
-        if not supports(sample) or (config.uses_mmi and not config.do_sample):
+        several = config.uses_mmi or config.num_return_sequences > 1
+        if (
+            not supports(sample)
+            or (config.uses_mmi and not config.do_sample)
+            or (several and config.seed is not None)
+        ):
+            # A seeded request of several sequences runs whole, as offline: generate
+            # draws its rows from one seeded stream, which rows of their own cannot.
             super()._run([job])
             return
         # A reranked job's rows are its candidates; another's, its n replies.
