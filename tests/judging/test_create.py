@@ -141,9 +141,8 @@ def test_a_name_in_use_is_refused_and_report_writes_the_results(tmp_path, datase
 
     db = f"sqlite:///{tmp_path / 'j.db'}"
     args = ["--name", "r", "--data", str(dataset), "--items", "4", "--human", "--onboarding", "0"]
-    # Two "systems" that need no model: the dataset's replies, and the same replies under
-    # another name through a session database would need a server; a run of the human
-    # against itself is refused, so compare two stored session sets.
+    # Two systems that need no model: stored sessions ("bot") against the dataset's own
+    # conversations ("human").
     sessions = f"sqlite:///{tmp_path / 's.db'}"
     from rejoinder.serve.store import SessionStore
 

@@ -163,9 +163,10 @@ def check_never_over(store, run, per_item):
     return per
 
 
-def test_concurrent_judges_never_exceed_the_judgments_per_item(tmp_path):
-    url = f"sqlite:///{tmp_path / 'judging.db'}"
-    stores = [JudgeStore(url), JudgeStore(url)]  # two servers' worth of connections
+def judge_concurrently(url: str) -> None:
+    """16 judges on two stores (two servers' worth of connections) fill every slot of a
+    run once: never more than 3 judgments an item, never one judge twice."""
+    stores = [JudgeStore(url), JudgeStore(url)]
     make_run(stores[0], items=10, onboarding=1, per_item=3, quota=10)
 
     def work(k):
@@ -178,6 +179,10 @@ def test_concurrent_judges_never_exceed_the_judgments_per_item(tmp_path):
     assert sum(done) == 30 + 16  # plus each judge's onboarding item
     for s in stores:
         s.close()
+
+
+def test_concurrent_judges_never_exceed_the_judgments_per_item(tmp_path):
+    judge_concurrently(f"sqlite:///{tmp_path / 'judging.db'}")
 
 
 def test_judged_pairs_take_the_majority_of_kept_judges(store, tmp_path):
