@@ -22,7 +22,7 @@ from rejoinder.dialogue import Turn
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.judging.api import add_judge_routes
 from rejoinder.judging.store import JudgeStore
-from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer
+from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
     SessionCreate,
@@ -440,8 +440,6 @@ def serve(
     rankers: dict[str, str] | None = None,
 ) -> None:
     """Loads the model(s) and serves them until SIGINT or SIGTERM."""
-    import uvicorn
-
     from rejoinder.generation import ConversationModel
 
     settings = settings or Settings()
@@ -451,16 +449,8 @@ def serve(
     store = SessionStore(settings.db)
     app = create_app(model, settings, store)
     where = f"http://{settings.host}:{settings.port}"
-    print(
-        f"serving {model_dir} at {where}/ (API: {where}/docs; sessions in {settings.db})",
-        flush=True,
-    )
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
-        print("warning: listening beyond this machine with no --api-key", flush=True)
-    uvicorn.run(
+    run_server(
         app,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+        settings,
+        f"serving {model_dir} at {where}/ (API: {where}/docs; sessions in {settings.db})",
     )

@@ -172,3 +172,21 @@ def add_error_handlers(app) -> None:
     async def crashed(request: Request, e: Exception):
         log.exception("request failed: %s %s", request.method, request.url.path)
         return JSONResponse(error_body(f"internal error: {e}", "server_error", 500), 500)
+
+
+def run_server(app, settings: Settings, banner: str) -> None:
+    """Serves `app` with uvicorn until SIGINT or SIGTERM (requests in flight finish
+    first), after one line saying where, and a warning when it listens beyond this
+    machine with no API key."""
+    import uvicorn
+
+    print(banner, flush=True)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        print("warning: listening beyond this machine with no --api-key", flush=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+    )

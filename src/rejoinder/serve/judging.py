@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from rejoinder.errors import RejoinderError
 from rejoinder.judging.api import add_judge_routes
 from rejoinder.judging.store import JudgeError, JudgeStore
-from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer
+from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.server import Settings
 
 
@@ -45,8 +45,6 @@ def judging_app(settings: Settings, store: JudgeStore | None = None):
 
 def serve_judging(run: str, settings: Settings) -> None:
     """Serves the judging page of `run` (and the database's other runs) until stopped."""
-    import uvicorn
-
     store = JudgeStore(settings.db)
     try:
         store.run(run)
@@ -57,13 +55,8 @@ def serve_judging(run: str, settings: Settings) -> None:
         ) from None
     app = judging_app(settings, store)
     where = f"http://{settings.host}:{settings.port}"
-    print(
+    run_server(
+        app,
+        settings,
         f"judges open {where}/judge/{run}?judge=THEIR_ID (results: {where}/v1/judge/{run}/results)",
-        flush=True,
     )
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
-        print("warning: listening beyond this machine with no --api-key", flush=True)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info",
-        timeout_graceful_shutdown=int(settings.shutdown_seconds),
-    )  # fmt: skip
