@@ -339,7 +339,9 @@ class StepDecoder:
             kwargs["token_type_ids"] = torch.tensor(
                 [row.prompt_types[start:end]], device=ids.device
             )
-        out = self.lm(**kwargs, cache=row.cache, use_cache=True)
+        # Only the last position's logits are read: the rest of the prompt's would cost a
+        # vocabulary-wide matrix product per token for nothing.
+        out = self.lm(**kwargs, cache=row.cache, use_cache=True, logits_to_keep=1)
         row.prefilled = end
         if end == len(row.prompt):
             row.logits = out.logits[:, -1, :]
