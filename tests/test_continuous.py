@@ -46,18 +46,30 @@ def run(decoder, model, wanted, per_step=2):
     return got, rows
 
 
-@pytest.mark.parametrize("fmt", ["dialogpt", "sep"])
-def test_every_row_decodes_as_generate_decodes_it_alone(make_checkpoint, fmt):
+@pytest.mark.parametrize(
+    ("fmt", "chunk"),
+    # Eight prompt tokens a step: long prompts are prefilled alone over several steps
+    # while others decode. Sixty: short prompts are prefilled together, left-padded.
+    [("dialogpt", 8), ("sep", 60)],
+)
+def test_every_row_decodes_as_generate_decodes_it_alone(make_checkpoint, fmt, chunk, monkeypatch):
     model = ConversationModel.from_pretrained(make_checkpoint(fmt))
     assert StepDecoder.usable(model)
     wanted = {(i, j): (c, cfg) for i, c in enumerate(CONTEXTS) for j, cfg in enumerate(CONFIGS)}
-    # Three rows at most and eight prompt tokens a step: rows wait, join mid-way, and
-    # long prompts are prefilled over several steps while others decode.
-    decoder = StepDecoder(model, max_rows=3, prefill_chunk=8)
+    # Three rows at most: rows wait and join mid-way.
+    decoder = StepDecoder(model, max_rows=3, prefill_chunk=chunk)
+    groups = []
+    together = decoder._prefill_group
+    monkeypatch.setattr(
+        decoder, "_prefill_group", lambda rows: groups.append(rows) or together(rows)
+    )
     got, _ = run(decoder, model, wanted)
     alone = {key: model.generate(c, cfg) for key, (c, cfg) in wanted.items()}
     assert got == alone
     assert 2 < decoder.row_steps / decoder.steps <= 3  # rows did share steps
+    # Prompts went through the model together within the step's budget, padding counted.
+    assert groups or chunk == 8
+    assert all(len(g) > 1 and len(g) * max(len(r.prompt) for r in g) <= chunk for g in groups)
 
 
 def test_llama_rows_decode_as_alone(tmp_path):
@@ -83,9 +95,8 @@ def test_a_cancelled_row_leaves_at_the_next_step(make_checkpoint):
     assert decoder.rows == [a, b] and list(decoder.waiting) == [c]  # two slots
     decoder.cancel(a)
     ended = [row for row, token in decoder.step() if token is None]
-    assert ended == [a] and decoder.rows == [b]
-    decoder.step()
-    assert decoder.rows == [b, c]  # the freed slot went to the waiting row
+    # It is cut before the step's forward pass, and its slot goes to the waiting row.
+    assert ended == [a] and decoder.rows == [b, c] and len(a.new) == 1
     assert decoder.cache.layers[0].keys.shape[0] == 2
 
 

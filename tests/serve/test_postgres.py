@@ -147,3 +147,39 @@ def test_two_servers_regenerating_one_reply_keep_every_reply(postgres_url):
     assert bot["earlier"][0] == "r0"
     a.close()
     b.close()
+
+
+def test_servers_behind_a_round_robin_balancer_keep_each_session_whole(start, postgres_url):
+    """The layout of README's "Several servers": any message of a session may reach any
+    server. Each server keeps its own prefixes: one that last saw a session before the
+    other answered in it reuses what it kept and runs the rest, so replies are those of
+    one server alone, and every history is complete and in order."""
+    a, b = start(db=postgres_url), start(db=postgres_url)
+    alone = start()  # SQLite, one server: what the replies must be
+    lines = ["Hello", "How are you?", "Hello", "How are you?"]
+
+    def chat(servers: list, k: int) -> tuple[str, list[str]]:
+        sid = httpx.post(f"{servers[0].url}/v1/sessions", json={"temperature": 0}).json()["id"]
+        replies = []
+        for i, line in enumerate(lines):
+            url = f"{servers[(i + k) % len(servers)].url}/v1/sessions/{sid}/messages"
+            r = httpx.post(url, json={"content": line}, timeout=60)
+            assert r.status_code == 200, r.text
+            replies.append(r.json()["reply"])
+        return sid, replies
+
+    _, wanted = chat([alone], 0)
+    assert wanted[:2] == [PARROT["Hello"], PARROT["How are you?"]]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        chats = list(pool.map(lambda k: chat([a, b], k), range(6)))
+    for sid, replies in chats:
+        assert replies == wanted
+        for server in (a, b):
+            history = httpx.get(f"{server.url}/v1/sessions/{sid}").json()["messages"]
+            said = [(m["role"], m["content"]) for m in history]
+            assert said == [
+                (("user", "assistant")[i % 2], (lines, wanted)[i % 2][i // 2]) for i in range(8)
+            ]
+    # Each server answered a session's third message from what it kept of its first.
+    for server in (a, b):
+        assert httpx.get(f"{server.url}/health").json()["prefix_cache"]["reused_tokens"] > 0

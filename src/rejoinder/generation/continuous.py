@@ -1,8 +1,9 @@
 """Continuous batching on torch: rows join and leave a running batch at every token.
 
 `StepDecoder` holds one batch of rows decoding together over one KV cache. Each
-`step()` admits waiting rows (their prompts prefilled alone, a chunk of a long prompt
-per step, so a long prompt never stalls the running rows for more than one chunk),
+`step()` admits waiting rows (within a budget of prompt tokens per step: fresh prompts
+prefilled together, left-padded; a long one alone, a chunk per step, so a long prompt
+never stalls the running rows for more than one chunk),
 picks every row's next token with that row's own options, hands the tokens out, drops
 the rows that finished, and runs one forward pass for the rest. It is the scheduler
 TGI's first causal-LM server used: the batch's cache is left-padded to its longest
@@ -68,6 +69,8 @@ class Row:
     done: bool = False
     failed: BaseException | None = None
     # Prefill state, while the row waits to join the batch.
+    alone: bool = False
+    """Prefilled alone: prefilling it with others failed."""
     cache: Any = None
     prefilled: int = 0
     logits: torch.Tensor | None = None
@@ -188,8 +191,16 @@ class StepDecoder:
     @torch.inference_mode()
     def step(self) -> list[tuple[Row, int | None]]:
         """One token for every running row: (row, token) events, and (row, None) for each
-        row that ended (its end token, a stop string, its length, a cancel, a failure)."""
+        row that ended (its end token, a stop string, its length, a cancel, a failure).
+
+        The forward pass for the tokens handed out last time runs at the start of the
+        next step, not the end of this one: a token reaches its client a forward pass
+        sooner, and a row cancelled in between is cut before it costs one."""
         events: list[tuple[Row, int | None]] = []
+        if self.rows and self.logits is None:
+            self._cut(events)  # cancelled since the last step
+            if self.rows:
+                self._forward([row.new[-1] for row in self.rows])
         self._admit(events)
         if not self.rows:
             return events
@@ -208,15 +219,23 @@ class StepDecoder:
                 events.append((row, None))
         self.steps += 1
         self.row_steps += len(self.rows)
-        keep = [i for i, row in enumerate(self.rows) if not row.done]
+        self._cut([])  # ended: their events are out
+        self.logits = None  # the rows' next logits: the next step's forward pass
+        return events
+
+    def _cut(self, events: list) -> None:
+        """Cuts out the rows that are done, keeping a session's keys and values, with an
+        end event for each in `events`."""
+        keep = []
         for i, row in enumerate(self.rows):
-            if row.done and row.prefix_key is not None and row.failed is None:
+            if not row.done:
+                keep.append(i)
+                continue
+            events.append((row, None))
+            if row.prefix_key is not None and row.failed is None:
                 self._keep_prefix(i, row)
         if len(keep) < len(self.rows):
             self._keep(keep)
-        if self.rows:
-            self._forward([row.new[-1] for row in self.rows])
-        return events
 
     def _choose_all(self, events: list) -> list[tuple[Row, int]]:
         """Every running row's next token, as `generate` would pick it for that row alone:
@@ -301,6 +320,11 @@ class StepDecoder:
     # -- admitting rows: prefill alone, then join ------------------------------------
 
     def _admit(self, events: list) -> None:
+        """Prefills waiting rows within this step's budget of prompt tokens and joins
+        those whose whole prompt is in. Fresh prompts that fit go through the model
+        together, left-padded (one forward for many prompts is about twice as fast as
+        one each on a CPU, padding counted in the budget); a long prompt, or one that
+        starts from a session's kept prefix, goes alone, a chunk per step."""
         budget = self.prefill_chunk
         while self.waiting and len(self.rows) < self.max_rows and budget > 0:
             row = self.waiting[0]
@@ -308,18 +332,79 @@ class StepDecoder:
                 self.waiting.popleft()
                 events.append((row, None))
                 continue
-            try:
-                budget -= self._prefill(row, budget)
-            except Exception as e:
-                log.exception("a prompt failed to prefill")
-                self.waiting.popleft()
-                row.failed, row.done = e, True
-                events.append((row, None))
+            group = self._fresh_group(budget)
+            if group:
+                try:
+                    budget -= self._prefill_group(group)
+                except Exception:
+                    # Each goes alone instead, so that only a prompt that fails alone fails.
+                    log.exception("prompts failed to prefill together")
+                    for member in group:
+                        member.alone = True
+                    continue
+            else:
+                try:
+                    budget -= self._prefill(row, budget)
+                except Exception as e:
+                    log.exception("a prompt failed to prefill")
+                    self.waiting.popleft()
+                    row.failed, row.done, row.cache = e, True, None
+                    events.append((row, None))
+                    continue
+            if group:
+                for _ in group:
+                    self.waiting.popleft()
                 continue
             if row.prefilled < len(row.prompt):
                 return  # the rest of this prompt next step: running rows go on meanwhile
             self.waiting.popleft()
-            self._join(row)
+            self._join([row], row.cache, None, row.logits)
+            row.cache = row.logits = None
+
+    def _fresh_group(self, budget: int) -> list[Row]:
+        """The waiting rows from the front that can be prefilled together: not started,
+        not cancelled, their padded prompts within `budget`, room left in the batch. At
+        least two, else empty (one goes through `_prefill`)."""
+        group: list[Row] = []
+        longest = 0
+        room = self.max_rows - len(self.rows)
+        for row in self.waiting:
+            if row.done or row.alone or row.cache is not None or len(group) == room:
+                break
+            width = max(longest, len(row.prompt))
+            if width * (len(group) + 1) > budget:
+                break
+            group.append(row)
+            longest = width
+        return group if len(group) > 1 else []
+
+    def _prefill_group(self, group: list[Row]) -> int:
+        """Runs fresh prompts through the model together, left-padded, and joins them to
+        the batch; returns the tokens it computed, padding included."""
+        from transformers import DynamicCache
+
+        device = self.lm.device
+        width = max(len(row.prompt) for row in group)
+        pads = [width - len(row.prompt) for row in group]
+        ids = torch.tensor([[0] * (width - len(row.prompt)) + row.prompt for row in group])
+        mask = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
+        ids, mask = ids.to(device), mask.to(device)
+        kwargs = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            # Positions count real tokens only, as `generate` numbers a left-padded batch.
+            "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
+        }
+        if group[0].prompt_types is not None:
+            kwargs["token_type_ids"] = torch.tensor(
+                [[0] * (width - len(row.prompt)) + row.prompt_types for row in group], device=device
+            )
+        cache = DynamicCache(config=self.lm.config)
+        out = self.lm(**kwargs, cache=cache, use_cache=True, logits_to_keep=1)
+        for row in group:
+            row.prefilled = len(row.prompt)
+        self._join(group, cache, mask, out.logits[:, -1, :])
+        return width * len(group)
 
     def _prefill(self, row: Row, budget: int) -> int:
         """Runs up to `budget` more of the row's prompt through the model, alone."""
@@ -347,23 +432,24 @@ class StepDecoder:
             row.logits = out.logits[:, -1, :]
         return end - start
 
-    def _join(self, row: Row) -> None:
-        """Adds a prefilled row to the batch, left-padding the shorter of the two."""
-        length = len(row.prompt)
-        row_mask = torch.ones(1, length, dtype=torch.long, device=self.lm.device)
+    def _join(self, rows: list[Row], cache, mask: torch.Tensor | None, logits) -> None:
+        """Adds prefilled rows (their cache, their mask: None when none is padded) to the
+        batch, left-padding whichever is shorter."""
+        if mask is None:
+            length = cache.layers[0].keys.shape[2]
+            mask = torch.ones(len(rows), length, dtype=torch.long, device=self.lm.device)
         if not self.rows:
-            self.cache, self.mask, self.logits = row.cache, row_mask, row.logits
+            self.cache, self.mask, self.logits = cache, mask, logits
         else:
-            width = max(self.mask.shape[1], length)
-            self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(row_mask, width)])
-            for mine, theirs in zip(self.cache.layers, row.cache.layers, strict=True):
+            width = max(self.mask.shape[1], mask.shape[1])
+            self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
+            for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
                 mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
                 mine.values = torch.cat(
                     [_left_pad(mine.values, width), _left_pad(theirs.values, width)]
                 )
-            self.logits = torch.cat([self.logits, row.logits])
-        row.cache, row.logits = None, None
-        self.rows.append(row)
+            self.logits = torch.cat([self.logits, logits])
+        self.rows.extend(rows)
 
     def _keep_prefix(self, i: int, row: Row) -> None:
         """Keeps a finished row's keys and values (its real columns) for its session."""
@@ -385,7 +471,8 @@ class StepDecoder:
             return
         index = torch.tensor(keep, device=self.mask.device)
         self.mask = self.mask.index_select(0, index)
-        self.logits = self.logits.index_select(0, index)
+        if self.logits is not None:
+            self.logits = self.logits.index_select(0, index)
         unused = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading pad columns
         for layer in self.cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, unused:]
