@@ -1,7 +1,7 @@
 """Serving under load: `rejoinder serve` with GPT-2 124M (random weights), scheduler by
 scheduler, side by side in one run.
 
-    python benchmarks/serve_load.py [--engines continuous,gather,ct2] [--tokens 32]
+    python benchmarks/serve_load.py [--engines continuous,gather,ct2] [--tokens 32] [--mmi 16]
                                     [--rates 1,2,3] [--soak 1000] [--repeats 3]
 
 For each engine a real server starts (a child process, its own SQLite file):
@@ -15,6 +15,8 @@ the baseline) and `ct2` (CTranslate2 int8, which gathers). From this process:
    with the median throughput is shown);
 2. open loop: Poisson arrivals at `--rates` requests/s for `--open-requests` requests:
    latency and TTFT percentiles, which a closed loop hides (it waits for the server);
+   then MMI under load: `--mmi` reranked requests (8 candidates each, a 124M reverse
+   model) in a closed loop at concurrency 8;
 3. a soak on the default engine: 1,000 session messages at concurrency 32 spread over
    100 sessions, that must end with 0 errors and every history complete and in order.
 
@@ -42,12 +44,15 @@ import httpx
 HERE = Path(__file__).resolve().parent
 
 
-def checkpoint() -> Path:
+def checkpoint(reverse: bool = False) -> Path:
     from rejoinder.modeling import init_checkpoint
 
-    path = HERE / ".cache" / "gpt2-124M-fwd"
+    path = HERE / ".cache" / ("gpt2-124M-rev" if reverse else "gpt2-124M-fwd")
     if not (path / "config.json").exists():
-        init_checkpoint(path, size="124M", seed=0, overwrite=True)
+        settings = {"reverse": True} if reverse else None
+        init_checkpoint(
+            path, size="124M", seed=int(reverse), format_settings=settings, overwrite=True
+        )
     return path
 
 
@@ -58,13 +63,17 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-async def ask(client: httpx.AsyncClient, url: str, text: str, tokens: int) -> dict:
-    """One streamed chat completion: its latency, time to first token and text."""
+async def ask(
+    client: httpx.AsyncClient, url: str, text: str, tokens: int, extra: dict | None = None
+) -> dict:
+    """One streamed chat completion: its latency, time to first token and text. `extra`:
+    rejoinder's own options (an MMI reply is sent whole, as one piece)."""
     body = {
         "messages": [{"role": "user", "content": text}],
         "max_tokens": tokens,
         "temperature": 1.0,
         "stream": True,
+        **({"rejoinder": extra} if extra else {}),
     }
     t = time.perf_counter()
     first, pieces, ok = None, [], True
@@ -103,20 +112,23 @@ def summary(done: list[dict], wall: float, counter) -> dict:
     }
 
 
-async def closed(url: str, concurrency: int, requests: int, tokens: int, counter) -> dict:
+async def closed(
+    url: str, concurrency: int, requests: int, tokens: int, counter, extra=None, name=None
+) -> dict:
     left = list(range(requests))
     done: list[dict] = []
 
     async def worker(client: httpx.AsyncClient, w: int):
         while left:
             i = left.pop()
-            done.append(await ask(client, url, f"Hello there, this is user {w}, ask {i}.", tokens))
+            text = f"Hello there, this is user {w}, ask {i}."
+            done.append(await ask(client, url, text, tokens, extra))
 
     async with httpx.AsyncClient(timeout=600) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"load": f"closed {concurrency}", **summary(done, wall, counter)}
+    return {"load": name or f"closed {concurrency}", **summary(done, wall, counter)}
 
 
 async def open_loop(url: str, rate: float, requests: int, tokens: int, counter) -> dict:
@@ -189,11 +201,14 @@ ENGINES = {
 }
 
 
-def start_server(model: Path, engine: str, port: int, tmp: str) -> subprocess.Popen:
+def start_server(
+    model: Path, engine: str, port: int, tmp: str, reverse: Path | None = None
+) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "rejoinder", "serve", str(model), "--port", str(port),
         "--db", f"sqlite:///{tmp}/{engine}.db", "--max-batch", "32",
         "--max-message-chars", "1000", *ENGINES[engine],
+        *(["--reverse", str(reverse)] if reverse else []),
     ]  # fmt: skip
     log = Path(tmp) / f"{engine}.log"
     server = subprocess.Popen(
@@ -228,6 +243,13 @@ def measure(url: str, args, counter) -> list[dict]:
         rows.append(runs[len(runs) // 2])
     for rate in args.rates:
         rows.append(asyncio.run(open_loop(url, rate, args.open_requests, args.tokens, counter)))
+    if args.mmi:
+        # Reranked replies under load: each request samples --mmi-candidates with the
+        # forward model and scores them with the reverse one.
+        extra = {"mmi": True, "mmi_candidates": args.mmi_candidates}
+        rows.append(
+            asyncio.run(closed(url, 8, args.mmi, args.tokens, counter, extra, "mmi closed 8"))
+        )
     return rows
 
 
@@ -275,19 +297,22 @@ def main() -> int:
     ap.add_argument("--soak", type=int, default=1000, help="soak messages (1000; 0: skip)")
     ap.add_argument("--soak-tokens", type=int, default=8, help="new tokens per soak reply (8)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each level (3; median)")
+    ap.add_argument("--mmi", type=int, default=16, help="MMI requests at concurrency 8 (0: skip)")
+    ap.add_argument("--mmi-candidates", type=int, default=8, help="candidates per MMI reply (8)")
     ap.add_argument("--port", type=int, default=8765)
     args = ap.parse_args()
     args.rates = [float(x) for x in args.rates.split(",") if x]
     from tokenizers import Tokenizer
 
     model = checkpoint()
+    reverse = checkpoint(reverse=True) if args.mmi else None
     counter = Tokenizer.from_file(str(model / "tokenizer.json"))
     tmp = tempfile.mkdtemp(prefix="serve-load-")
     url = f"http://127.0.0.1:{args.port}"
     results: dict[str, list[dict]] = {}
     engines = [e for e in args.engines.split(",") if e]
     for engine in engines:
-        server = start_server(model, engine, args.port, tmp)
+        server = start_server(model, engine, args.port, tmp, reverse)
         try:
             results[engine] = measure(url, args, counter)
             if args.soak and engine == engines[0]:
