@@ -12,7 +12,10 @@ the baseline) and `ct2` (CTranslate2 int8, which gathers). From this process:
 1. closed loop at concurrency 1, 8 and 32 (each worker sends its next request as soon
    as the last is answered), streamed: replies/s, generated tokens/s, p50/p95/p99
    latency and time to first token (TTFT), each level run `--repeats` times (the run
-   with the median throughput is shown);
+   with the median throughput is shown); then `mixed 32`, the same loop at 32 where each
+   request asks for its own length (8..56 tokens for --tokens 32, the same mean) and
+   temperature, as users do: gather runs a call per group of equal options, and each
+   call lasts as long as its longest reply;
 2. open loop: Poisson arrivals at `--rates` requests/s for `--open-requests` requests:
    latency and TTFT percentiles, which a closed loop hides (it waits for the server);
    then MMI under load: `--mmi` reranked requests (8 candidates each, a 124M reverse
@@ -21,9 +24,9 @@ the baseline) and `ct2` (CTranslate2 int8, which gathers). From this process:
    100 sessions, that must end with 0 errors and every history complete and in order.
 
 Targets (issue 17): at concurrency 32, continuous p99 <= 2x its p50 and >= 1.3x the
-throughput of gather; TTFT at concurrency 8 <= 1/3 of gather's. A random model seldom
-ends a turn, so every reply is `--tokens` tokens long and the figures compare like
-with like.
+throughput of gather (the closed loop and the mixed one); TTFT at concurrency 8 <= 1/3
+of gather's. A random model seldom ends a turn, so every reply is as long as its
+request asks and the engines compare like with like.
 """
 
 from __future__ import annotations
@@ -64,14 +67,19 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 async def ask(
-    client: httpx.AsyncClient, url: str, text: str, tokens: int, extra: dict | None = None
+    client: httpx.AsyncClient,
+    url: str,
+    text: str,
+    tokens: int,
+    extra: dict | None = None,
+    temperature: float = 1.0,
 ) -> dict:
     """One streamed chat completion: its latency, time to first token and text. `extra`:
     rejoinder's own options (an MMI reply is sent whole, as one piece)."""
     body = {
         "messages": [{"role": "user", "content": text}],
         "max_tokens": tokens,
-        "temperature": 1.0,
+        "temperature": temperature,
         "stream": True,
         **({"rejoinder": extra} if extra else {}),
     }
@@ -113,16 +121,32 @@ def summary(done: list[dict], wall: float, counter) -> dict:
 
 
 async def closed(
-    url: str, concurrency: int, requests: int, tokens: int, counter, extra=None, name=None
+    url: str,
+    concurrency: int,
+    requests: int,
+    tokens: int,
+    counter,
+    extra=None,
+    name=None,
+    mixed: bool = False,
 ) -> dict:
+    """A closed loop. `mixed`: each request asks for its own length (uniform in 1/4..7/4
+    of `tokens`, the same mean) and temperature (0.7, 0.85 or 1), as users do."""
     left = list(range(requests))
     done: list[dict] = []
+    rng = random.Random(requests)
+    asks = [
+        (rng.randint(tokens // 4, tokens * 7 // 4), rng.choice([0.7, 0.85, 1.0]))
+        if mixed
+        else (tokens, 1.0)
+        for _ in range(requests)
+    ]
 
     async def worker(client: httpx.AsyncClient, w: int):
         while left:
             i = left.pop()
             text = f"Hello there, this is user {w}, ask {i}."
-            done.append(await ask(client, url, text, tokens, extra))
+            done.append(await ask(client, url, text, asks[i][0], extra, asks[i][1]))
 
     async with httpx.AsyncClient(timeout=600) as client:
         start = time.perf_counter()
@@ -241,6 +265,14 @@ def measure(url: str, args, counter) -> list[dict]:
             key=lambda r: r["replies_s"],
         )
         rows.append(runs[len(runs) // 2])
+    runs = sorted(
+        (
+            asyncio.run(closed(url, 32, 96, args.tokens, counter, name="mixed 32", mixed=True))
+            for _ in range(args.repeats)
+        ),
+        key=lambda r: r["replies_s"],
+    )
+    rows.append(runs[len(runs) // 2])
     for rate in args.rates:
         rows.append(asyncio.run(open_loop(url, rate, args.open_requests, args.tokens, counter)))
     if args.mmi:
@@ -280,6 +312,8 @@ def targets(results: dict[str, list[dict]]) -> None:
         ("continuous p99 <= 2x p50 at 32", c32["p99"] / c32["p50"], 2.0, "le"),
         ("continuous throughput >= 1.3x gather at 32",
          c32["replies_s"] / g32["replies_s"], 1.3, "ge"),
+        ("... with mixed lengths and temperatures",
+         cont["mixed 32"]["replies_s"] / gath["mixed 32"]["replies_s"], 1.3, "ge"),
         ("continuous TTFT <= 1/3 gather's at 8", c8["ttft50"] / g8["ttft50"], 1 / 3, "le"),
     ]  # fmt: skip
     print()
