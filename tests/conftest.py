@@ -112,3 +112,21 @@ def parrot_dir(tmp_path_factory, make_checkpoint):
 def reverse_dir(make_checkpoint):
     """A tiny random backward model (its format reverses the turns)."""
     return make_checkpoint("dialogpt", reverse=True)
+
+
+# -- the gpu marker ----------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the tests marked `gpu` where torch sees no CUDA device, at once; with
+    REJOINDER_GPU_CHECK_DEVICE=cpu they run on the CPU (scripts/gpu-check.sh --device cpu)."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked or os.environ.get("REJOINDER_GPU_CHECK_DEVICE") == "cpu":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (make gpu-check runs it)")
+    for item in marked:
+        item.add_marker(skip)
