@@ -1,5 +1,5 @@
 # The two commands of the README: `make quickstart` (the main job) and `make test`.
-.PHONY: setup services test lint quickstart clean
+.PHONY: setup services test lint quickstart clean gpu-check
 
 setup: .venv/.installed
 
@@ -20,6 +20,13 @@ services:
 # subprocesses, servers and imports. More workers would fight over torch's threads.
 test: lint services
 	.venv/bin/python -m pytest -q -n 2 --dist loadfile
+
+# On a CUDA GPU: the tests marked gpu and a throughput benchmark in about five minutes,
+# everything in OUT/gpu-check.json (default build/gpu-check/); one line where there is no
+# GPU. No setup prerequisite: a bare GPU image runs it with its own python3 and the wheels
+# that scripts/gpu-wheels.sh put in .whl/.
+gpu-check:
+	@bash scripts/gpu-check.sh $(if $(OUT),--out $(OUT))
 
 # Build Chit-Chat, train forward and reverse models, evaluate, show samples, chat.
 # MINUTES=5 for a shorter run; the same command again reuses what is finished.
