@@ -81,12 +81,13 @@ def make_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def parrot_dir(tmp_path_factory, make_checkpoint):
-    """A tiny dialogpt checkpoint trained until it answers PARROT's lines word for word."""
+    """A tiny dialogpt checkpoint trained until it answers PARROT's lines word for word
+    (on the CPU, whatever the machine has: its tensors are made there)."""
     import torch
 
     from rejoinder.generation import ConversationModel
 
-    bot = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    bot = ConversationModel.from_pretrained(make_checkpoint("dialogpt"), device="cpu")
     model = bot.model
     model.train()
     torch.manual_seed(0)

@@ -71,6 +71,17 @@ def test_formats_with_token_types_stay_on_torch(make_checkpoint):
         ConversationModel.from_pretrained(make_checkpoint("sep"), backend="ctranslate2")
 
 
+def test_the_device_reaches_ctranslate2(checkpoint):
+    import ctranslate2
+
+    fast = ConversationModel.from_pretrained(checkpoint, backend="ctranslate2", device="cpu")
+    assert fast._ct2.device == "cpu"
+    default = ConversationModel.from_pretrained(checkpoint, backend="ctranslate2")
+    assert default._ct2.device == ("cuda" if ctranslate2.get_cuda_device_count() else "cpu")
+    with pytest.raises(RejoinderError, match="cpu or cuda"):
+        ConversationModel.from_pretrained(checkpoint, backend="ctranslate2", device="mps")
+
+
 def test_ct2_leaves_the_torch_weights_unloaded_until_needed(checkpoint):
     fast = ConversationModel.from_pretrained(
         checkpoint, backend="ctranslate2", compute_type="float32"
@@ -81,6 +92,36 @@ def test_ct2_leaves_the_torch_weights_unloaded_until_needed(checkpoint):
     assert not fast.weights_loaded  # int8 decoding costs only CTranslate2's memory
     fast.inspect("Hello", steps=2, top=2)  # torch, loaded on demand
     assert fast.weights_loaded
+
+
+def test_a_streamed_batch_on_ct2_decodes_its_rows_together(checkpoint):
+    fast = ConversationModel.from_pretrained(
+        checkpoint, backend="ctranslate2", compute_type="float32"
+    )
+    contexts = [["Hello"], ["How are you today, my friend?"], ["Hello"], ["x y z"]]
+    kw = dict(preset="greedy", max_new_tokens=10, min_new_tokens=10)
+    events = list(fast.stream_batch(contexts, **kw))
+    texts = {row: "" for row in range(len(contexts))}
+    for row, piece in events:
+        texts[row] += piece or ""
+    assert list(texts.values()) == fast.generate_batch(contexts, **kw)
+    assert sorted(row for row, piece in events if piece is None) == [0, 1, 2, 3]
+    # Rows of one length decode together: the second row of that length has its first
+    # piece before the first row has ended.
+    ends = [i for i, (row, piece) in enumerate(events) if row == 0 and piece is None]
+    starts = [i for i, (row, piece) in enumerate(events) if row == 2 and piece]
+    assert starts[0] < ends[0]
+    # A caller that stops early stops the decoding and leaves no thread behind.
+    import threading
+    import time
+
+    stream = fast.stream_batch(contexts, preset="greedy", max_new_tokens=200)
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 10
+    while any(t.name == "ct2-stream" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "CTranslate2 went on decoding for a closed stream"
+        time.sleep(0.05)
 
 
 def test_streaming_on_ct2_matches_whole_replies(checkpoint):

@@ -56,40 +56,6 @@ def pytest_runtest_logreport(report):
 
 
 @pytest.fixture(scope="session")
-def parrot_dir(tmp_path_factory, make_checkpoint):
-    """tests/conftest.py's parrot, trained on the CPU whatever the machine has.
-
-    That fixture loads its checkpoint where `load_checkpoint` puts it by default (the
-    GPU, where there is one) and feeds it CPU tensors, so it fails on a GPU machine;
-    this one is the same recipe with the device named.
-    """
-    import torch
-
-    from rejoinder.generation import ConversationModel
-    from tests.conftest import PARROT
-
-    bot = ConversationModel.from_pretrained(make_checkpoint("dialogpt"), device="cpu")
-    model = bot.model
-    model.train()
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    examples = [bot.format.training_example([c, r]) for c, r in PARROT.items()]
-    examples.append(bot.format.training_example([x for pair in PARROT.items() for x in pair]))
-    for _ in range(150):
-        for ex in examples:
-            loss = model(
-                input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])
-            ).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    out = tmp_path_factory.mktemp("parrot") / "parrot"
-    bot.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
 def ct2_device(make_checkpoint, tmp_path_factory):
     """The device CTranslate2 decodes on here, once it has decoded a token there (in a
     process of its own: a CTranslate2 built for another CUDA can fail to load its

@@ -33,10 +33,6 @@ def test_ctranslate2_greedy_equals_torch_greedy_on_the_same_device(
     import ctranslate2
 
     from rejoinder import ConversationModel
-    from rejoinder.generation.backends import Job
-    from rejoinder.generation.backends.ctranslate2 import Ct2Backend
-    from rejoinder.generation.backends.torch import TorchBackend
-    from rejoinder.generation.config import decoding_config
 
     supported = ctranslate2.get_supported_compute_types(ct2_device)
     if compute_type not in supported:
@@ -44,19 +40,13 @@ def test_ctranslate2_greedy_equals_torch_greedy_on_the_same_device(
         pytest.skip(f"CTranslate2 has no {compute_type} on {ct2_device} (it has {have})")
     parrot_dir = request.getfixturevalue("parrot_dir")  # trained only where it will be used
     model_dir = shutil.copytree(parrot_dir, tmp_path / "parrot")  # its conversion lands beside it
-    bot = ConversationModel.from_pretrained(model_dir, device=DEVICE)
-    fmt = bot.format
-    # ConversationModel puts CTranslate2 on the CPU; its backend takes a device.
-    fast = Ct2Backend(model_dir, bot.tokenizer, fmt.stop_ids, compute_type, device=ct2_device)
-    ours = TorchBackend(bot.model, bot.tokenizer, fmt.stop_ids)
-    job = Job.of(
-        fmt, [bot.encode(c, 12) for c in CONTEXTS], decoding_config("greedy", max_new_tokens=12)
+    ours = ConversationModel.from_pretrained(model_dir, device=DEVICE)
+    fast = ConversationModel.from_pretrained(
+        model_dir, device=ct2_device, backend="ctranslate2", compute_type=compute_type
     )
-
-    def replies(backend):
-        return [fmt.decode_reply(seqs[0], job.stops) for seqs in backend.generate(job)]
-
-    assert replies(fast) == replies(ours) == LEARNT
+    assert fast._ct2.device == ct2_device  # the device reaches CTranslate2
+    kw = dict(preset="greedy", max_new_tokens=12)
+    assert fast.generate_batch(CONTEXTS, **kw) == ours.generate_batch(CONTEXTS, **kw) == LEARNT
 
 
 def test_mmi_on_the_device_scores_candidates_as_the_cpu_does(parrot_dir, reverse_dir):

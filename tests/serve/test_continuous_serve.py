@@ -45,3 +45,33 @@ def test_sessions_reuse_their_kept_prefix_within_its_memory(start):
         httpx.post(f"{server.url}/v1/sessions/{other}/messages", json={"content": "Hello"})
     kept = health(server)["prefix_cache"]
     assert 0 < kept["sessions"] < 13 and kept["mb"] <= 0.01
+
+
+def test_ctranslate2_streams_concurrent_requests_batched(start, parrot_dir, tmp_path):
+    """CTranslate2 cannot admit rows between steps: it gathers, and a gathered batch of
+    streamed requests decodes together (not one request after another)."""
+    import concurrent.futures
+    import json
+    import shutil
+
+    from rejoinder.generation import ConversationModel
+
+    copy = shutil.copytree(parrot_dir, tmp_path / "parrot")  # its conversion lands beside it
+    fast = ConversationModel.from_pretrained(copy, backend="ctranslate2", compute_type="float32")
+    server = start(model=fast, batch_wait_ms=200)
+    assert health(server)["scheduler"] == "gather"
+
+    def ask(text: str) -> str:
+        body = {"messages": [{"role": "user", "content": text}], "stream": True,
+                "temperature": 0}  # fmt: skip
+        pieces = []
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    pieces.append(json.loads(line[6:])["choices"][0]["delta"].get("content"))
+        return "".join(p for p in pieces if p)
+
+    asks = [*PARROT, *PARROT]
+    with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
+        assert list(pool.map(ask, asks)) == [PARROT[a] for a in asks]
+    assert health(server)["mean_batch"] > 1

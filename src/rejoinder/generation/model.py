@@ -78,7 +78,7 @@ class ConversationModel:
         # (an extra head, inspect, classify): int8 then takes a fraction of the memory.
         weights = backend != "ctranslate2"
         model = cls(load_checkpoint(path, device=device, dtype=dtype, weights=weights))
-        model.use_backend(backend, compute_type)
+        model.use_backend(backend, compute_type, device)
         if reverse is not None:
             kw = dict(device=device, dtype=dtype, backend=backend, compute_type=compute_type)
             model.attach_reverse(cls.from_pretrained(reverse, **kw))
@@ -89,15 +89,18 @@ class ConversationModel:
                 model.rankers[name] = Ranker.from_pretrained(where, device=device)
         return model
 
-    def use_backend(self, backend: str, compute_type: str = "int8") -> None:
-        """Decodes with "torch" (default) or "ctranslate2"."""
+    def use_backend(
+        self, backend: str, compute_type: str = "int8", device: str | None = None
+    ) -> None:
+        """Decodes with "torch" (default) or "ctranslate2" (on `device`: by default a GPU
+        where CTranslate2 sees one)."""
         if backend not in BACKENDS:
             raise RejoinderError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
         self._ct2 = None
         if backend == "ctranslate2":
             from rejoinder.generation.backends.ctranslate2 import Ct2Backend
 
-            self._ct2 = Ct2Backend.for_checkpoint(self.checkpoint, compute_type)
+            self._ct2 = Ct2Backend.for_checkpoint(self.checkpoint, compute_type, device)
         self.backend = backend
 
     def attach_reverse(self, reverse: ConversationModel) -> None:
@@ -234,8 +237,7 @@ class ConversationModel:
         """Streams the replies to many contexts, generated as one batch.
 
         Yields (row, text) as each row's text arrives and (row, None) once that row's
-        reply is complete (which may be long before the others'). With CTranslate2 the
-        rows are generated one after the other.
+        reply is complete (which may be long before the others').
         """
         config = decoding_config(preset, config, **options)
         if not config.streamable:

@@ -189,6 +189,11 @@ def fit(
     if resume and lightning.is_global_zero:
         print(f"resuming from {last}", file=sys.stderr)
     lightning.fit(model, datamodule=data, ckpt_path=resume)
+    # last.ckpt is written every --checkpoint_every steps; the steps since (a max_steps
+    # that is no multiple of it, max_time, early stopping) would be lost to the export
+    # and redone by a resumed run. Every rank takes part; the first writes.
+    if lightning.global_step:
+        lightning.save_checkpoint(last)
     best = run / "checkpoints" / "best.ckpt"
     source = best if best.is_file() else last if last.is_file() else None
     if lightning.is_global_zero:

@@ -84,7 +84,7 @@ class Ct2Backend:
         stop_ids: list[int],
         compute_type: str = "int8",
         checkpoint=None,
-        device: str = "cpu",
+        device: str | None = "cpu",
     ):
         try:
             import ctranslate2
@@ -97,13 +97,28 @@ class Ct2Backend:
         self.dir = converted(path, compute_type, checkpoint)
         # One thread per core: CTranslate2's own default (0) ran slower on small machines.
         threads = int(os.environ.get("REJOINDER_CT2_THREADS", os.cpu_count() or 0))
+        # torch's device names ("cuda:1") in CTranslate2's terms; None: a GPU where
+        # CTranslate2 sees one, as checkpoints load onto one where torch does.
+        if device is None:
+            device = "cuda" if ctranslate2.get_cuda_device_count() else "cpu"
+        kind, _, index = str(device).partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise RejoinderError(f"CTranslate2 runs on cpu or cuda[:N], not {device!r}")
+        self.device = kind
         self.generator = ctranslate2.Generator(
-            str(self.dir), device=device, compute_type=compute_type, intra_threads=threads
+            str(self.dir),
+            device=kind,
+            device_index=int(index or 0),
+            compute_type=compute_type,
+            intra_threads=threads,
         )
 
     @classmethod
-    def for_checkpoint(cls, checkpoint, compute_type: str = "int8") -> Ct2Backend:
-        """The backend of a loaded checkpoint (its directory is converted once)."""
+    def for_checkpoint(
+        cls, checkpoint, compute_type: str = "int8", device: str | None = None
+    ) -> Ct2Backend:
+        """The backend of a loaded checkpoint (its directory is converted once), on
+        `device` (default: a GPU where CTranslate2 sees one)."""
         fmt = checkpoint.format
         if fmt.encode([]).token_type_ids is not None:
             raise RejoinderError(
@@ -112,7 +127,9 @@ class Ct2Backend:
             )
         if not checkpoint.path or not Path(checkpoint.path).is_dir():
             raise RejoinderError("the ctranslate2 backend needs a local checkpoint directory")
-        return cls(checkpoint.path, checkpoint.tokenizer, fmt.stop_ids, compute_type, checkpoint)
+        return cls(
+            checkpoint.path, checkpoint.tokenizer, fmt.stop_ids, compute_type, checkpoint, device
+        )
 
     def _tokens(self, ids) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(list(ids))
@@ -168,7 +185,66 @@ class Ct2Backend:
         return out
 
     def stream(self, job: Job) -> Iterator[tuple[int, int | None]]:
-        """Token events of one row after another (CTranslate2 streams one prompt at a time)."""
+        """Token events of every row as they come. One prompt streams through
+        `generate_tokens`; several decode together in `generate_batch`, whose callback
+        hands each row's tokens over from CTranslate2's thread (one prompt at a time
+        would make the last row wait for all the others)."""
+        if len(job.prompts) == 1:
+            yield from self._stream_one(job)
+            return
+        import queue
+        import threading
+
+        kwargs = self._options(job)
+        kwargs.update(include_prompt_in_result=False, beam_size=1)
+        check = StopStrings(self.tokenizer, job.stops) if job.stops else None
+        tokens = [self._tokens(p.input_ids) for p in job.prompts]
+        events: queue.Queue = queue.Queue()
+        ended: set[int] = set()
+        leaving = threading.Event()
+        done = object()
+
+        def decode() -> None:
+            try:
+                for indices in _by_length(tokens):  # one length a call, as in `generate`
+
+                    def callback(step, rows=indices) -> bool:
+                        row = rows[step.batch_id]
+                        events.put((row, step.token_id, step.is_last))
+                        return leaving.is_set() or row in ended  # True: stop this row
+
+                    self.generator.generate_batch(
+                        [tokens[i] for i in indices], callback=callback, **kwargs
+                    )
+                    for row in indices:
+                        events.put((row, None, True))
+            except BaseException as e:  # the caller's thread raises it
+                events.put(e)
+            finally:
+                events.put(done)
+
+        worker = threading.Thread(target=decode, name="ct2-stream", daemon=True)
+        worker.start()
+        new: dict[int, list[int]] = {i: [] for i in range(len(tokens))}
+        try:
+            while (event := events.get()) is not done:
+                if isinstance(event, BaseException):
+                    raise event
+                row, token, last = event
+                if row in ended:
+                    continue
+                if token is not None and token not in self.stop_ids:
+                    new[row].append(token)
+                    yield row, token
+                    last = last or (check is not None and check.found([new[row]])[0])
+                    if not last:
+                        continue
+                ended.add(row)
+                yield row, None
+        finally:
+            leaving.set()  # a caller that stops early stops CTranslate2's decoding too
+
+    def _stream_one(self, job: Job) -> Iterator[tuple[int, int | None]]:
         kwargs = self._options(job)
         check = StopStrings(self.tokenizer, job.stops) if job.stops else None
         for row, prompt in enumerate(job.prompts):
