@@ -75,9 +75,9 @@ def test_the_device_reaches_ctranslate2(checkpoint):
     import ctranslate2
 
     fast = ConversationModel.from_pretrained(checkpoint, backend="ctranslate2", device="cpu")
-    assert fast._ct2.device == "cpu"
+    assert fast.decoding_device == "cpu"
     default = ConversationModel.from_pretrained(checkpoint, backend="ctranslate2")
-    assert default._ct2.device == ("cuda" if ctranslate2.get_cuda_device_count() else "cpu")
+    assert default.decoding_device == ("cuda" if ctranslate2.get_cuda_device_count() else "cpu")
     with pytest.raises(RejoinderError, match="cpu or cuda"):
         ConversationModel.from_pretrained(checkpoint, backend="ctranslate2", device="mps")
 

@@ -44,7 +44,7 @@ def test_ctranslate2_greedy_equals_torch_greedy_on_the_same_device(
     fast = ConversationModel.from_pretrained(
         model_dir, device=ct2_device, backend="ctranslate2", compute_type=compute_type
     )
-    assert fast._ct2.device == ct2_device  # the device reaches CTranslate2
+    assert fast.decoding_device == ct2_device  # the device reaches CTranslate2
     kw = dict(preset="greedy", max_new_tokens=12)
     assert fast.generate_batch(CONTEXTS, **kw) == ours.generate_batch(CONTEXTS, **kw) == LEARNT
 

@@ -107,6 +107,10 @@ class StepDecoder:
         """Prompt tokens not run again, thanks to kept prefixes."""
         self.row_steps = 0
         """Rows decoded over all steps: row_steps / steps is the mean batch."""
+        self.grouped_prompts = 0
+        """Prompts prefilled together with others."""
+        self.largest_group = 0
+        """The most tokens (padding included) prefilled together in one forward pass."""
 
     @staticmethod
     def usable(model) -> bool:
@@ -404,6 +408,8 @@ class StepDecoder:
         for row in group:
             row.prefilled = len(row.prompt)
         self._join(group, cache, mask, out.logits[:, -1, :])
+        self.grouped_prompts += len(group)
+        self.largest_group = max(self.largest_group, width * len(group))
         return width * len(group)
 
     def _prefill(self, row: Row, budget: int) -> int:

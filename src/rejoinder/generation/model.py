@@ -148,6 +148,12 @@ class ConversationModel:
         return self._model.device if self._model is not None else torch.device("cpu")
 
     @property
+    def decoding_device(self) -> str:
+        """Where replies are decoded: "cpu" or "cuda" (CTranslate2's device with that
+        backend, which can differ from the torch weights')."""
+        return self._ct2.device if self._ct2 is not None else self.device.type
+
+    @property
     def context_budget(self) -> int:
         """The most tokens the model reads at once: its positions, or the format's budget
         (the window it was trained on) when that is smaller."""

@@ -85,6 +85,8 @@ def export(
         tokenizer_object=Tokenizer.from_str(info["tokenizer_json"]),
         **{k: v for k, v in info["tokenizer_special"].items() if v},
     )
+    if info.get("chat_template"):
+        tok.chat_template = info["chat_template"]
     fmt = format_from_dict(info["format"], tok)
     settings = dict(info["config"])
     config = AutoConfig.for_model(settings.pop("model_type", "gpt2"), **settings)

@@ -353,6 +353,8 @@ class DialogueLM(L.LightningModule):
                 for k in ("bos_token", "eos_token", "unk_token", "pad_token")
             },
             "tokenizer_kind": self.tokenizer_kind,
+            # A chat-template format reads it from the tokenizer, which the JSON lacks.
+            "chat_template": getattr(self.fmt.tokenizer, "chat_template", None),
             "tokens_seen": self.tokens_seen,
             "train_seconds": self._train_seconds,
             "rng": _rng_state(),
