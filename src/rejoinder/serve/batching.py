@@ -244,6 +244,10 @@ class _Text:
     shown: str = ""
 
 
+BURST_WAIT = 0.01
+"""Seconds an idle continuous worker waits, after a request, for others arriving with it."""
+
+
 class ContinuousBatcher(Batcher):
     """The queue of requests, and a worker that decodes them a token at a time, together."""
 
@@ -281,11 +285,22 @@ class ContinuousBatcher(Batcher):
         stopping = False
         while True:
             idle = not self.decoder.busy
+            until = 0.0
             while True:  # everything queued joins now; an idle worker waits for work
                 try:
-                    job = self.jobs.get() if idle else self.jobs.get_nowait()
+                    if idle:
+                        job = self.jobs.get()
+                    elif (left := until - time.monotonic()) > 0:
+                        job = self.jobs.get(timeout=left)
+                    else:
+                        job = self.jobs.get_nowait()
                 except queue.Empty:
                     break
+                if idle:
+                    # Work after a pause often comes in a burst (clients answered by
+                    # one step come back together): a moment's wait lets their
+                    # prompts be prefilled in one pass instead of one after another.
+                    until = time.monotonic() + BURST_WAIT
                 idle = False
                 if job is _STOP:
                     stopping = True
