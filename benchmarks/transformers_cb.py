@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from serve_load import checkpoint, percentile  # this folder is the script's path
+
 HERE = Path(__file__).resolve().parent
 NEW = 32
 SINGLE_CAP = 8
@@ -60,15 +62,6 @@ FULL_CPU = 0.85
 others: it is run again (--retries times at most)."""
 STEP = (HERE.parent / "src" / "rejoinder" / "generation" / "continuous.py").exists()
 """rejoinder's own step scheduler is in this tree: measure it too."""
-
-
-def checkpoint() -> Path:
-    from rejoinder.modeling import init_checkpoint
-
-    path = HERE / ".cache" / "gpt2-124M-fwd"
-    if not (path / "config.json").exists():
-        init_checkpoint(path, size="124M", seed=0, overwrite=True)
-    return path
 
 
 def prompts(n: int, run: int) -> list[list[int]]:
@@ -94,13 +87,6 @@ def quiet(limit: float = 90) -> float:
     while (b := busy()) > 0.2 and time.monotonic() < deadline:
         time.sleep(2)
     return b
-
-
-def percentile(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 # -- the child: one method, one run after a warm-up, one JSON line -------------------

@@ -48,8 +48,9 @@ def test_sessions_reuse_their_kept_prefix_within_its_memory(start):
 
 
 def test_ctranslate2_streams_concurrent_requests_batched(start, parrot_dir, tmp_path):
-    """CTranslate2 cannot admit rows between steps: it gathers, and a gathered batch of
-    streamed requests decodes together (not one request after another)."""
+    """CTranslate2 cannot admit rows between steps: the server gathers concurrent
+    streamed requests into batches, and each stream carries its own reply (that a
+    batch's rows interleave is tests/test_ct2.py's)."""
     import concurrent.futures
     import json
     import shutil

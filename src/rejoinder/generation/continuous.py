@@ -201,7 +201,7 @@ class StepDecoder:
         next step, not the end of this one: a token reaches its client a forward pass
         sooner, and a row cancelled in between is cut before it costs one."""
         events: list[tuple[Row, int | None]] = []
-        if self.rows and self.logits is None:
+        if self.rows:  # each step ends with the rows' next logits still to compute
             self._cut(events)  # cancelled since the last step
             if self.rows:
                 self._forward([row.new[-1] for row in self.rows])
@@ -249,9 +249,6 @@ class StepDecoder:
         scores = self.logits.float().clone()
         groups: dict[Any, list[int]] = {}
         for i, row in enumerate(self.rows):
-            if row.done:  # cancelled since the last step
-                events.append((row, None))
-                continue
             try:
                 if row.processors:
                     ids = torch.tensor([row.ids], device=scores.device)
@@ -346,18 +343,16 @@ class StepDecoder:
                     for member in group:
                         member.alone = True
                     continue
-            else:
-                try:
-                    budget -= self._prefill(row, budget)
-                except Exception as e:
-                    log.exception("a prompt failed to prefill")
-                    self.waiting.popleft()
-                    row.failed, row.done, row.cache = e, True, None
-                    events.append((row, None))
-                    continue
-            if group:
                 for _ in group:
                     self.waiting.popleft()
+                continue
+            try:
+                budget -= self._prefill(row, budget)
+            except Exception as e:
+                log.exception("a prompt failed to prefill")
+                self.waiting.popleft()
+                row.failed, row.done, row.cache = e, True, None
+                events.append((row, None))
                 continue
             if row.prefilled < len(row.prompt):
                 return  # the rest of this prompt next step: running rows go on meanwhile
@@ -390,8 +385,8 @@ class StepDecoder:
         device = self.lm.device
         width = max(len(row.prompt) for row in group)
         pads = [width - len(row.prompt) for row in group]
-        ids = torch.tensor([[0] * (width - len(row.prompt)) + row.prompt for row in group])
-        mask = torch.tensor([[0] * pad + [1] * (width - pad) for pad in pads])
+        ids = torch.tensor([[0] * p + r.prompt for r, p in zip(group, pads, strict=True)])
+        mask = torch.tensor([[0] * p + [1] * (width - p) for p in pads])
         ids, mask = ids.to(device), mask.to(device)
         kwargs = {
             "input_ids": ids,
@@ -401,7 +396,7 @@ class StepDecoder:
         }
         if group[0].prompt_types is not None:
             kwargs["token_type_ids"] = torch.tensor(
-                [[0] * (width - len(row.prompt)) + row.prompt_types for row in group], device=device
+                [[0] * p + r.prompt_types for r, p in zip(group, pads, strict=True)], device=device
             )
         cache = DynamicCache(config=self.lm.config)
         out = self.lm(**kwargs, cache=cache, use_cache=True, logits_to_keep=1)

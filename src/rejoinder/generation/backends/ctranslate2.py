@@ -185,13 +185,10 @@ class Ct2Backend:
         return out
 
     def stream(self, job: Job) -> Iterator[tuple[int, int | None]]:
-        """Token events of every row as they come. One prompt streams through
-        `generate_tokens`; several decode together in `generate_batch`, whose callback
-        hands each row's tokens over from CTranslate2's thread (one prompt at a time
-        would make the last row wait for all the others)."""
-        if len(job.prompts) == 1:
-            yield from self._stream_one(job)
-            return
+        """Token events of every row as they come. The rows decode together in
+        `generate_batch`, whose callback hands each row's tokens over from CTranslate2's
+        thread (`generate_tokens` streams one prompt: the last row would wait for all
+        the others)."""
         import queue
         import threading
 
@@ -223,8 +220,7 @@ class Ct2Backend:
             finally:
                 events.put(done)
 
-        worker = threading.Thread(target=decode, name="ct2-stream", daemon=True)
-        worker.start()
+        threading.Thread(target=decode, name="ct2-stream", daemon=True).start()
         new: dict[int, list[int]] = {i: [] for i in range(len(tokens))}
         try:
             while (event := events.get()) is not done:
@@ -243,24 +239,6 @@ class Ct2Backend:
                 yield row, None
         finally:
             leaving.set()  # a caller that stops early stops CTranslate2's decoding too
-
-    def _stream_one(self, job: Job) -> Iterator[tuple[int, int | None]]:
-        kwargs = self._options(job)
-        check = StopStrings(self.tokenizer, job.stops) if job.stops else None
-        for row, prompt in enumerate(job.prompts):
-            steps = self.generator.generate_tokens(self._tokens(prompt.input_ids), **kwargs)
-            new: list[int] = []
-            try:
-                for step in steps:
-                    if step.token_id in self.stop_ids:
-                        break
-                    new.append(step.token_id)
-                    yield row, step.token_id
-                    if check is not None and check.found([new])[0]:
-                        break
-            finally:
-                steps.close()  # stops CTranslate2's decoding when the row (or caller) is done
-            yield row, None
 
     def score(self, encodings: list[Encoding], batch_size: int) -> list[list[float]]:
         sequences = [e.input_ids for e in encodings]
