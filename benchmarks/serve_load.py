@@ -258,21 +258,17 @@ def start_server(
 def measure(url: str, args, counter) -> list[dict]:
     asyncio.run(closed(url, 2, 4, args.tokens, counter))  # warm-up
     rows = []
-    for c, n in ((1, 12), (8, 48), (32, 96)):
+    for c, n, mixed in ((1, 12, False), (8, 48, False), (32, 96, False), (32, 96, True)):
+        name = f"{'mixed' if mixed else 'closed'} {c}"
         # The run with the median throughput stands for the level (the machine is noisy).
         runs = sorted(
-            (asyncio.run(closed(url, c, n, args.tokens, counter)) for _ in range(args.repeats)),
+            (
+                asyncio.run(closed(url, c, n, args.tokens, counter, name=name, mixed=mixed))
+                for _ in range(args.repeats)
+            ),
             key=lambda r: r["replies_s"],
         )
         rows.append(runs[len(runs) // 2])
-    runs = sorted(
-        (
-            asyncio.run(closed(url, 32, 96, args.tokens, counter, name="mixed 32", mixed=True))
-            for _ in range(args.repeats)
-        ),
-        key=lambda r: r["replies_s"],
-    )
-    rows.append(runs[len(runs) // 2])
     for rate in args.rates:
         rows.append(asyncio.run(open_loop(url, rate, args.open_requests, args.tokens, counter)))
     if args.mmi:
