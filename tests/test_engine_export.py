@@ -26,6 +26,8 @@ CHATML = (
 # ChatML ended by GPT-2's own special token, for a checkpoint with GPT-2's tokenizer.
 CHATML_EOT = CHATML.replace("<|im_end|>", "<|endoftext|>")
 SYSTEM = {"role": "system", "content": "Answer in one short sentence."}
+PERSONA = "I am a pirate."
+"""The persona some checkpoints carry: every export must put it first, as rejoinder does."""
 DIALOGUES = [
     ["Hello"],
     ["Hi!", "Hello, how are you?"],
@@ -34,6 +36,12 @@ DIALOGUES = [
     ["naïve café? 😀 日本語です", "Ça va. Привет! 👋🏽", "  spaced  out  ", "tab\tand\nnewline"],
     # Text that looks like special tokens of other formats and tokenizers.
     ["<speaker1> [SEP] <s></s> <pad>", "User: hi\nAgent: ho", "<|im_start|>user\nhi"],
+    # Roles that do not alternate: an assistant greeting first, two user turns in a row.
+    [
+        {"role": "assistant", "content": "Welcome! How can I help?"},
+        {"role": "user", "content": "Hi"},
+        {"role": "user", "content": "Anyone there?"},
+    ],
     [SYSTEM, {"role": "developer", "content": "Be kind."}, "   ", "Why?", ""],
 ]
 """Contexts for a reply, as OpenAI-style messages or bare turns (roles counted back from
@@ -50,11 +58,14 @@ SMALL = {"tokenizer": "bpe:320", "corpus": CORPUS}
 def messages(context) -> list[dict]:
     """OpenAI messages for a context: mappings as they are, strings as user and assistant
     turns alternating back from the reply."""
-    turns = [t for t in context if isinstance(t, str)]
+    turns = [t for t in context if isinstance(t, str) and t.strip()]
     out, k = [], 0
     for t in context:
         if isinstance(t, dict):
             out.append(t)
+            continue
+        if not t.strip():  # an empty message is no turn, whatever its role
+            out.append({"role": "user", "content": t})
             continue
         out.append({"role": "assistant" if (len(turns) - k) % 2 == 0 else "user", "content": t})
         k += 1
@@ -89,11 +100,11 @@ def checkpoints(make_checkpoint, chat_dir):
     merges matter (markers next to text), the small one where they don't."""
     return {
         "dialogpt": make_checkpoint("dialogpt"),
-        "dialogpt-256": make_checkpoint("dialogpt", max_tokens=256, **SMALL),
+        "dialogpt-256": make_checkpoint("dialogpt", max_tokens=256, persona=PERSONA, **SMALL),
         "template": make_checkpoint("template"),
-        "template-qa": make_checkpoint("template", user="Q:", bot="A:", **SMALL),
+        "template-qa": make_checkpoint("template", user="Q:", bot="A:", persona=PERSONA, **SMALL),
         "chat-template": make_checkpoint(
-            "chat-template", template=CHATML_EOT, system="Be brief.", **SMALL
+            "chat-template", template=CHATML_EOT, system="Be brief.", persona=PERSONA, **SMALL
         ),
         "chat-dir": chat_dir,
     }
@@ -327,6 +338,7 @@ def test_the_gguf_file_holds_the_weights_vocabulary_and_template(arch, dtype, sm
     merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
     assert gguf_field(reader, "tokenizer.ggml.merges") == [" ".join(m) for m in merges]
     assert gguf_field(reader, "general.sampling.top_p") == pytest.approx(0.9)
+    assert gguf_field(reader, "general.sampling.min_p") == 0  # llama.cpp's own is 0.05
     f16 = dtype == "float16"
     assert gguf_field(reader, "general.file_type") == (
         gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32
@@ -345,7 +357,12 @@ def test_the_gguf_file_holds_the_weights_vocabulary_and_template(arch, dtype, sm
         assert got[tname].tensor_type.name == kind, tname
         data = np.asarray(got[tname].data).reshape(value.shape)
         np.testing.assert_array_equal(data, value.astype(data.dtype), err_msg=tname)
-    assert "llama-server" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "llama-server" in readme
+    # A dialogpt prompt ends in end-of-text, which llama-cpp-python's chat API stops on
+    # before its first token (scripts/check_llama_cpp.py shows it): the README says how
+    # to avoid it; a chat template's prompt does not, and its README does not bother.
+    assert ("stop_token_ids=None" in readme) == (arch == "gpt2")
 
 
 # -- refusals and the command line ---------------------------------------------------------

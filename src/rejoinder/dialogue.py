@@ -8,8 +8,27 @@ from typing import Any
 
 from rejoinder.errors import RejoinderError
 
+USER, ASSISTANT, SYSTEM = "user", "assistant", "system"
 SYSTEM_ROLES = ("system", "developer")
 """Speakers (OpenAI roles) whose text instructs the model rather than takes a turn."""
+PERSONA = "persona"
+"""The speaker of a persona: text about the bot that formats place before the
+conversation and never cut (a chat template's system prompt takes it)."""
+
+
+def role_of(speaker: str | None) -> str | None:
+    """The role a speaker name stands for: USER, ASSISTANT, SYSTEM (system or developer)
+    or PERSONA; None for a person's name or no speaker, whose role formats give by
+    alternating back from the reply.
+
+    Only these exact names are roles: a corpus's speaker ids ("A", a username) are not.
+
+    >>> [role_of(s) for s in ("user", "assistant", "developer", "persona", "A", None)]
+    ['user', 'assistant', 'system', 'persona', None, None]
+    """
+    if speaker in (USER, ASSISTANT, PERSONA):
+        return speaker
+    return SYSTEM if speaker in SYSTEM_ROLES else None
 
 
 @dataclass(frozen=True)

@@ -141,16 +141,16 @@ def test_dailydialog_mismatched_labels_keep_the_text(tmp_path, report):
     lines = [json.dumps(r) for r in rows] + ["{oops"]
     (tmp_path / "dev.jsonl").write_text("\n".join(lines) + "\n")
     dialogues = list(read_dailydialog(tmp_path, report=report))
-    assert [d.texts for d in dialogues] == [["Hi .", "Hello ."], ["Bye .", "See you ."]]
+    assert [d.texts for d in dialogues] == [["Hi .", "Hello ."]]
     assert all(not t.labels for t in dialogues[0].turns)
     assert report.counts["dailydialog labels dropped: length mismatch"] == 1
-    # An empty turn goes, its labels with it; the speakers stay those of the positions.
-    assert [t.speaker for t in dialogues[1].turns] == ["A", "A"]
+    # Without its empty turn, A would answer A: who said what would be lost.
     assert report.counts["empty turns skipped"] == 1
     assert report.bad_input == {
         "wrong type: dialog": 1,
         "missing field: dialog": 1,
         "malformed json": 1,
+        "empty turn after a turn without a role": 1,
     }
 
 
@@ -257,11 +257,12 @@ def test_chatterbot_numbers_nulls_and_bad_entries(tmp_path, report, monkeypatch)
     (folder / "empty.yml").write_text("categories: [x]\n")
     monkeypatch.setattr(chatterbot, "corpus_root", lambda: tmp_path)
     dialogues = list(read_chatterbot("klingon", report=report))
-    assert [d.texts for d in dialogues] == [["How many legs has a spider?", "8"], ["Hello", "Hi"]]
+    assert [d.texts for d in dialogues] == [["How many legs has a spider?", "8"]]
     assert dialogues[0].id == "chatterbot-Klingon-misc-0"
     assert dialogues[0].meta == {"category": "misc"}
     assert report.counts["empty turns skipped"] == 2
     assert report.bad_input == {
+        "empty turn after a turn without a role": 1,
         "empty dialogue": 1,
         "wrong type: conversation": 1,
         "malformed yaml": 1,
@@ -277,9 +278,9 @@ JSONL_GOOD = [
         {
             "id": "x1",
             "turns": [
+                "   ",  # dropped: a leading empty turn changes nobody's role
                 {"text": "How are you?", "speaker": "u", "emotion": "joy"},
                 "Fine, thanks",
-                "   ",
             ],
             "style": "polite",
             "tags": ["a", "b"],
@@ -306,6 +307,7 @@ JSONL_BAD = {
     json.dumps(42): "wrong type: line",
     json.dumps({"turns": [1, 2]}): "wrong type: turn",
     json.dumps({"messages": [{"content": "no role"}]}): "missing field: role",
+    json.dumps(["Hi", "", "Hello"]): "empty turn after a turn without a role",
 }
 
 
@@ -339,7 +341,7 @@ def test_jsonl_shapes_and_bad_lines(tmp_path, report):
         expected[reason] = expected.get(reason, 0) + 1
     assert report.bad_input == expected
     assert report.counts["system messages kept as the system prompt"] == 1
-    assert report.counts["empty turns skipped"] == 3
+    assert report.counts["empty turns skipped"] == 4
 
 
 def compress(kind, data):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rejoinder.dialogue import as_context
+from rejoinder.dialogue import ASSISTANT, Turn, as_context
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Encoding, Format
 
@@ -43,6 +43,8 @@ def response_encodings(
             raise RejoinderError(
                 f"a response to score must be one non-empty turn, got {response!r}"
             )
+        # The response is the bot's, whatever roles the context's turns have.
+        reply = [Turn(reply[0].text, ASSISTANT)]
         encodings.append(fmt.training_example([*as_context(context), *reply], "last", budget))
     return encodings
 

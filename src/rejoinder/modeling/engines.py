@@ -2,21 +2,11 @@
 
 GPU users who outgrow `rejoinder serve` hand a checkpoint to vLLM or llama.cpp. What
 those engines need besides the weights is the conversation format, which they only
-take as a Jinja chat template. `chat_template` writes one for each format an engine
-can reproduce, so that the ids an engine feeds the model are the ids rejoinder's format
-makes for the same messages:
-
-- dialogpt: every turn followed by the end-of-text token; a conversation with no turn
-  yet starts from end-of-text;
-- template: "User: …\\nAgent: …\\nAgent:" with the format's role prefixes and separator;
-- chat-template: the checkpoint's own template, given the messages as rejoinder gives
-  them (system messages joined into one system prompt, roles alternating back from
-  the reply).
-
-Roles are counted back from the reply as rejoinder counts them, whatever the caller
-named them; empty messages are skipped, and system messages are dropped by formats that
-have no place for one. Formats whose tokens carry type ids (sep, speaker) and reverse
-models cannot be served this way and are refused.
+take as a Jinja chat template: `chat_templates` writes one for each format an engine
+can reproduce (dialogpt, template, chat-template) and checks that the ids an engine
+feeds the model are the ids rejoinder's format makes for the same messages. Formats
+whose tokens carry type ids (sep, speaker) and reverse models cannot be served this way
+and are refused.
 
 `export_for("vllm", …)` writes a plain Hugging Face directory (safetensors weights,
 config, the tokenizer with that template in tokenizer_config.json, a generation config
@@ -35,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rejoinder.errors import RejoinderError
+from rejoinder.modeling.chat_templates import PROBES, chat_template, check_template
 from rejoinder.options import option
 
 ENGINES = ("vllm", "llama.cpp")
@@ -126,103 +117,42 @@ def check_exportable(fmt, engine: str, where: Any = "the checkpoint") -> None:
         raise RejoinderError(f"the {fmt.name} format has no chat template for {engine}")
 
 
-# -- the chat template ------------------------------------------------------------------
+def prompt_ends_in_eos(fmt) -> bool:
+    """Whether the prompt for a reply ends with the end-of-text id, as every dialogpt
+    prompt does: llama-cpp-python's chat API then replies with nothing."""
+    eos = fmt.tokenizer.eos_token_id
+    return any(fmt.encode(turns).input_ids[-1:] == [eos] for turns in PROBES)
 
 
-def _lit(text: str) -> str:
-    """A Jinja string literal of `text` (Jinja reads Python's backslash escapes)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _collect(system: str = "") -> str:
-    """Jinja that reads `messages` as rejoinder's `as_context` and `Format` do: the turns
-    (non-empty text of any role but system/developer), the system messages' text joined
-    (or `system`, the format's own prompt), and `last`, the index of the latest turn of
-    the reply's side (the assistant's), counting back from the reply."""
-    return (
-        f"{{%- set ns = namespace(turns=[], systems=[], system={_lit(system)}) -%}}"
-        "{%- for m in messages -%}{%- if m['content'] is string and m['content'] | trim -%}"
-        "{%- if m['role'] in ['system', 'developer'] -%}"
-        "{%- set ns.systems = ns.systems + [m['content']] -%}"
-        "{%- else -%}{%- set ns.turns = ns.turns + [m['content']] -%}{%- endif -%}"
-        "{%- endif -%}{%- endfor -%}"
-        "{%- if ns.systems -%}{%- set ns.system = ns.systems | join('\\n\\n') -%}{%- endif -%}"
-        "{%- set prompt = add_generation_prompt is defined and add_generation_prompt -%}"
-        "{%- set last = ns.turns | length - (0 if prompt else 1) -%}"
-    )
-
-
-def chat_template(fmt) -> str:
-    """A Jinja chat template that lays out OpenAI-style messages as `fmt` lays out turns.
-
-    With `add_generation_prompt`, the rendering is what `fmt.encode` makes for the
-    reply; without, a conversation that ends with the assistant's turn renders as
-    `fmt.training_example` does (both as text: see `check_exportable` for the formats
-    that have none).
-    """
-    from rejoinder.formats import ChatTemplateFormat, DialoGPTFormat, TemplateFormat
-
-    bot = "(last - loop.index0) % 2 == 0"
-    if isinstance(fmt, DialoGPTFormat):
-        return (
-            _collect()
-            + "{%- for t in ns.turns -%}{{ t ~ eos_token }}{%- endfor -%}"
-            + "{%- if prompt and not ns.turns -%}{{ eos_token }}{%- endif -%}"
-        )
-    if isinstance(fmt, TemplateFormat):
-        user, agent, sep = _lit(fmt.user), _lit(fmt.bot), _lit(fmt.separator)
-        return (
-            _collect()
-            + "{%- for t in ns.turns -%}"
-            + f"{{{{ ({agent} if {bot} else {user}) ~ ' ' ~ t ~ {sep} }}}}"
-            + f"{{%- endfor -%}}{{%- if prompt -%}}{{{{ {agent} }}}}{{%- endif -%}}"
-        )
-    if isinstance(fmt, ChatTemplateFormat):
-        # The checkpoint's own template, rendered on the messages rejoinder renders it on.
-        return (
-            _collect(fmt.system or "")
-            + "{%- set ns.messages = [{'role': 'system', 'content': ns.system}] "
-            + "if ns.system else [] -%}"
-            + "{%- for t in ns.turns -%}{%- set ns.messages = ns.messages + "
-            + f"[{{'role': 'assistant' if {bot} else 'user', 'content': t}}] -%}}"
-            + "{%- endfor -%}{%- set messages = ns.messages -%}"
-            + "{{ '' }}"  # a variable tag ends the preamble: trim_blocks leaves what follows
-            + (fmt.template or fmt.tokenizer.chat_template)
-        )
-    raise RejoinderError(f"the {fmt.name} format has no chat template")
-
-
-PROBES = [["Hello"], ["Hi!", "Hello, how are you?"], ["(Hi) there.", "...Hello!", "Why?"]]
-"""Conversations an export must lay out exactly as rejoinder does, before it is written."""
-
-
-def check_template(fmt, template: str, engine: str = "the engine") -> None:
-    """Refuses a format whose layout an engine cannot reproduce from `template`.
-
-    An engine renders the whole prompt as one text and tokenizes it at once, where
-    rejoinder tokenizes each turn and each marker apart: a separator such as "\\n\\n"
-    is one token alone but two before a role name, and the ids then differ.
-    """
-    tok = fmt.tokenizer
-    for turns in PROBES:
-        for generation in (True, False):
-            n = len(turns) if generation else len(turns) - 1
-            messages = [
-                {"role": "assistant" if (n - i) % 2 == 0 else "user", "content": t}
-                for i, t in enumerate(turns)
-            ]
-            want = (fmt.encode if generation else fmt.training_example)(turns).input_ids
-            got = tok.apply_chat_template(
-                messages, chat_template=template, add_generation_prompt=generation,
-                return_dict=False,
-            )  # fmt: skip
-            if got != want:
-                raise RejoinderError(
-                    f"{engine} tokenizes a prompt as one text, and this {fmt.name} format's "
-                    f"markers then become other tokens: {tok.decode(want)!r} is "
-                    f"{want} to rejoinder but {got} to the engine. Train in a format whose "
-                    'markers stand apart (e.g. the template format with separator "\\n")'
-                )
+def llama_cpp_python_note(fmt, gguf: Path, n_ctx: int) -> list[str]:
+    """README lines on llama-cpp-python's chat API, which replies with nothing to a prompt
+    ending in end-of-text, and its workaround (both checked with llama-cpp-python itself
+    by scripts/check_llama_cpp.py)."""
+    eos = fmt.tokenizer.eos_token
+    return [
+        "",
+        "llama-cpp-python (0.3.x) replies with nothing through its chat API "
+        "(`Llama.create_chat_completion`, and llama_cpp.server's /v1/chat/completions: "
+        "`completion_tokens: 0`, `finish_reason: stop`). The chat handler it makes from the "
+        f"file's template stops when the last id it is handed is {eos}, and it is handed the "
+        f"ids before the token just sampled: a prompt that ends with {eos}, as every "
+        f"{fmt.name} prompt does, stops before the first token. llama-server is not affected. "
+        f"In Python, give Llama the same template without that check ({eos} still ends the "
+        "reply):",
+        "",
+        "    from llama_cpp import Llama",
+        "    from llama_cpp.llama_chat_format import Jinja2ChatFormatter",
+        "",
+        f'    llm = Llama(model_path="{gguf}", n_ctx={n_ctx})',
+        "    eos = llm.detokenize([llm.token_eos()], special=True).decode()",
+        "    llm.chat_handler = Jinja2ChatFormatter(",
+        '        template=llm.metadata["tokenizer.chat_template"], eos_token=eos, bos_token=eos,',
+        "        stop_token_ids=None,",
+        "    ).to_chat_handler()",
+        "",
+        "or call `create_completion` on the prompt the template renders (llama_cpp.server: "
+        "/v1/completions).",
+    ]
 
 
 # -- generation defaults and the README --------------------------------------------------
@@ -268,6 +198,8 @@ def readme(engine: str, ckpt, out: Path) -> str:
             "--jinja renders the file's own template; without it llama.cpp picks a built-in "
             "one that looks alike, and lays the messages out otherwise.",
         ]
+        if prompt_ends_in_eos(fmt):
+            serve += llama_cpp_python_note(fmt, out / GGUF_FILE, ckpt.max_positions)
         files = f"tokenizer.chat_template in {GGUF_FILE}; defaults in general.sampling.*"
     system = (
         "A system message is the template's system prompt"
@@ -286,7 +218,9 @@ def readme(engine: str, ckpt, out: Path) -> str:
         *serve,
         "",
         f"The chat template ({files}) lays out user and assistant messages as rejoinder "
-        f"does, roles counted back from the reply. {system}. A reply ends at {stops}.",
+        f"does, each in its role. {system}."
+        + (f' The persona "{fmt.persona}" comes first, as in rejoinder.' if fmt.persona else "")
+        + f" A reply ends at {stops}.",
         "",
         f"Sampling defaults are rejoinder's `{PRESET}` preset: temperature "
         f"{config.temperature}, top_p {config.top_p}, no top-k cut, at most "
@@ -309,6 +243,8 @@ def readme(engine: str, ckpt, out: Path) -> str:
         "- Keep special-token text as text: a message containing the text of a special token "
         f"({', '.join(tok.all_special_tokens)}) becomes that token in the engine, where "
         "rejoinder encodes it as plain text (so that nobody can type a turn boundary).",
+        "- Trim the reply: rejoinder strips the spaces around a reply"
+        + (" (this format's replies begin with one)." if fmt.name == "template" else "."),
         "- Rerank (MMI, reply rankers) and reply from extra heads: only the default LM head "
         "is exported.",
         "",
@@ -530,6 +466,7 @@ def _write_gguf(ckpt, template: str, path: Path, dtype: str) -> None:
     writer.add_sampling_temp(defaults["temperature"])
     writer.add_sampling_top_p(defaults["top_p"])
     writer.add_sampling_top_k(defaults["top_k"])
+    writer.add_sampling_min_p(0.0)  # rejoinder's preset has none; llama.cpp's default is 0.05
     for name, array in gguf_tensors(model):
         kind = _file_type(name, array, dtype)
         data = array.astype("float16" if kind == gguf.GGMLQuantizationType.F16 else "float32")

@@ -99,10 +99,14 @@ def examples_of(dialogue: Dialogue, fmt: Format, loss_on: str, max_tokens: int) 
     """A dialogue as training examples of at most `max_tokens` tokens each.
 
     One example when it fits (or when only the last turn is learnt: then the oldest
-    turns give way); otherwise windows of whole turns overlapping by one turn.
+    turns give way); otherwise windows of whole turns overlapping by one turn. The
+    dialogue's system prompt and persona (meta "system", "persona") are in every window.
     """
     turns, meta = list(dialogue.turns), {"source": dialogue.source, **dialogue.meta}
-    fmt = fmt.with_system(dialogue.meta.get("system"))  # a chat template renders it
+    persona = dialogue.meta.get("persona")
+    fmt = fmt.with_system(dialogue.meta.get("system")).with_persona(
+        persona if isinstance(persona, str) else None
+    )
     # Lengths are measured untruncated: the format's own budget would cut them to fit.
     whole = fmt.training_example(turns, loss_on=loss_on, max_tokens=UNTRUNCATED)
     if len(whole) <= max_tokens or loss_on == "last" or len(turns) == 1:
@@ -289,6 +293,8 @@ class DialogueData(L.LightningDataModule):
         self.routing: HeadRouting | None = None
         self.pairs = False
         """Whether the examples are PairExamples (objectives rank and dpo)."""
+        self.skipped: dict[str, int] = {}
+        """Dialogues the format could not lay out, by reason."""
 
     def texts(self) -> list[str]:
         """The training split's turns (or pairs' texts), for learning a tokenizer."""
@@ -323,10 +329,21 @@ class DialogueData(L.LightningDataModule):
         self.train, read = [], 0
         for d in iter_dialogues(self.path, "train", self.max_dialogues):
             read += 1
-            self.train += examples_of(d, fmt, loss_on, max_tokens)
+            self.train += self._examples(d, fmt, loss_on, max_tokens)
         if not read:
             raise RejoinderError(f"the dataset {self.path} has no training dialogues")
-        self.train = [e for e in self.train if (e.labels != IGNORE).any()]
+        if self.skipped:
+            log.warning("%d dialogues left out, by reason: %s", sum(self.skipped.values()),
+                        self.skipped)  # fmt: skip
+        learnt = [e for e in self.train if (e.labels != IGNORE).any()]
+        if len(learnt) < len(self.train):
+            log.warning(
+                "%d training examples have nothing to learn with loss_on=%s (e.g. only the "
+                "user's turns) and were left out",
+                len(self.train) - len(learnt),
+                loss_on,
+            )
+        self.train = learnt
         if not self.train:
             raise RejoinderError(
                 f"no response tokens are left to learn in {self.path} with loss_on={loss_on!r} "
@@ -335,7 +352,7 @@ class DialogueData(L.LightningDataModule):
             )
         if self.val_split != "none":
             val = iter_dialogues(self.path, self.val_split, self.max_dialogues)
-            self.valid = [e for d in val for e in examples_of(d, fmt, loss_on, max_tokens)]
+            self.valid = [e for d in val for e in self._examples(d, fmt, loss_on, max_tokens)]
             self.valid = [e for e in self.valid if (e.labels != IGNORE).any()]
         self.routing = HeadRouting(heads, self.train) if heads else None
         longest = max(len(e) for e in self.train)
@@ -344,6 +361,17 @@ class DialogueData(L.LightningDataModule):
                 f"batch_tokens={self.batch_tokens} is below the longest example ({longest} "
                 "tokens); raise --data.batch_tokens or lower --model.max_tokens"
             )
+
+    def _examples(self, d: Dialogue, fmt: Format, loss_on: str, max_tokens: int) -> list:
+        """`examples_of`, or none for a dialogue the format cannot lay out (a chat template
+        that refuses an assistant's first turn, say), counted and logged."""
+        try:
+            return examples_of(d, fmt, loss_on, max_tokens)
+        except RejoinderError as e:
+            self.skipped[str(e)] = self.skipped.get(str(e), 0) + 1
+            if self.skipped[str(e)] == 1:
+                log.warning("dialogue %s left out: %s", d.id, e)
+            return []
 
     def _attach_pairs(self, fmt: Format, max_tokens: int) -> None:
         self.pairs, self.routing, skipped = True, None, 0

@@ -55,7 +55,10 @@ class DialogueLM(L.LightningModule):
             tokenizer: from scratch only: gpt2, bpe:N (learnt from the training split)
                 or char.
             format: the conversation format (default: the checkpoint's, else dialogpt).
-            loss_on: responses (every turn after the first), last, or all.
+            loss_on: responses (the assistant's turns, never the user's; turns whose
+                speaker names no role: every turn after the first, or in a chat
+                template those that alternate to the assistant), last (the latest turn
+                that is not the user's), or all.
             reverse: train the backward model of MMI: the same data, turns reversed.
             max_tokens: tokens per training example; longer dialogues are windowed.
             lr: peak learning rate (AdamW).

@@ -13,7 +13,7 @@ from typing import Any
 
 from rejoinder.data.io import existing, load_json, text_lines
 from rejoinder.data.report import Report
-from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.dialogue import PERSONA, SYSTEM, Dialogue, Turn, role_of
 from rejoinder.errors import RejoinderError
 
 _LABEL_VALUES = (str, int, float, bool, type(None))
@@ -54,11 +54,23 @@ def make_turn(text: Any, speaker: Any, labels: Mapping[str, Any], report: Report
 def make_dialogue(
     turns: Iterable[Turn | None], id: str, source: str, meta: Mapping[str, Any]
 ) -> Dialogue:
-    """A Dialogue of the turns that are not None; Skip when none is left."""
-    kept = tuple(t for t in turns if t is not None)
+    """A Dialogue of the turns that are not None (empty turns, counted by `make_turn`).
+
+    Skip when none is left, when only system turns are, and when dropping an empty turn
+    would change who said what: the turn before it has no role, so its role (counted
+    back from the reply, alternating) would flip, as would the ones before it.
+    """
+    kept: list[Turn] = []
+    for t in turns:
+        if t is not None:
+            kept.append(t)
+        elif kept and role_of(kept[-1].speaker) is None:
+            raise Skip("empty turn after a turn without a role")
     if not kept:
         raise Skip("empty dialogue")
-    return Dialogue(kept, id, source, dict(meta))
+    if all(role_of(t.speaker) in (SYSTEM, PERSONA) for t in kept):
+        raise Skip("only system messages")
+    return Dialogue(tuple(kept), id, source, dict(meta))
 
 
 def build_or_count(report: Report, sample: Any, make: Callable[..., Dialogue], *args: Any):

@@ -15,23 +15,33 @@ from rejoinder.data.readers.common import (
     make_turn,
 )
 from rejoinder.data.report import Report
-from rejoinder.dialogue import Dialogue, Turn
+from rejoinder.dialogue import ASSISTANT, SYSTEM_ROLES, USER, Dialogue, Turn
 
 _SCALARS = (str, int, float, bool)
 
 
 def read_jsonl(path: str | Path, *, report: Report) -> Iterator[Dialogue]:
-    """One dialogue per line, in any of three shapes:
+    """One dialogue per line, in any of four shapes:
 
-    - a list of strings: ["Hi", "Hello!"];
-    - {"turns": [...]} with strings or {"text", "speaker", other labels} objects;
-    - {"messages": [{"role", "content"}, ...]} (OpenAI's chat format; role -> speaker;
-      "system" messages become the dialogue's system prompt, meta["system"], which a
-      chat template renders).
+    - a list of strings: ["Hi", "Hello!"] (no roles: they alternate back from the last
+      turn, the reply);
+    - {"turns": [...]} with strings or {"text", "speaker", other labels} objects (a
+      speaker "user", "assistant", "system" or "persona" is that role; another name is
+      a person's, whose role alternates);
+    - {"messages": [{"role", "content"}, ...]} (OpenAI's chat format): user and
+      assistant messages are turns in their roles; system (and developer) messages
+      become the dialogue's system prompt, meta["system"], which a chat template
+      renders, wherever they stand (those after the first turn are counted);
+    - {"conversations": [{"from", "value"}, ...]} (ShareGPT's): "human" is the user,
+      "gpt" the assistant, "system" the system prompt.
 
+    A message of another role (tool, function) skips its dialogue ("unknown role"), as
+    does one of only system messages, and an empty turn after a turn without a role
+    (dropping it would swap who said what); other empty turns are dropped and counted.
     An object's `id` (else "{file stem}-{line number}") and `source` (else "jsonl") are
-    used; its other keys with a string, number or boolean value go into the meta.
-    Blank lines are ignored. .gz, .zst, .bz2 and .xz files are decompressed on the fly.
+    used; its other keys with a string, number or boolean value go into the meta (a
+    "persona" there is the dialogue's persona). Blank lines are ignored. .gz, .zst, .bz2
+    and .xz files are decompressed on the fly.
     """
     stem = file_stem(Path(path))
     for number, sample, obj in json_lines(path, report, "dialogues"):
@@ -46,6 +56,7 @@ def _jsonl(obj: Any, stem: str, number: int, report: Report) -> Dialogue:
         return make_dialogue(_jsonl_turns(obj, report), default_id, "jsonl", {})
     if not isinstance(obj, Mapping):
         raise Skip("wrong type: line")
+    system = ""
     if "turns" in obj:
         if not isinstance(obj["turns"], list):
             raise Skip("wrong type: turns")
@@ -54,6 +65,10 @@ def _jsonl(obj: Any, stem: str, number: int, report: Report) -> Dialogue:
         if not isinstance(obj["messages"], list):
             raise Skip("wrong type: messages")
         turns, system = _jsonl_messages(obj["messages"], report)
+    elif "conversations" in obj:
+        if not isinstance(obj["conversations"], list):
+            raise Skip("wrong type: conversations")
+        turns, system = _jsonl_messages(_sharegpt(obj["conversations"]), report)
     else:
         raise Skip("missing field: turns")
     id = obj.get("id")
@@ -68,9 +83,9 @@ def _jsonl(obj: Any, stem: str, number: int, report: Report) -> Dialogue:
         source = "jsonl"
     elif not isinstance(source, str):
         raise Skip("wrong type: source")
-    meta = {"system": system} if "messages" in obj and system else {}
+    meta = {"system": system} if system else {}
     for key, value in obj.items():
-        if key in ("id", "source", "turns", "messages"):
+        if key in ("id", "source", "turns", "messages", "conversations"):
             continue
         if isinstance(value, _SCALARS):
             meta[key] = value
@@ -98,6 +113,22 @@ def _jsonl_turns(items: list[Any], report: Report) -> list[Turn | None]:
     return turns
 
 
+_SHAREGPT = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def _sharegpt(items: list[Any]) -> list[Any]:
+    """ShareGPT's {"from", "value"} turns as OpenAI messages (other senders keep their
+    name, which `_jsonl_messages` refuses as an unknown role)."""
+    out = []
+    for item in items:
+        if not isinstance(item, Mapping) or "from" not in item or "value" not in item:
+            raise Skip("missing field: from/value")
+        if not isinstance(item["from"], str):
+            raise Skip("wrong type: from")
+        out.append({"role": _SHAREGPT.get(item["from"], item["from"]), "content": item["value"]})
+    return out
+
+
 def _jsonl_messages(messages: list[Any], report: Report) -> tuple[list[Turn | None], str]:
     """The turns of OpenAI-style messages, and the text of their system messages."""
     turns, system = [], []
@@ -111,11 +142,15 @@ def _jsonl_messages(messages: list[Any], report: Report) -> tuple[list[Turn | No
         role, content = message["role"], message["content"]
         if not isinstance(role, str):
             raise Skip("wrong type: role")
-        if role == "system":
+        if role in SYSTEM_ROLES:
             if isinstance(content, str) and content.strip():
                 system.append(content.strip())
                 report.count("system messages kept as the system prompt")
+                if turns:
+                    report.count("system messages after the first turn moved to the prompt")
             continue
+        if role not in (USER, ASSISTANT):
+            raise Skip("unknown role")
         if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
             parts = [
                 p["text"]
@@ -129,4 +164,6 @@ def _jsonl_messages(messages: list[Any], report: Report) -> tuple[list[Turn | No
             raise Skip("wrong type: content")
         labels = {k: v for k, v in message.items() if k not in ("role", "content")}
         turns.append(make_turn(content, role, labels, report))
+    if system and not any(turns):
+        raise Skip("only system messages")
     return turns, "\n".join(system)
