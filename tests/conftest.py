@@ -109,6 +109,35 @@ def parrot_dir(tmp_path_factory, make_checkpoint):
     return out
 
 
+REPEATED = " dog"
+"""What the repeater says, greedily, to anything: this word, over and over."""
+
+
+@pytest.fixture(scope="session")
+def repeater_dir(tmp_path_factory):
+    """A tiny dialogpt checkpoint whose next-token logits never depend on the context:
+    every weight is zero but the final layer norm's bias (one unit direction) and two
+    tokens' embeddings along it. Greedy decoding says " dog dog dog …" to anything (so
+    it repeats an earlier reply of its own word for word); sampling draws almost
+    uniformly from the whole vocabulary (the two favoured tokens hold under 1% of it)."""
+    import torch
+
+    from rejoinder.generation import ConversationModel
+    from rejoinder.modeling import init_checkpoint
+
+    out = init_checkpoint(tmp_path_factory.mktemp("repeater") / "repeater", size="tiny")
+    bot = ConversationModel.from_pretrained(out, device="cpu")
+    dog, cat = (bot.tokenizer(w).input_ids[0] for w in (REPEATED, " cat"))
+    with torch.no_grad():
+        for p in bot.model.parameters():
+            p.zero_()
+        bot.model.transformer.ln_f.bias[0] = 1.0
+        bot.model.transformer.wte.weight[dog, 0] = 5.0
+        bot.model.transformer.wte.weight[cat, 0] = 4.9
+    bot.save_pretrained(out, overwrite=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def reverse_dir(make_checkpoint):
     """A tiny random backward model (its format reverses the turns)."""

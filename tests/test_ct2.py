@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from rejoinder import ConversationModel, RejoinderError
+from rejoinder.generation.replies import Finish
 
 # Only look for it: importing ctranslate2 before torch has run can make the two OpenMP
 # runtimes disagree (seen here: wrong greedy replies). rejoinder imports it lazily.
@@ -103,12 +104,13 @@ def test_a_streamed_batch_on_ct2_decodes_its_rows_together(checkpoint):
     events = list(fast.stream_batch(contexts, **kw))
     texts = {row: "" for row in range(len(contexts))}
     for row, piece in events:
-        texts[row] += piece or ""
+        texts[row] += piece if isinstance(piece, str) else ""
     assert list(texts.values()) == fast.generate_batch(contexts, **kw)
-    assert sorted(row for row, piece in events if piece is None) == [0, 1, 2, 3]
+    ended = [(row, piece) for row, piece in events if isinstance(piece, Finish)]
+    assert sorted(ended) == [(row, Finish(10, "length")) for row in range(4)]
     # Rows of one length decode together: the second row of that length has its first
     # piece before the first row has ended.
-    ends = [i for i, (row, piece) in enumerate(events) if row == 0 and piece is None]
+    ends = [i for i, (row, piece) in enumerate(events) if row == 0 and isinstance(piece, Finish)]
     starts = [i for i, (row, piece) in enumerate(events) if row == 2 and piece]
     assert starts[0] < ends[0]
     # A caller that stops early stops the decoding and leaves no thread behind.

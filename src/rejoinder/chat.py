@@ -7,8 +7,12 @@ import json
 import sys
 from typing import Any, TextIO
 
-from rejoinder.dialogue import Turn
+from rejoinder.dialogue import ASSISTANT, PERSONA, SYSTEM, USER, Turn
 from rejoinder.errors import RejoinderError
+
+SELF_OVERLAP = 0.5
+"""The repetition guard of a chat that does not set max_self_overlap (1: every reply
+passes)."""
 
 HELP = """commands:
   /reset            forget the conversation
@@ -23,13 +27,29 @@ class ChatSession:
     """The history of one conversation and the decoding options used to continue it.
 
     The whole history is kept; the model sees the most recent turns that fit its
-    context (the format truncates them).
+    context (the format truncates them), always with the system prompt and persona.
+    Replies that repeat one of the bot's earlier turns are drawn again
+    (`max_self_overlap`, SELF_OVERLAP unless the options say otherwise).
     """
 
-    def __init__(self, model, **options: Any):
+    def __init__(
+        self, model, *, system: str | None = None, persona: str | None = None, **options: Any
+    ):
+        """`system`: a system prompt (chat-template models); `persona`: text about the bot
+        before the conversation (every format; default: the checkpoint's own)."""
         self.model = model
         self.options: dict[str, Any] = dict(options)
         self.history: list[Turn] = []
+        self.preamble = [
+            Turn(text.strip(), speaker=role)
+            for role, text in ((SYSTEM, system), (PERSONA, persona))
+            if text and text.strip()
+        ]
+
+    @property
+    def context(self) -> list[Turn]:
+        """What the model reads: the system prompt, the persona, the history."""
+        return [*self.preamble, *self.history]
 
     def config(self, options: dict[str, Any] | None = None):
         """The DecodingConfig of the session's options (or of `options`), checked
@@ -38,6 +58,7 @@ class ChatSession:
 
         options = self.options if options is None else options
         given = {k: v for k, v in options.items() if k != "preset" and v is not None}
+        given.setdefault("max_self_overlap", SELF_OVERLAP)
         config = decoding_config(options.get("preset"), **given)
         self.model.check(config)
         return config
@@ -47,16 +68,16 @@ class ChatSession:
         if not text.strip():
             raise RejoinderError("say something: the message is empty")
         config = self.config()
-        self.history.append(Turn(text, speaker="user"))
+        self.history.append(Turn(text, speaker=USER))
         try:
-            reply = self.model.generate(self.history, config)
+            reply = self.model.generate(self.context, config)
         except Exception:
             self.history.pop()  # a failed reply leaves the conversation as it was
             raise
         if isinstance(reply, list):  # several return sequences: the first continues the chat
             reply = reply[0]
         if reply.strip():
-            self.history.append(Turn(reply, speaker="bot"))
+            self.history.append(Turn(reply, speaker=ASSISTANT))
         return reply
 
     def can_stream(self) -> bool:
@@ -67,10 +88,10 @@ class ChatSession:
         if not text.strip():
             raise RejoinderError("say something: the message is empty")
         config = self.config()
-        self.history.append(Turn(text, speaker="user"))
+        self.history.append(Turn(text, speaker=USER))
         pieces = []
         try:
-            for piece in self.model.stream(self.history[:], config):
+            for piece in self.model.stream(self.context, config):
                 pieces.append(piece)
                 yield piece
         except BaseException:
@@ -78,7 +99,7 @@ class ChatSession:
             raise
         reply = "".join(pieces)
         if reply.strip():
-            self.history.append(Turn(reply, speaker="bot"))
+            self.history.append(Turn(reply, speaker=ASSISTANT))
 
     def reset(self) -> None:
         self.history.clear()
@@ -109,7 +130,8 @@ class ChatSession:
             self.reset()
             return ["(conversation reset)"], False
         if name == "/history":
-            return [f"{t.speaker or '?'} >> {t.text}" for t in self.history] or [
+            names = {ASSISTANT: "bot"}
+            return [f"{names.get(t.speaker, t.speaker)} >> {t.text}" for t in self.context] or [
                 "(no history)"
             ], False
         if name == "/set":

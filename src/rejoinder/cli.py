@@ -309,11 +309,7 @@ def inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="the text to continue")
     p.add_argument("--steps", type=int, default=10, help="tokens to decode (10)")
     p.add_argument("--top", type=int, default=5, help="alternatives to show per step (5)")
-    p.add_argument(
-        "--turn",
-        action="store_true",
-        help="treat TEXT as a conversation turn and inspect the reply",
-    )
+    p.add_argument("--turn", action="store_true", help="TEXT is a turn: inspect the reply")
 
 
 def cmd_quickstart(args) -> int:
@@ -465,7 +461,7 @@ def cmd_chat(args) -> int:
         options["preset"] = args.preset
     elif (args.reverse or args.ranker) and "mmi_candidates" not in options:
         options["preset"] = "mmi"  # a reranker was given to rerank with
-    session = ChatSession(_load(args), **options)
+    session = ChatSession(_load(args), system=args.system, persona=args.persona, **options)
     session.config()  # refuses options the model cannot decode with, before the first turn
     if args.set:
         session.set_options(" ".join(args.set))
@@ -478,6 +474,8 @@ def chat_args(p: argparse.ArgumentParser) -> None:
 
     _model_args(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1, … (default: cuda where there is a GPU)")
+    p.add_argument("--system", metavar="TEXT", help="a system prompt (chat-template models)")
+    p.add_argument("--persona", metavar="TEXT", help="about the bot: before the chat, never cut")
     g = p.add_argument_group("decoding (any of them overrides the preset)")
     g.add_argument("--preset", choices=list(PRESETS), help="named settings: " + ", ".join(PRESETS))
     add_options(g, DecodingConfig, override=True)

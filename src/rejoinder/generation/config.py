@@ -69,6 +69,13 @@ class DecodingConfig:
     """Replies per context (sampled, or the best beams)."""
     seed: int | None = None
     """Makes sampling repeatable (the caller's RNG state is left alone)."""
+    max_self_overlap: float | None = None
+    """Refuse a reply whose word trigrams are, for more than this share, those of one of
+    the bot's earlier turns in the conversation (turns whose role is "assistant"): it
+    loses to any candidate that does not (reranking), else is drawn again; in (0, 1],
+    None: off (chat and serve default to 0.5)."""
+    self_overlap_retries: int = 3
+    """How many times a reply refused by max_self_overlap is drawn again, at most."""
     use_cache: bool = option(True, hidden=True)
     """Reuse attention keys and values between steps (off only to check that it agrees)."""
     head: str | None = None
@@ -126,6 +133,10 @@ class DecodingConfig:
             bad("num_return_sequences", "use an integer >= 1")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             bad("num_return_sequences", "greedy search returns one reply: sample, or use beams")
+        if self.max_self_overlap is not None and not 0 < self.max_self_overlap <= 1:
+            bad("max_self_overlap", "use a share in (0, 1], or None for off")
+        if self.self_overlap_retries < 0:
+            bad("self_overlap_retries", "use an integer >= 0")
         if self.mmi_candidates < 0 or self.mmi_candidates == 1:
             bad("mmi_candidates", "use 0 (off) or an integer >= 2")
         if self.mmi_temperature < 0:
@@ -181,6 +192,8 @@ class DecodingConfig:
             "bad_words",
             "stop",
             "seed",
+            "max_self_overlap",
+            "self_overlap_retries",
             "head",
             "mmi_candidates",
             "mmi_temperature",

@@ -35,6 +35,7 @@ from rejoinder.errors import RejoinderError
 from rejoinder.formats import Encoding
 from rejoinder.generation.backends import Job
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.replies import LENGTH, STOP
 from rejoinder.generation.streaming import StopStrings
 
 log = logging.getLogger("rejoinder.generation")
@@ -66,7 +67,10 @@ class Row:
     are warped together."""
     group: Any = None
     new: list[int] = field(default_factory=list)
+    """Every token generated, its end id included."""
     done: bool = False
+    finish_reason: str | None = None
+    """Why it ended: "stop" (an end id, a stop string) or "length"; None if cancelled."""
     failed: BaseException | None = None
     # Prefill state, while the row waits to join the batch.
     alone: bool = False
@@ -212,14 +216,15 @@ class StepDecoder:
         for row, token in tokens:
             row.new.append(token)
             if token in self.stop_ids:
-                row.done = True
+                row.done, row.finish_reason = True, STOP
                 events.append((row, None))
                 continue
             events.append((row, token))
-            if len(row.new) >= row.config.max_new_tokens or (
-                row.stops is not None and row.stops.found([row.new])[0]
-            ):
-                row.done = True
+            if row.stops is not None and row.stops.found([row.new])[0]:
+                row.done, row.finish_reason = True, STOP
+            elif len(row.new) >= row.config.max_new_tokens:
+                row.done, row.finish_reason = True, LENGTH
+            if row.done:
                 events.append((row, None))
         self.steps += 1
         self.row_steps += len(self.rows)

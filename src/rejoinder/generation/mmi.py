@@ -9,7 +9,9 @@ probability, in [0, 1], that people prefer the candidate). With the "dialogrpt" 
 it is DialogRPT's ensemble: prior x cond, where prior is the mean of the
 human_vs_rand and human_vs_machine rankers and cond the weighted mean of updown (1),
 depth (0.48) and width (-0.5), over those loaded. mmi_temperature 0 picks the best;
-T > 0 samples from softmax(score / T).
+T > 0 samples from softmax(score / T). With the repetition guard on
+(`max_self_overlap`), candidates that repeat one of the bot's earlier turns are left out
+of the pick while any other remains.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 
 from rejoinder.dialogue import as_context
 from rejoinder.errors import RejoinderError
+from rejoinder.generation import replies
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.replies import STOP, Reply
 from rejoinder.generation.scoring import NOTHING, Score
 
 MMI_ROWS = 128
@@ -39,12 +43,25 @@ class Candidate:
     score: float
     rankers: dict[str, float] = field(default_factory=dict)
     """Each ranker's score of the candidate (a probability), by ranker name."""
+    tokens: int = 0
+    """The tokens generated for it."""
+    finish_reason: str = STOP
+    repeats: float = 0.0
+    """Its overlap with the bot's earlier turns (see `replies.overlap`)."""
 
 
 @dataclass
 class MMIResult:
     reply: str
     candidates: list[Candidate]
+    chosen: int = 0
+    """The index of the reply among the candidates."""
+
+    @property
+    def best(self) -> Reply:
+        """The reply with its tokens and finish reason."""
+        c = self.candidates[self.chosen]
+        return Reply(self.reply, c.tokens, c.finish_reason)
 
 
 NEEDS_REVERSE = (
@@ -127,26 +144,29 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
     """
     model.check(config)
     n = config.mmi_candidates
-    sample = replace(config, num_return_sequences=n, mmi_candidates=0)
+    # Candidates are not redrawn by the repetition guard: the pick leaves repeats out.
+    sample = replace(config, num_return_sequences=n, mmi_candidates=0, max_self_overlap=None)
     histories = [as_context(c) for c in contexts]
     per_call = max(1, MMI_ROWS // n)
-    drawn: list[list[str]] = []
+    drawn: list[list[Reply]] = []
     for start in range(0, len(histories), per_call):
         seed = None if config.seed is None else config.seed + start
-        drawn += model.generate_batch(
+        drawn += model.reply_batch(
             histories[start : start + per_call], config=replace(sample, seed=seed)
         )
     return rerank_drawn(model, histories, drawn, config)
 
 
 def rerank_drawn(
-    model, contexts: Sequence[Any], drawn: Sequence[Sequence[str]], config: DecodingConfig
+    model, contexts: Sequence[Any], drawn: Sequence[Sequence[Reply]], config: DecodingConfig
 ) -> list[MMIResult]:
     """Reranks candidates already drawn (`drawn[i]` for `contexts[i]`), scored in shared
     batches: the second half of `rerank_batch`, for callers that sample the candidates
     their own way (the server's continuous batching samples them in shared steps)."""
     histories = [as_context(c) for c in contexts]
-    texts = [list(dict.fromkeys(t for t in ts if t.strip())) for ts in drawn]
+    # One candidate per distinct text, with the tokens of its first draw.
+    made = [{r.text: r for r in reversed(rs) if r.text.strip()} for rs in drawn]
+    texts = [list(dict.fromkeys(r.text for r in rs if r.text.strip())) for rs in drawn]
     pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
     forward = iter(model.loglikelihood(pairs))
     has_reverse = uses_reverse(model, config)
@@ -158,27 +178,39 @@ def rerank_drawn(
     ranked = {name: iter(r.score_pairs(pairs)) for name, r in model.rankers.items()}
     rng = random.Random(None if config.seed is None else config.seed + 1)
     results = []
-    for ts in texts:
+    for history, ts, by_text, rs in zip(histories, texts, made, drawn, strict=True):
         if not ts:
-            results.append(MMIResult("", [Candidate("", 0.0, 0.0, 0.0)]))
+            empty = rs[0] if rs else Reply("", 0, STOP)
+            results.append(MMIResult("", [Candidate("", 0.0, 0.0, 0.0, {}, empty.tokens)]))
             continue
+        earlier = replies.bot_turns(history) if config.max_self_overlap else []
         candidates = []
         for t in ts:
             f, b = next(forward), next(backward)
             c = Candidate(t, f.mean, b.mean, 0.0, {k: next(v) for k, v in ranked.items()})
             c.score = combine(c, config, has_reverse)
+            c.tokens, c.finish_reason = by_text[t].tokens, by_text[t].finish_reason
+            c.repeats = replies.overlap(t, earlier) if earlier else 0.0
             candidates.append(c)
-        results.append(MMIResult(candidates[_pick(candidates, config, rng)].text, candidates))
+        chosen = _pick(candidates, config, rng)
+        results.append(MMIResult(candidates[chosen].text, candidates, chosen))
     return results
 
 
 def _pick(candidates: list[Candidate], config: DecodingConfig, rng: random.Random) -> int:
-    scores = [c.score for c in candidates]
+    """The chosen candidate: the best, or a draw from softmax(score / T), among those the
+    repetition guard lets through (the least repetitive, when it lets none through)."""
+    allowed = list(range(len(candidates)))
+    if config.max_self_overlap is not None:
+        fewest = min(c.repeats for c in candidates)
+        allowed = [i for i, c in enumerate(candidates) if c.repeats <= config.max_self_overlap]
+        allowed = allowed or [i for i, c in enumerate(candidates) if c.repeats == fewest]
+    scores = [candidates[i].score for i in allowed]
     if config.mmi_temperature > 0:  # softmax(score / T), shifted so exp never overflows
         top = max(scores)
         weights = [math.exp((s - top) / config.mmi_temperature) for s in scores]
-        return rng.choices(range(len(candidates)), weights)[0]
-    return max(range(len(scores)), key=scores.__getitem__)
+        return allowed[rng.choices(range(len(allowed)), weights)[0]]
+    return allowed[max(range(len(scores)), key=scores.__getitem__)]
 
 
 def source_scores(

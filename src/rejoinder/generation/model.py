@@ -19,10 +19,11 @@ from typing import Any
 from rejoinder.dialogue import as_context
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import Encoding
-from rejoinder.generation import mmi, scoring
+from rejoinder.generation import mmi, replies, scoring
 from rejoinder.generation.backends import BACKENDS, Job
 from rejoinder.generation.config import DecodingConfig, decoding_config
 from rejoinder.generation.heads import Heads
+from rejoinder.generation.replies import Finish, Reply
 from rejoinder.generation.streaming import text_stream
 from rejoinder.modeling.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -205,20 +206,60 @@ class ConversationModel:
 
     def generate_batch(self, contexts, config: Config = None, *, preset=None, **options) -> list:
         """Replies to many contexts in one left-padded batch (same greedy replies as one by one)."""
+        config = decoding_config(preset, config, **options)
+        texts = [[r.text for r in rs] for rs in self.reply_batch(contexts, config)]
+        return [t[0] for t in texts] if config.num_return_sequences == 1 else texts
+
+    def reply_batch(self, contexts, config: Config = None, *, preset=None, **options) -> list:
+        """`generate_batch` with each reply's tokens and finish reason: for each context, a
+        list of `Reply` (num_return_sequences of them; one when reranking)."""
         if isinstance(contexts, str) or not isinstance(contexts, Sequence):
             raise RejoinderError("generate_batch takes a list of contexts (each a list of turns)")
         config = decoding_config(preset, config, **options)
         self.check(config)
         if config.uses_mmi:
-            return [r.reply for r in mmi.rerank_batch(self, contexts, config)]
+            return [[r.best] for r in mmi.rerank_batch(self, contexts, config)]
         if not contexts:
             return []
+        out = self._drawn(contexts, config)
+        # The repetition guard: refused replies are drawn again, the least repetitive kept.
+        earlier = [replies.bot_turns(c) if config.max_self_overlap else [] for c in contexts]
+        for attempt in range(1, config.self_overlap_retries + 1):
+            again = [
+                (i, k)
+                for i, rs in enumerate(out)
+                for k, r in enumerate(rs)
+                if earlier[i] and replies.refused(r.text, earlier[i], config)
+            ]
+            if not again:
+                break
+            drawn = self._drawn(
+                [contexts[i] for i, _ in again], replies.retry_config(config, attempt)
+            )
+            for (i, k), [new] in zip(again, drawn, strict=True):
+                if replies.overlap(new.text, earlier[i]) < replies.overlap(
+                    out[i][k].text, earlier[i]
+                ):
+                    out[i][k] = new
+        return out
+
+    def _drawn(self, contexts, config: DecodingConfig) -> list[list[Reply]]:
+        """One batch of replies from the backend, as Replies."""
         job = self._job(contexts, config)
-        replies = [
-            [self.format.decode_reply(ids, job.stops) for ids in per_context]
+        return [
+            [self.reply_of(ids, config) for ids in per_context]
             for per_context in self._backend(config.head).generate(job)
         ]
-        return [r[0] for r in replies] if config.num_return_sequences == 1 else replies
+
+    def reply_of(self, ids: Sequence[int], config: DecodingConfig) -> Reply:
+        """The Reply of a row's generated ids (exactly those: its end id, no padding),
+        decoded with `config`: its text cut at the first stop, its tokens, why it ended."""
+        stops, texts = set(self.format.stop_ids), [*self.format.stop_strings, *config.stop]
+        end = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+        raw = self.tokenizer.decode(list(ids[:end]), skip_special_tokens=True)
+        by_text = any(s in raw for s in texts)
+        finish = replies.finish_of(ids, stops, by_text, config.max_new_tokens)
+        return Reply(self.format.clean_reply(raw, config.stop), finish.tokens, finish.reason)
 
     def rerank(self, context, config: Config = None, *, preset=None, **options) -> mmi.MMIResult:
         """Reranking for one context (preset "mmi" unless told otherwise; DialoGPT's MMI
@@ -236,19 +277,27 @@ class ConversationModel:
     def stream(self, context=None, config: Config = None, *, preset=None, **options) -> Iterator:
         """Yields the reply's text as it is generated (one greedy or sampled reply)."""
         for _, piece in self.stream_batch([context], config, preset=preset, **options):
-            if piece is not None:
+            if isinstance(piece, str):
                 yield piece
 
     def stream_batch(self, contexts, config: Config = None, *, preset=None, **options) -> Iterator:
         """Streams the replies to many contexts, generated as one batch.
 
-        Yields (row, text) as each row's text arrives and (row, None) once that row's
-        reply is complete (which may be long before the others').
+        Yields (row, text) as each row's text arrives and (row, Finish) once that row's
+        reply is complete (which may be long before the others'): the tokens it
+        generated and why it stopped. A reply the repetition guard checks
+        (`max_self_overlap`, where the bot spoke before) comes whole, once checked.
         """
         config = decoding_config(preset, config, **options)
         if not config.streamable:
             raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
         self.check(config)
+        if any(replies.guarded(config, c) for c in contexts):
+            for row, [reply] in enumerate(self.reply_batch(contexts, config)):
+                if reply.text:
+                    yield row, reply.text
+                yield row, Finish(reply.tokens, reply.finish_reason)
+            return
         job = self._job(contexts, config)
         events = self._backend(config.head).stream(job)
         yield from text_stream(events, len(job.prompts), self.tokenizer, job.stops)

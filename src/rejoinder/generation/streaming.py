@@ -1,14 +1,16 @@
 """From decoded token ids to clean text as it arrives: stop strings, whole characters.
 
-A backend streams (row, token id) events and (row, None) when a row ends; `text_stream`
+A backend streams (row, token id) events and (row, Finish) when a row ends; `text_stream`
 turns them into each row's text pieces, cut at the first stop string, the way a whole
-reply would be cut. Both backends end a row early once its text holds a stop string
-(`StopStrings`), so no time goes on text nobody will see.
+reply would be cut, and passes each row's Finish on. Both backends end a row early once
+its text holds a stop string (`StopStrings`), so no time goes on text nobody will see.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+
+from rejoinder.generation.replies import STOP, Finish
 
 
 class StopStrings:
@@ -81,37 +83,39 @@ def whole_text(tokenizer, ids: list[int], shown: str) -> str | None:
 
 
 def text_stream(
-    events: Iterable[tuple[int, int | None]], rows: int, tokenizer, stops: Sequence[str]
-) -> Iterator[tuple[int, str | None]]:
-    """(row, text) as each row's text grows by whole characters, and (row, None) once
-    that row's reply is complete; every row ends with (row, None)."""
+    events: Iterable[tuple[int, int | Finish]], rows: int, tokenizer, stops: Sequence[str]
+) -> Iterator[tuple[int, str | Finish]]:
+    """(row, text) as each row's text grows by whole characters, and (row, Finish) once
+    that row's reply is complete; every row ends with its Finish."""
     ids: list[list[int]] = [[] for _ in range(rows)]
     shown = [""] * rows
     clips = [StopClipper(stops) for _ in range(rows)]
     live = set(range(rows))
 
-    def end(row: int) -> Iterator[tuple[int, str | None]]:
+    def end(row: int, finish: Finish) -> Iterator[tuple[int, str | Finish]]:
         live.discard(row)
         if rest := clips[row].finish():
             yield row, rest
-        yield row, None
+        yield row, finish
 
     try:
         for row, token in events:
             if row not in live:
                 continue
-            if token is not None:
-                ids[row].append(token)
-                text = whole_text(tokenizer, ids[row], shown[row])
-                if text is not None:
-                    piece, shown[row] = text[len(shown[row]) :], text
-                    if chunk := clips[row].feed(piece):
-                        yield row, chunk
-            if token is None or clips[row].stopped:
-                yield from end(row)
+            if isinstance(token, Finish):
+                yield from end(row, token)
+                continue
+            ids[row].append(token)
+            text = whole_text(tokenizer, ids[row], shown[row])
+            if text is not None:
+                piece, shown[row] = text[len(shown[row]) :], text
+                if chunk := clips[row].feed(piece):
+                    yield row, chunk
+            if clips[row].stopped:  # the backend's Finish for this token is skipped
+                yield from end(row, Finish(len(ids[row]), STOP))
     finally:  # a caller that stops early stops the backend's decoding too
         close = getattr(events, "close", None)
         if close is not None:
             close()
     for row in sorted(live):  # events ended without a row's end
-        yield from end(row)
+        yield from end(row, Finish(len(ids[row]), STOP))

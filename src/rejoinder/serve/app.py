@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rejoinder.dialogue import Turn
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.replies import Finish, Reply
 from rejoinder.judging.api import add_judge_routes
 from rejoinder.judging.store import JudgeStore
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
@@ -30,7 +31,14 @@ from rejoinder.serve.schemas import (
     SessionFeedback,
     SessionMessage,
 )
-from rejoinder.serve.server import ApiError, Server, Settings, error_body, turns_of
+from rejoinder.serve.server import (
+    ApiError,
+    Server,
+    Settings,
+    check_messages,
+    error_body,
+    turns_of,
+)
 from rejoinder.serve.store import (
     MessageError,
     NoSuchMessage,
@@ -117,7 +125,9 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: ChatCompletionRequest):
-        server.check_length([m.text() for m in body.messages])
+        said = [(m.role, m.text()) for m in body.messages]
+        check_messages(said)
+        server.check_length([text for _, text in said])
         extra = body.rejoinder
         config = server.config(
             preset=extra.preset if extra else None,
@@ -132,11 +142,12 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
             head=extra.head if extra else None,
             options=extra.options if extra else None,
         )
-        context = turns_of((m.role, m.text()) for m in body.messages)
+        context = turns_of(said, (extra and extra.persona) or settings.persona)
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         if body.stream:
+            usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                _completion_chunks(server, rid, context, config, body.n),
+                _completion_chunks(server, rid, context, config, body.n, usage),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -149,12 +160,12 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": reply},
-                    "finish_reason": server.finish_reason(reply, config),
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": reply.finish_reason,
                 }
                 for i, reply in enumerate(replies)
             ],
-            "usage": server.usage(context, config, replies),
+            "usage": server.usage(context, config, [r.tokens for r in replies]),
         }
 
     # -- sessions ------------------------------------------------------------------
@@ -162,7 +173,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     @app.post("/v1/sessions", status_code=201, dependencies=auth)
     async def create_session(body: SessionCreate | None = None):
         options = body.model_dump(exclude_none=True) if body else {}
-        server.check_length([options.get("system", "")])
+        server.check_length([options.get("system", ""), options.get("persona", "")])
         server.config(**_session_options(options))  # refuse bad options now, not later
         sid = await run_in_threadpool(store.create, options)
         return {"id": sid, "options": options}
@@ -250,17 +261,21 @@ def _session_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _history(session: dict, content: str | None = None, before: int | None = None) -> list[Turn]:
+def _history(
+    server: Server, session: dict, content: str | None = None, before: int | None = None
+) -> list[Turn]:
     """A session's history (the messages before seq `before`, or all) and the new message,
-    as the model's context."""
+    as the model's context, with the session's system prompt and persona (or the server's)."""
     said = [
         (m["role"], m["content"])
         for m in session["messages"]
         if before is None or m["seq"] < before
     ]
-    system = session["options"].get("system")
+    options = session["options"]
+    system = options.get("system")
     new = [("user", content)] if content is not None else []
-    return turns_of([*([("system", system)] if system else []), *said, *new])
+    persona = options.get("persona") or server.settings.persona
+    return turns_of([*([("system", system)] if system else []), *said, *new], persona)
 
 
 async def _session(server: Server, sid: str, missing: str = "no session {sid!r}") -> dict:
@@ -288,41 +303,45 @@ def _refused(e: MessageError) -> ApiError:
     return ApiError(status, str(e), "conflict" if status == 409 else "invalid_request_error")
 
 
-def _turn(session: dict, content: str | None) -> tuple[list[Turn], int | None]:
+def _turn(server: Server, session: dict, content: str | None) -> tuple[list[Turn], int | None]:
     """The context of the reply to `content`, or, with None, of the last reply again (and
     that reply's seq)."""
     if content is not None:
-        return _history(session, content), None
+        return _history(server, session, content), None
     seq = _last_reply(session)
-    return _history(session, before=seq), seq
+    return _history(server, session, before=seq), seq
 
 
-async def _stored(server: Server, session: dict, content: str | None, seq: int | None, reply):
+async def _stored(
+    server: Server, session: dict, content: str | None, seq: int | None, reply: Reply, usage
+):
     """Stores a reply to `content`, or in place of the last reply `seq` (regenerating);
     what the response says of it."""
     sid, count = session["id"], len(session["messages"])
+    said = {"reply": reply.text, "finish_reason": reply.finish_reason, "usage": usage}
     if seq is None:
         seqs = await run_in_threadpool(
-            server.store.append, sid, ("user", content), ("assistant", reply)
+            server.store.append, sid, ("user", content), ("assistant", reply.text)
         )
         if seqs is None:
             raise ApiError(404, f"session {sid!r} was deleted while it was answered")
-        return {"id": sid, "reply": reply, "messages": count + 2, "seq": seqs[-1]}
+        return {"id": sid, **said, "messages": count + 2, "seq": seqs[-1]}
     try:
-        message = await run_in_threadpool(server.store.replace_last_reply, sid, seq, reply)
+        message = await run_in_threadpool(server.store.replace_last_reply, sid, seq, reply.text)
     except MessageError as e:
         raise _refused(e) from None
-    return {"id": sid, "reply": reply, "messages": count, "seq": seq, "earlier": message["earlier"]}
+    return {"id": sid, **said, "messages": count, "seq": seq, "earlier": message["earlier"]}
 
 
 async def _session_reply(server: Server, sid: str, config, content: str | None = None) -> dict:
     """A session's reply to `content` (None: its last reply again), stored."""
     async with server.lock(sid):  # one reply at a time per session
         session = await _session(server, sid, "session {sid!r} was deleted")
-        context, seq = _turn(session, content)
+        context, seq = _turn(server, session, content)
         replies = await server.replies(context, config, sid)
         reply = server.clean(replies[0], f"session {sid}")
-        return await _stored(server, session, content, seq, reply)
+        usage = server.usage(context, config, [reply.tokens])
+        return await _stored(server, session, content, seq, reply, usage)
 
 
 def _event_stream(events) -> StreamingResponse:
@@ -342,31 +361,38 @@ def _model_card(server: Server) -> dict[str, Any]:
     }
 
 
-async def _completion_chunks(server: Server, rid, context, config, n: int):
-    """OpenAI's streamed chat completion: chunks, one choice index each, then [DONE]."""
+async def _completion_chunks(server: Server, rid, context, config, n: int, usage: bool):
+    """OpenAI's streamed chat completion: chunks, one choice index each, a last chunk with
+    the usage when asked (`stream_options.include_usage`), then [DONE]."""
     created = int(time.time())
 
-    def chunk(index: int, delta: dict, finish: str | None = None) -> str:
+    def chunk(index: int | None, delta: dict, finish: str | None = None, **more) -> str:
+        choices = (
+            [] if index is None else [{"index": index, "delta": delta, "finish_reason": finish}]
+        )
         return sse(
             {
                 "id": rid,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": server.name,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+                "choices": choices,
+                **more,
             }
         )
 
     one = config if n == 1 else _single(config)
     events: asyncio.Queue = asyncio.Queue()
+    generated: list[int] = []
 
     async def run(index: int, cfg: DecodingConfig):
-        text = ""
         try:
             async for piece in server.pieces(context, cfg):
-                text += piece
-                await events.put(chunk(index, {"content": piece}))
-            await events.put(chunk(index, {}, server.finish_reason(text, cfg)))
+                if isinstance(piece, Finish):
+                    generated.append(piece.tokens)
+                    await events.put(chunk(index, {}, piece.reason))
+                else:
+                    await events.put(chunk(index, {"content": piece}))
         except ApiError as e:
             await events.put(sse(error_body(e.message, e.kind, e.status)))
         finally:
@@ -386,6 +412,8 @@ async def _completion_chunks(server: Server, rid, context, config, n: int):
                 left -= 1
             else:
                 yield item
+        if usage:
+            yield chunk(None, {}, usage=server.usage(context, config, generated))
         yield "data: [DONE]\n\n"
     finally:
         for t in tasks:
@@ -404,12 +432,17 @@ async def _session_events(server: Server, sid: str, config, content: str | None 
     async with server.lock(sid):
         try:
             session = await _session(server, sid, "session {sid!r} was deleted")
-            context, seq = _turn(session, content)
-            reply = ""
+            context, seq = _turn(server, session, content)
+            text, finish = "", Finish(0, "stop")
             async for piece in server.pieces(context, config, sid):
-                reply += piece
+                if isinstance(piece, Finish):
+                    finish = piece
+                    continue
+                text += piece
                 yield sse({"delta": piece})
-            done = await _stored(server, session, content, seq, reply.strip())
+            reply = Reply(text.strip(), finish.tokens, finish.reason)
+            usage = server.usage(context, config, [reply.tokens])
+            done = await _stored(server, session, content, seq, reply, usage)
         except ApiError as e:
             yield sse(error_body(e.message, e.kind, e.status))
             return

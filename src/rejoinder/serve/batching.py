@@ -17,6 +17,11 @@ from its own generator, so no reply depends on the traffic. What cannot decode i
 (beams, extra heads) runs as a whole generate call between two steps. Reranked
 requests draw their candidates as rows in the shared steps, and the candidates of the
 requests whose rows finished in one step are scored together (`mmi.rerank_drawn`).
+
+Replies come back as `Reply`s (text, tokens generated, finish reason); a streamed
+reply's pieces end with its `Finish`. Where the repetition guard checks a reply
+(`max_self_overlap`, the bot having spoken before), a refused reply is drawn again as
+new rows, and a streamed one is sent whole once it passes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 
+from rejoinder.generation import replies as guard
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.replies import STOP, Finish, Reply
 from rejoinder.generation.streaming import StopClipper, whole_text
 
 log = logging.getLogger("rejoinder.serve")
@@ -46,13 +53,18 @@ class Job:
     stream: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future | None = None
-    """Non-streamed jobs: the list of replies."""
+    """Non-streamed jobs: the list of Replies."""
     pieces: asyncio.Queue | None = None
-    """Streamed jobs: text pieces, then None at the end (or an exception)."""
+    """Streamed jobs: text pieces, the Finish, then None at the end (or an exception)."""
     cancelled: bool = False
     queued: float = field(default_factory=time.monotonic)
     session: str | None = None
     """The chat session it answers, whose kept keys and values it may reuse."""
+    drawn: list[Reply] | None = None
+    """Continuous: the replies so far (the best of each sequence's draws)."""
+    redrawn: list[int] = field(default_factory=list)
+    """Continuous: which of them the rows now decoding draw again."""
+    attempts: int = 0
 
     def key(self) -> tuple:
         """Jobs with equal keys can share a generate call."""
@@ -62,7 +74,14 @@ class Job:
         return (self.stream, *((k, _frozen(v)) for k, v in sorted(options.items())))
 
     # Results are handed to the event loop's thread, where the request waits.
-    def resolve(self, replies: list[str]) -> None:
+    def resolve(self, replies: list[Reply]) -> None:
+        if self.future is None:  # a streamed reply made whole (the repetition guard)
+            for reply in replies:
+                if reply.text:
+                    self.send(reply.text)
+                self.send(Finish(reply.tokens, reply.finish_reason))
+            self.send(None)
+            return
         self._hand(_set_result, self.future, replies)
 
     def fail(self, error: BaseException) -> None:
@@ -71,7 +90,7 @@ class Job:
         else:
             self._hand(self.pieces.put_nowait, error)
 
-    def send(self, piece: str | None) -> None:
+    def send(self, piece: str | Finish | None) -> None:
         self._hand(self.pieces.put_nowait, piece)
 
     def _hand(self, fn, *args) -> None:
@@ -137,7 +156,7 @@ class Batcher:
 
     async def generate(
         self, context: list, config: DecodingConfig, session: str | None = None
-    ) -> list[str]:
+    ) -> list[Reply]:
         """The replies (num_return_sequences of them) to `context`."""
         self.start()
         loop = asyncio.get_running_loop()
@@ -150,8 +169,8 @@ class Batcher:
 
     async def stream(
         self, context: list, config: DecodingConfig, session: str | None = None
-    ) -> AsyncIterator[str]:
-        """The reply to `context`, piece by piece."""
+    ) -> AsyncIterator[str | Finish]:
+        """The reply to `context`, piece by piece, and its Finish last."""
         self.start()
         loop = asyncio.get_running_loop()
         job = Job(context, config, True, loop, pieces=asyncio.Queue(), session=session)
@@ -221,10 +240,11 @@ class Batcher:
                 for row, piece in self.model.stream_batch(contexts, config):
                     if not group[row].cancelled:
                         group[row].send(piece)
+                        if isinstance(piece, Finish):
+                            group[row].send(None)
                 return
-            replies = self.model.generate_batch(contexts, config)
-            for job, reply in zip(group, replies, strict=True):
-                job.resolve(reply if isinstance(reply, list) else [reply])
+            for job, replies in zip(group, self.model.reply_batch(contexts, config), strict=True):
+                job.resolve(replies)
         except Exception as e:  # every request of the call learns why
             if len(group) > 1 and not group[0].stream:
                 # One bad request (say, options transformers refuses) must not fail the rest.
@@ -346,25 +366,31 @@ class ContinuousBatcher(Batcher):
             return
         # A reranked job's rows are its candidates; another's, its n replies.
         n = config.mmi_candidates or config.num_return_sequences
+        if not self._submit(job, sample, list(range(n)), job.session if n == 1 else None):
+            return
+        # A streamed reply the repetition guard checks is sent whole (Job.resolve).
+        if job.stream and not guard.guarded(config, job.context):
+            self.texts[job] = _Text(StopClipper(self._stops(config)))
+
+    def _submit(self, job: Job, config: DecodingConfig, which: list[int], reuse=None) -> bool:
+        """Rows for sequences `which` of a job (each seeded apart when it is seeded)."""
         try:
             prompt = self.model.encode(job.context, config.max_new_tokens)
-            reuse = job.session if n == 1 else None
-            rows = [
+            self.open[job] = [
                 self.decoder.submit(
                     (job, i),
                     prompt,
-                    sample,
+                    config,
                     None if config.seed is None else config.seed + i,
                     prefix_key=reuse,
                 )  # fmt: skip
-                for i in range(n)
+                for i in which
             ]
         except Exception as e:
+            self._close(job)
             job.fail(e)
-            return
-        self.open[job] = rows
-        if job.stream:
-            self.texts[job] = _Text(StopClipper(self._stops(config)))
+            return False
+        return True
 
     def _stops(self, config: DecodingConfig) -> list[str]:
         return [*self.model.format.stop_strings, *config.stop]
@@ -377,24 +403,43 @@ class ContinuousBatcher(Batcher):
             self._close(job)
             job.fail(row.failed)
             return
-        if job.stream:
+        if job in self.texts:
             self._stream(job, row, token)
             return
         rows = self.open[job]
         if token is None and all(r.done for r in rows):
             self._close(job)
-            stops = self._stops(job.config)
-            replies = [self.model.format.decode_reply(r.new, stops) for r in rows]
+            got = [self.model.reply_of(r.new, r.config) for r in rows]
             if job.config.uses_mmi:
-                self.ranking.append((job, replies))
-            else:
-                job.resolve(replies)
+                self.ranking.append((job, got))
+            elif not self._redraw(job, got):
+                job.resolve(job.drawn)
+
+    def _redraw(self, job: Job, got: list[Reply]) -> bool:
+        """Keeps a job's new replies (the less repetitive where a sequence was drawn again)
+        and submits rows for those the repetition guard refuses, while retries are left;
+        False when the job's replies are final."""
+        config = job.config
+        earlier = guard.bot_turns(job.context) if config.max_self_overlap else []
+        if job.drawn is None:
+            job.drawn = got
+        else:
+            for i, new in zip(job.redrawn, got, strict=True):
+                if guard.overlap(new.text, earlier) < guard.overlap(job.drawn[i].text, earlier):
+                    job.drawn[i] = new
+        again = [i for i, r in enumerate(job.drawn) if guard.refused(r.text, earlier, config)]
+        if not earlier or not again or job.attempts >= config.self_overlap_retries:
+            return False
+        job.attempts += 1
+        job.redrawn = again
+        self._submit(job, guard.retry_config(config, job.attempts), again)  # fails the job itself
+        return True
 
     def _rerank(self) -> None:
         """Scores the drawn candidates of every waiting job, a batch per decoding config."""
         from rejoinder.generation import mmi
 
-        groups: dict[tuple, list[tuple[Job, list[str]]]] = {}
+        groups: dict[tuple, list[tuple[Job, list[Reply]]]] = {}
         for job, drawn in self.ranking:
             groups.setdefault(job.key() if job.config.seed is None else (id(job),), []).append(
                 (job, drawn)
@@ -412,7 +457,7 @@ class ContinuousBatcher(Batcher):
                     job.fail(e)
                 continue
             for job, result in zip(jobs, results, strict=True):
-                job.resolve([result.reply])
+                job.resolve([result.best])
 
     def _stream(self, job: Job, row, token: int | None) -> None:
         text = self.texts[job]
@@ -428,6 +473,7 @@ class ContinuousBatcher(Batcher):
             self.decoder.cancel(row)  # a stop string ended the reply: free the row now
         if rest := text.clip.finish():
             job.send(rest)
+        job.send(Finish(len(row.new), row.finish_reason or STOP))
         job.send(None)
         self._close(job)
 

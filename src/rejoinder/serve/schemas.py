@@ -14,8 +14,10 @@ class ContentPart(BaseModel):
 
 
 class Message(BaseModel):
-    """One message of an OpenAI chat. System (and developer) messages are a chat-template
-    model's system prompt; other formats have no place for them and leave them out."""
+    """One message of an OpenAI chat, in its role. System (and developer) messages come
+    first and are a chat-template model's system prompt; other formats have no place for
+    them and leave them out. User and assistant messages are the conversation, each in
+    its role, in any order (two of one role in a row, the assistant first)."""
 
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -46,9 +48,21 @@ class RejoinderOptions(BaseModel):
     )
     mmi_candidates: int | None = Field(None, ge=2, le=64)
     head: str | None = Field(None, description="an extra LM head of a multi-head model")
+    persona: str | None = Field(
+        None,
+        description="text about the bot placed before the conversation, never cut (a "
+        "chat-template model's system prompt takes it); default: the server's",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="any other decoding option (top_k, repetition_penalty, num_beams, ...)",
+    )
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = Field(
+        False, description="end the stream with a chunk holding the request's usage"
     )
 
 
@@ -66,6 +80,7 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     rejoinder: RejoinderOptions | None = None
 
 
@@ -80,6 +95,11 @@ class SessionCreate(BaseModel):
     mmi: bool | None = None
     system: str | None = Field(
         None, description="a system prompt for every reply (chat-template models only)"
+    )
+    persona: str | None = Field(
+        None,
+        description="text about the bot placed before the conversation and never cut (every "
+        "format; a chat template's system prompt takes it); default: the server's",
     )
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.db import DEFAULT_DB
-from rejoinder.dialogue import SYSTEM_ROLES, Turn
+from rejoinder.dialogue import PERSONA, SYSTEM_ROLES, Turn
 from rejoinder.errors import RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
+from rejoinder.generation.replies import Finish, Reply
 from rejoinder.options import option
 from rejoinder.serve.batching import Batcher, ContinuousBatcher
 from rejoinder.serve.store import SessionStore
@@ -71,6 +72,14 @@ class Settings:
     """gather: how long the first request of a batch waits for others: long enough for
     clients answered by the last batch to send their next request
     (benchmarks/serve_load.py)."""
+    persona: str | None = option(None, metavar="TEXT")
+    """Text about the bot placed before every conversation and never cut (a chat
+    template's system prompt holds it); a session's or request's own replaces it
+    (default: the checkpoint's, if it has one)."""
+    max_self_overlap: float | None = 0.5
+    """The repetition guard of requests that do not set it: a reply whose word trigrams
+    are, for more than this share, those of one of the bot's earlier turns is drawn
+    again (or loses to another candidate); 0: off."""
     filter_offensive: bool = False
     """Replace replies that hold a blocklisted word by a refusal (logged)."""
     offensive_words: str | None = option(None, metavar="FILE")
@@ -86,6 +95,10 @@ class Settings:
             raise RejoinderError(f"--preset {self.preset}: presets are {', '.join(PRESETS)}")
         self.api_key = self.api_key or os.environ.get("REJOINDER_API_KEY") or None
         self.filter_offensive = self.filter_offensive or bool(self.offensive_words)
+        if self.max_self_overlap is not None and not 0 <= self.max_self_overlap <= 1:
+            raise RejoinderError(
+                f"--max-self-overlap {self.max_self_overlap}: use a share in [0, 1] (0: off)"
+            )
 
     @property
     def max_body_bytes(self) -> int:
@@ -135,19 +148,44 @@ def make_batcher(model, settings: Settings) -> Batcher:
     return Batcher(model, settings.max_batch, settings.batch_wait_ms / 1000)
 
 
-def turns_of(said) -> list[Turn]:
-    """(role, text) pairs as the model's context: the user's and assistant's turns, in order,
-    and system (or developer) messages, which a chat-template model takes as its system
-    prompt and other formats leave out.
+def turns_of(said, persona: str | None = None) -> list[Turn]:
+    """(role, text) pairs as the model's context: the user's and assistant's turns in
+    order, each in its role, and system (or developer) messages, which a chat-template
+    model takes as its system prompt and other formats leave out; `persona` first.
 
-    Other roles (tool) and empty texts (an empty reply is stored) are left out.
+    Empty texts (an empty reply is stored) are left out; requests are checked before
+    (`check_messages`).
     """
-    speakers = {"user": "user", "assistant": "bot", **{r: "system" for r in SYSTEM_ROLES}}
-    return [
-        Turn(text, speaker=speakers[role])
-        for role, text in said
-        if role in speakers and text.strip()
-    ]
+    roles = ("user", "assistant", *SYSTEM_ROLES)
+    turns = [Turn(text, speaker=role) for role, text in said if role in roles and text.strip()]
+    return [Turn(persona, speaker=PERSONA), *turns] if persona and persona.strip() else turns
+
+
+def check_messages(said) -> None:
+    """Refuses (422) a chat the model cannot take as it is, naming the message: a tool
+    message, an empty user or assistant message, a system message after the
+    conversation began, no user or assistant message at all."""
+    began = False
+    for i, (role, text) in enumerate(said):
+        if role == "tool":
+            raise ApiError(
+                422,
+                f"messages[{i}].role 'tool': this model has no tools; send system, user and "
+                "assistant messages only",
+            )
+        if role in SYSTEM_ROLES:
+            if began:
+                raise ApiError(
+                    422,
+                    f"messages[{i}] is a {role} message after the conversation began; put "
+                    "system messages first (they are the system prompt)",
+                )
+            continue
+        if not text.strip():
+            raise ApiError(422, f"messages[{i}].content is empty: a {role} message says something")
+        began = True
+    if not began:
+        raise ApiError(422, "messages holds no user or assistant message; add the user's message")
 
 
 class Server:
@@ -162,12 +200,6 @@ class Server:
         self.name = settings.model_name or Path(str(model.checkpoint.path)).name
         self.created = int(time.time())
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Tokens are counted with a private copy of the tokenizer: the batcher's thread
-        # uses the model's, and a Rust tokenizer used from two threads can fail with
-        # "Already borrowed".
-        from tokenizers import Tokenizer
-
-        self.counter = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
 
     # -- decoding options ----------------------------------------------------------
 
@@ -206,6 +238,8 @@ class Server:
         values["max_new_tokens"] = limit
         given = dict(top_p=top_p, seed=seed, head=head, mmi_candidates=mmi_candidates)
         values.update({k: v for k, v in given.items() if v is not None})
+        if values.get("max_self_overlap") is None and s.max_self_overlap:
+            values["max_self_overlap"] = s.max_self_overlap
         if n > 1:
             values["num_return_sequences"] = n
         if stop:
@@ -236,12 +270,17 @@ class Server:
 
     # -- replies -------------------------------------------------------------------
 
-    def clean(self, reply: str, where: str) -> str:
-        return self.filter(reply, where) if self.filter else reply
+    def clean(self, reply: Reply, where: str) -> Reply:
+        """The reply, or a refusal in its place when the offensive filter catches it (the
+        tokens generated stay counted)."""
+        if self.filter is None:
+            return reply
+        text = self.filter(reply.text, where)
+        return reply if text == reply.text else Reply(text, reply.tokens, reply.finish_reason)
 
     async def replies(
         self, context: list[Turn], config: DecodingConfig, session: str | None = None
-    ) -> list[str]:
+    ) -> list[Reply]:
         try:
             return await asyncio.wait_for(
                 self.batcher.generate(context, config, session), self.settings.request_seconds
@@ -258,14 +297,17 @@ class Server:
 
     async def pieces(
         self, context: list[Turn], config: DecodingConfig, session: str | None = None
-    ) -> AsyncIterator[str]:
-        """The reply in pieces: streamed where it can be, else whole, as one piece.
+    ) -> AsyncIterator[str | Finish]:
+        """The reply in pieces, then its Finish: streamed where it can be, else whole, as
+        one piece.
 
         With the offensive filter on, the reply is checked whole before any of it is sent.
         """
         if not config.streamable or self.filter is not None:
-            replies = await self.replies(context, config, session)
-            yield self.clean(replies[0], "stream")
+            reply = self.clean((await self.replies(context, config, session))[0], "stream")
+            if reply.text:
+                yield reply.text
+            yield Finish(reply.tokens, reply.finish_reason)
             return
         deadline = time.monotonic() + self.settings.request_seconds
         try:
@@ -276,16 +318,12 @@ class Server:
         except RejoinderError as e:
             raise ApiError(422, str(e)) from None
 
-    def usage(self, context: list[Turn], config: DecodingConfig, replies: list[str]) -> dict:
+    def usage(self, context: list[Turn], config: DecodingConfig, generated: list[int]) -> dict:
+        """OpenAI's usage: the prompt's tokens as the model saw it, and the tokens the
+        backend generated for each reply returned (a reranked reply's own, not its rivals')."""
         prompt = len(self.model.encode(context, config.max_new_tokens))
-        done = sum(self.tokens(r) for r in replies)
+        done = sum(generated)
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-    def tokens(self, text: str) -> int:
-        return len(self.counter.encode(text, add_special_tokens=False).ids)
-
-    def finish_reason(self, reply: str, config: DecodingConfig) -> str:
-        return "length" if self.tokens(reply) >= config.max_new_tokens else "stop"
 
     def lock(self, sid: str) -> asyncio.Lock:
         lock = self.locks.get(sid)

@@ -18,6 +18,7 @@ from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Encoding
 from rejoinder.generation.backends import Job
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.replies import LENGTH, STOP, Finish
 from rejoinder.generation.streaming import StopStrings
 
 COMPUTE_TYPES = ("int8", "int8_float32", "float32", "int16", "float16", "bfloat16", "int8_float16")
@@ -39,7 +40,9 @@ def converted(path: str | Path, compute_type: str, checkpoint=None) -> Path:
     if not os.access(path, os.W_OK):
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rejoinder"
         target = cache / f"{path.resolve().as_posix().strip('/').replace('/', '_')}-{compute_type}"
+    tokenizer = checkpoint.tokenizer if checkpoint is not None else None
     if (target / "model.bin").is_file():
+        fill_special_tokens(target, tokenizer)  # converted by an earlier release, maybe
         return target
     # The converter imports torch and transformers: only when there is something to convert.
     from ctranslate2.converters import TransformersConverter
@@ -65,11 +68,46 @@ def converted(path: str | Path, compute_type: str, checkpoint=None) -> Path:
                 source = merged
             converter = Converter(source)
             converter.convert(str(tmp), quantization=compute_type, force=True)
+            fill_special_tokens(tmp, tokenizer)
+    except RejoinderError:
+        raise
     except Exception as e:
         raise RejoinderError(
             f"could not convert {path} for CTranslate2 ({type(e).__name__}: {e})"
         ) from None
     return target
+
+
+def fill_special_tokens(model_dir: Path, tokenizer=None) -> None:
+    """Gives every special token of a converted model's config.json a value.
+
+    CTranslate2 refuses to load a config whose bos_token (or unk_token, …) is null,
+    which its converter writes for a tokenizer without one (Llama's and GPT-NeoX's
+    families, many real tokenizers). Generation here never relies on them (prompts
+    are whole token lists, ends are explicit), so a missing one takes the tokenizer's
+    end-of-text token, else its padding token.
+    """
+    import json
+
+    file = model_dir / "config.json"
+    config = json.loads(file.read_text(encoding="utf-8"))
+    missing = [k for k, v in config.items() if k.endswith("_token") and v is None]
+    if not missing:
+        return
+    candidates = [config.get("eos_token")]
+    if tokenizer is not None:
+        candidates += [tokenizer.eos_token, tokenizer.pad_token]
+    fill = next((t for t in candidates if isinstance(t, str) and t), None)
+    if fill is None:
+        raise RejoinderError(
+            f"the tokenizer of {model_dir.parent} has no {', '.join(missing)} and no "
+            "end-of-text or padding token to stand in for it, which CTranslate2 needs; "
+            'set one in its tokenizer_config.json (e.g. "eos_token") or use --backend torch'
+        )
+    config.update({k: fill for k in missing})
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, file)
 
 
 class Ct2Backend:
@@ -169,6 +207,7 @@ class Ct2Backend:
         kwargs = self._options(job)
         kwargs.update(
             include_prompt_in_result=False,
+            return_end_token=True,  # it was generated: counted in the reply's tokens
             num_hypotheses=config.num_return_sequences,
             length_penalty=config.length_penalty,
             return_scores=False,
@@ -184,7 +223,7 @@ class Ct2Backend:
                 out[i] = [self.tokenizer.convert_tokens_to_ids(seq) for seq in r.sequences]
         return out
 
-    def stream(self, job: Job) -> Iterator[tuple[int, int | None]]:
+    def stream(self, job: Job) -> Iterator[tuple[int, int | Finish]]:
         """Token events of every row as they come. The rows decode together in
         `generate_batch`, whose callback hands each row's tokens over from CTranslate2's
         thread (`generate_tokens` streams one prompt: the last row would wait for all
@@ -222,6 +261,7 @@ class Ct2Backend:
 
         threading.Thread(target=decode, name="ct2-stream", daemon=True).start()
         new: dict[int, list[int]] = {i: [] for i in range(len(tokens))}
+        limit = job.config.max_new_tokens
         try:
             while (event := events.get()) is not done:
                 if isinstance(event, BaseException):
@@ -229,14 +269,21 @@ class Ct2Backend:
                 row, token, last = event
                 if row in ended:
                     continue
-                if token is not None and token not in self.stop_ids:
+                if token in self.stop_ids:
+                    ended.add(row)
+                    yield row, Finish(len(new[row]) + 1, STOP)
+                    continue
+                if token is not None:
                     new[row].append(token)
                     yield row, token
-                    last = last or (check is not None and check.found([new[row]])[0])
-                    if not last:
+                    if check is not None and check.found([new[row]])[0]:
+                        ended.add(row)
+                        yield row, Finish(len(new[row]), STOP)
+                        continue
+                    if not last and len(new[row]) < limit:
                         continue
                 ended.add(row)
-                yield row, None
+                yield row, Finish(len(new[row]), LENGTH if len(new[row]) >= limit else STOP)
         finally:
             leaving.set()  # a caller that stops early stops CTranslate2's decoding too
 

@@ -12,29 +12,42 @@ import torch
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Encoding
 from rejoinder.generation.backends import Job
+from rejoinder.generation.replies import LENGTH, STOP, Finish
 from rejoinder.generation.streaming import StopStrings
 from rejoinder.padding import pad_batch
 
 
 class _StopCriterion:
-    """A transformers stopping criterion: rows whose new text holds a stop string end."""
+    """A transformers stopping criterion: rows whose new text holds a stop string end.
+    `ended` records how many tokens each such row had then: what follows is padding."""
 
     def __init__(self, check: StopStrings, prompt_len: int):
         self.check, self.prompt_len = check, prompt_len
+        self.ended: dict[int, int] = {}
 
     def __call__(self, input_ids, scores, **kwargs):
         done = self.check.found(input_ids[:, self.prompt_len :].tolist())
+        for row in (i for i, d in enumerate(done) if d):
+            self.ended.setdefault(row, input_ids.shape[1] - self.prompt_len)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class _TokenEvents:
     """A transformers streamer for a batch: (row, token) events on a queue, and (row,
-    None) when the row produces one of `stop_ids`, and for every row at the end."""
+    Finish) when the row produces one of `stop_ids`, spells a stop string, reaches its
+    length, or (every row left) at the end."""
 
-    def __init__(self, rows: int, stop_ids: set[int], events: queue.Queue):
-        self.stop_ids, self.events = stop_ids, events
+    def __init__(self, job: Job, stop_ids: set[int], check, events: queue.Queue):
+        rows = len(job.prompts)
+        self.stop_ids, self.check, self.events = stop_ids, check, events
+        self.limit = job.config.max_new_tokens
+        self.new: list[list[int]] = [[] for _ in range(rows)]
         self.done = [False] * rows
         self.prompt_seen = False
+
+    def _finish(self, row: int, reason: str, tokens: int) -> None:
+        self.done[row] = True
+        self.events.put((row, Finish(tokens, reason)))
 
     def put(self, value) -> None:
         if not self.prompt_seen:  # the first call carries the prompt
@@ -43,17 +56,21 @@ class _TokenEvents:
         for row, token in enumerate(value.reshape(-1).tolist()):
             if self.done[row]:
                 continue
+            new = self.new[row]
             if token in self.stop_ids:
-                self.done[row] = True
-                self.events.put((row, None))
-            else:
-                self.events.put((row, token))
+                self._finish(row, STOP, len(new) + 1)
+                continue
+            new.append(token)
+            self.events.put((row, token))
+            if self.check is not None and self.check.found([new])[0]:
+                self._finish(row, STOP, len(new))
+            elif len(new) >= self.limit:
+                self._finish(row, LENGTH, len(new))
 
     def end(self) -> None:
         for row, done in enumerate(self.done):
             if not done:
-                self.done[row] = True
-                self.events.put((row, None))
+                self._finish(row, LENGTH, len(self.new[row]))
 
 
 def seeded(seed: int | None, device: torch.device):
@@ -83,8 +100,9 @@ class TorchBackend:
     def device(self) -> torch.device:
         return self.model.device
 
-    def _run(self, job: Job, streamer=None) -> tuple[torch.Tensor, int]:
-        """One left-padded generate call: (output ids, prompt length)."""
+    def _run(self, job: Job, streamer=None) -> tuple[torch.Tensor, int, dict[int, int]]:
+        """One left-padded generate call: (output ids, prompt length, the length of each
+        row a stop string ended)."""
         config = job.config
         kwargs = config.generate_kwargs()
         kwargs.update(eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
@@ -92,9 +110,10 @@ class TorchBackend:
             kwargs["bad_words_ids"] = job.bad_ids
         batch = pad_batch(job.prompts, self.tokenizer.pad_token_id, side="left", device=self.device)
         prompt_len = batch["input_ids"].shape[1]
+        criterion = None
         if job.stops:
-            check = StopStrings(self.tokenizer, job.stops)
-            kwargs["stopping_criteria"] = [_StopCriterion(check, prompt_len)]
+            criterion = _StopCriterion(StopStrings(self.tokenizer, job.stops), prompt_len)
+            kwargs["stopping_criteria"] = [criterion]
         if streamer is not None:
             kwargs["streamer"] = streamer
         with torch.inference_mode(), seeded(config.seed, self.device):
@@ -102,18 +121,33 @@ class TorchBackend:
                 out = self.model.generate(**batch, **kwargs)
             except ValueError as e:  # transformers' own check of the options
                 raise RejoinderError(f"bad generation options: {e}") from None
-        return out, prompt_len
+        # Beams are reordered as they search: rows are not the criterion's rows then.
+        ended = criterion.ended if criterion and job.config.num_beams == 1 else {}
+        return out, prompt_len, ended
 
     def generate(self, job: Job) -> list[list[list[int]]]:
-        out, prompt_len = self._run(job)
-        rows = [row[prompt_len:].tolist() for row in out]
+        out, prompt_len, ended = self._run(job)
+        rows = [self._generated(r[prompt_len:].tolist(), ended.get(i)) for i, r in enumerate(out)]
         k = job.config.num_return_sequences
         return [rows[i * k : (i + 1) * k] for i in range(len(job.prompts))]
 
-    def stream(self, job: Job) -> Iterator[tuple[int, int | None]]:
+    def _generated(self, ids: list[int], ended: int | None) -> list[int]:
+        """A row's generated ids without the padding after its end: up to its first end
+        id, or to where a stop string ended it."""
+        stops = set(self.stop_ids)
+        cut = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))
+        if ended is not None:
+            cut = min(cut, ended)
+        elif cut == len(ids) and self.tokenizer.pad_token_id not in stops:
+            while cut and ids[cut - 1] == self.tokenizer.pad_token_id:  # a beam's padding
+                cut -= 1
+        return ids[:cut]
+
+    def stream(self, job: Job) -> Iterator[tuple[int, int | Finish]]:
         """Token events from one generate call, run on a thread of its own."""
         events: queue.Queue = queue.Queue()
-        streamer = _TokenEvents(len(job.prompts), set(self.stop_ids), events)
+        check = StopStrings(self.tokenizer, job.stops) if job.stops else None
+        streamer = _TokenEvents(job, set(self.stop_ids), check, events)
         errors: list[BaseException] = []
 
         def run():
