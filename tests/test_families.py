@@ -106,7 +106,8 @@ CHATML = (
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def chat_dir(request, tmp_path_factory):
-    """A directory as a hub download has it: a ChatML template, no rejoinder.json."""
+    """A directory as a hub download has it: a ChatML template, no rejoinder.json, and, as
+    many real tokenizers, no beginning-of-text or unknown token."""
     from transformers import AutoModelForCausalLM
 
     from rejoinder.modeling.architectures import model_config
@@ -115,7 +116,9 @@ def chat_dir(request, tmp_path_factory):
     tok = gpt2_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     tok.chat_template = CHATML
-    config = model_config(request.param, "tiny", len(tok), eos_token_id=tok.eos_token_id)
+    tok.bos_token = tok.unk_token = None
+    config = model_config(request.param, "tiny", len(tok), eos_token_id=tok.eos_token_id,
+                          initializer_range=0.5)  # fmt: skip
     out = tmp_path_factory.mktemp(f"chat-{request.param}") / "smol"
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tok.save_pretrained(out)
@@ -129,6 +132,67 @@ def test_a_directory_with_a_chat_template_talks_in_it(chat_dir):
     assert prompt == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
     assert bot.tokenizer.convert_tokens_to_ids("<|im_end|>") in bot.format.stop_ids
     assert isinstance(bot.generate(["hello"], max_new_tokens=4), str)
+
+
+def test_real_chat_data_in_a_family_without_bos_or_unk(chat_dir):
+    from rejoinder.dialogue import Turn
+
+    bot = ConversationModel.from_pretrained(chat_dir)
+    assert bot.tokenizer.bos_token is None and bot.tokenizer.unk_token is None
+    said = [Turn("hi there", "user"), Turn("how is my dog", "user"),
+            Turn("i think my dog is good", "assistant"), Turn("and mine?", "user")]  # fmt: skip
+    ex = bot.format.training_example(said)
+    learnt = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab >= 0]
+    assert bot.tokenizer.decode(learnt) == "i think my dog is good<|im_end|>"
+    # CTranslate2 fills the missing tokens in its config and replies as torch does.
+    fast = ConversationModel.from_pretrained(chat_dir, backend="ctranslate2",
+                                             compute_type="float32")  # fmt: skip
+    contexts = [said[:2], [Turn("Welcome!", "assistant"), Turn("hi", "user")], said]
+    assert fast.reply_batch(contexts, max_new_tokens=6) == bot.reply_batch(
+        contexts, max_new_tokens=6
+    )
+    config = json.loads((chat_dir / "ctranslate2-float32" / "config.json").read_text())
+    assert all(v is not None for k, v in config.items() if k.endswith("_token"))
+
+
+@pytest.mark.parametrize("arch, missing", [("llama", ["bos"]), ("gpt-neox", ["unk"]),
+                                           ("qwen2", ["bos", "unk"])])  # fmt: skip
+def test_ctranslate2_takes_a_tokenizer_without_bos_or_unk(arch, missing, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = init_checkpoint(tmp_path / arch, arch=arch, initializer_range=0.5)
+    tok = AutoTokenizer.from_pretrained(out)
+    for name in missing:
+        setattr(tok, f"{name}_token", None)
+    tok.save_pretrained(out)
+    torch_bot = ConversationModel.from_pretrained(out)
+    fast = ConversationModel.from_pretrained(out, backend="ctranslate2", compute_type="float32")
+    contexts = [["Hello"], ["How are you?", "Fine"]]
+    assert fast.generate_batch(contexts, max_new_tokens=6) == torch_bot.generate_batch(
+        contexts, max_new_tokens=6
+    )
+    config = json.loads((out / "ctranslate2-float32" / "config.json").read_text())
+    # Filled (with end-of-text) where the converter left them null; Qwen2's fills its own.
+    assert all(isinstance(config[f"{name}_token"], str) for name in missing)
+
+
+def test_a_family_keeps_the_tokenizer_it_was_made_with(wide):
+    from rejoinder.tokenizers import gpt2_tokenizer
+
+    text = "abc 12345 x, naïve"  # Qwen2's own tokenizer splits digits and normalises
+    for arch, where in wide.items():
+        assert (
+            load_checkpoint(where).tokenizer(text).input_ids == gpt2_tokenizer()(text).input_ids
+        ), arch
+
+
+def test_a_config_with_nothing_to_fill_a_missing_token_is_named(tmp_path):
+    from rejoinder.generation.backends.ctranslate2 import fill_special_tokens
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"bos_token": null, "eos_token": null}')
+    with pytest.raises(RejoinderError, match="no bos_token, eos_token and no end-of-text"):
+        fill_special_tokens(tmp_path / "model")
 
 
 def test_fine_tuning_a_chat_model_keeps_its_template(chat_dir, dataset, tmp_path):

@@ -296,7 +296,9 @@ def load_checkpoint(
 
             config = AutoConfig.from_pretrained(source, **load_kwargs)
             _check_role(name, config, meta, ranker)
-            tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
+            tok = _plain_tokenizer(path, source)
+            if tok is None:
+                tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
             auto = AutoModelForSequenceClassification if ranker else AutoModelForCausalLM
             model = auto.from_pretrained(
                 source, config=config, dtype=dtype or torch.float32, **load_kwargs
@@ -387,7 +389,9 @@ def _load_adapter(path: Path, device, dtype) -> Checkpoint:
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path))
+        tok = _plain_tokenizer(path, str(path))
+        if tok is None:
+            tok = AutoTokenizer.from_pretrained(str(path))
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
     fmt = format_from_dict(meta["format"], tok) if meta else base.format
@@ -402,6 +406,25 @@ def default_format(tokenizer, config) -> str:
     return "dialogpt"
 
 
+def _plain_tokenizer(path: Path, source: str):
+    """The tokenizer of a directory whose tokenizer.json is the whole tokenizer (as
+    rejoinder writes them), or None for another kind.
+
+    AutoTokenizer would pick a family's class by the model type (Qwen2's for a qwen2
+    model made with GPT-2's vocabulary), whose own pre-tokenizer and normaliser replace
+    the file's and split text otherwise than the model learnt.
+    """
+    tok_config = path / "tokenizer_config.json"
+    if not (path.is_dir() and tok_config.is_file() and (path / "tokenizer.json").is_file()):
+        return None
+    kind = json.loads(tok_config.read_text()).get("tokenizer_class")
+    if kind not in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return None
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(source)
+
+
 def _light_tokenizer_and_config(path: Path, source: str, load_kwargs: dict):
     """The tokenizer and configuration, without importing torch where that can be avoided.
 
@@ -410,18 +433,13 @@ def _light_tokenizer_and_config(path: Path, source: str, load_kwargs: dict):
     config.json, both read here directly; anything else goes through transformers' Auto
     classes.
     """
-    tok_config = path / "tokenizer_config.json"
-    if path.is_dir() and tok_config.is_file() and (path / "tokenizer.json").is_file():
-        kind = json.loads(tok_config.read_text()).get("tokenizer_class")
-        if kind in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-            from transformers import PreTrainedTokenizerFast
-
-            config = json.loads((path / "config.json").read_text())
-            if config.get("model_type") == "gpt2":
-                return PreTrainedTokenizerFast.from_pretrained(source), SimpleNamespace(**config)
+    tok = _plain_tokenizer(path, source)
+    if tok is not None:
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model_type") == "gpt2":
+            return tok, SimpleNamespace(**config)
     from transformers import AutoConfig, AutoTokenizer
 
-    return (
-        AutoTokenizer.from_pretrained(source, **load_kwargs),
-        AutoConfig.from_pretrained(source, **load_kwargs),
-    )
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(source, **load_kwargs)
+    return tok, AutoConfig.from_pretrained(source, **load_kwargs)
