@@ -1,5 +1,5 @@
 # The two commands of the README: `make quickstart` (the main job) and `make test`.
-.PHONY: setup services test lint quickstart clean gpu-check
+.PHONY: setup services test lint quickstart clean gpu-check check-llama-cpp
 
 setup: .venv/.installed
 
@@ -27,6 +27,12 @@ test: lint services
 # that scripts/gpu-wheels.sh put in .whl/.
 gpu-check:
 	@bash scripts/gpu-check.sh $(if $(OUT),--out $(OUT))
+
+# llama.cpp itself checks `export --for llama.cpp`: builds llama-cpp-python and llama-server
+# into build/llama-cpp (minutes, once), then compares their greedy replies with rejoinder's.
+# Not part of `make test`: it compiles.
+check-llama-cpp: setup
+	.venv/bin/python scripts/check_llama_cpp.py
 
 # Build Chit-Chat, train forward and reverse models, evaluate, show samples, chat.
 # MINUTES=5 for a shorter run; the same command again reuses what is finished.
