@@ -97,3 +97,30 @@ def test_the_real_command_in_a_pipe(parrot_dir):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "Hi there, friend\n"
     assert "Traceback" not in proc.stderr
+
+
+def test_a_persona_and_system_prompt_come_first_and_stay(parrot, parrot_dir, monkeypatch, capsys):
+    from rejoinder.cli import main
+    from rejoinder.dialogue import Turn
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello\n/history\nquit\n"))
+    assert (
+        main(["chat", str(parrot_dir), "--persona", "I am a parrot.", "--system", "Be brief."]) == 0
+    )
+    out, err = capsys.readouterr()
+    persona = [
+        Turn("Be brief.", "system"),
+        Turn("I am a parrot.", "persona"),
+        Turn("Hello", "user"),
+    ]
+    assert out.splitlines() == [" ".join(parrot.generate(persona).split())]
+    assert err.splitlines()[:3] == [
+        "system >> Be brief.",
+        "persona >> I am a parrot.",
+        "user >> Hello",
+    ]
+    # /reset forgets the conversation, not who the bot is.
+    session = ChatSession(parrot, persona="I am a parrot.", max_new_tokens=3)
+    session.send("Hello")
+    session.command("/reset")
+    assert [t.text for t in session.context] == ["I am a parrot."]

@@ -148,8 +148,8 @@ def is_command(line: str) -> bool:
 
 def repl(
     session: ChatSession,
-    stdin: TextIO = sys.stdin,
-    stdout: TextIO = sys.stdout,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
     interactive: bool | None = None,
     stderr: TextIO | None = None,
 ) -> int:
@@ -158,8 +158,10 @@ def repl(
     From a pipe (stdin not a terminal) each input line is a message and each reply is
     printed on one line, so `printf 'Hello\\nquit\\n' | rejoinder chat DIR` works in
     scripts: stdout holds exactly one line per message (an empty one for an empty
-    message or an error), and what commands and errors print goes to stderr.
+    message or an error), and what commands and errors print goes to stderr. The
+    streams default to the process's, as they are when called.
     """
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if interactive is None:
         interactive = stdin.isatty()
     notes = stdout if interactive else (stderr or sys.stderr)
