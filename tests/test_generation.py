@@ -37,10 +37,11 @@ def parrot(parrot_dir):
 
 
 def test_cached_equals_uncached_greedy(bot):
-    for context in CONTEXTS:
-        cached = bot.generate(context, max_new_tokens=12, min_new_tokens=12)
-        uncached = bot.generate(context, max_new_tokens=12, min_new_tokens=12, use_cache=False)
-        assert cached == uncached
+    options = dict(max_new_tokens=12, min_new_tokens=12)
+    cached = bot.reply_batch(CONTEXTS, **options)
+    assert bot.reply_batch(CONTEXTS, use_cache=False, **options) == cached
+    assert [r.tokens for [r] in cached] == [12] * len(CONTEXTS)
+    assert len({r.text for [r] in cached}) > 1  # the replies say something, and differ
 
 
 def test_batched_equals_one_at_a_time(bot):
@@ -70,11 +71,12 @@ def test_several_return_sequences(bot):
         min_new_tokens=8,
         seed=0,
     )
-    assert isinstance(replies, list) and len(replies) == 3
-    beams = bot.generate_batch(
-        [["Hello"], ["Bye"]], num_beams=4, num_return_sequences=2, max_new_tokens=6
-    )
-    assert [len(b) for b in beams] == [2, 2]
+    assert isinstance(replies, list) and len(replies) == 3 and len(set(replies)) > 1
+    beams = bot.reply_batch(
+        [["Hello"], ["Bye"]], num_beams=4, num_return_sequences=2, max_new_tokens=6,
+        min_new_tokens=6,
+    )  # fmt: skip
+    assert [[r.tokens for r in b] for b in beams] == [[6, 6], [6, 6]]
 
 
 def test_seed_makes_sampling_repeatable_without_touching_global_rng(bot):
@@ -90,7 +92,8 @@ def test_long_histories_are_truncated_to_fit(bot):
     history = ["word " * 300] * 10  # far beyond 1024 positions
     enc = bot.encode(history, max_new_tokens=24)
     assert len(enc) <= bot.max_positions - 24
-    assert isinstance(bot.generate(history, max_new_tokens=24), str)
+    [[reply]] = bot.reply_batch([history], max_new_tokens=24, min_new_tokens=24)
+    assert reply.tokens == 24 and reply.finish_reason == "length"
 
 
 def test_bad_options_and_contexts_are_refused_clearly(bot):

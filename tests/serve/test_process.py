@@ -11,7 +11,6 @@ import time
 
 import httpx
 
-from tests.conftest import PARROT
 from tests.serve.conftest import free_port
 
 
@@ -28,10 +27,13 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 60) -> None
     raise AssertionError("the server did not come up")
 
 
+LONG = 400
+"""Tokens of the forced reply that is decoding when the signal comes."""
+
+
 def test_sigterm_finishes_the_request_in_flight(parrot_dir, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # A long batch wait keeps the request in flight when the signal comes.
     command = [
         sys.executable,
         "-m",
@@ -42,8 +44,8 @@ def test_sigterm_finishes_the_request_in_flight(parrot_dir, tmp_path):
         str(port),
         "--db",
         f"sqlite:///{tmp_path / 's.db'}",
-        "--batch-wait-ms",
-        "1500",
+        "--max-tokens-limit",
+        str(LONG),
     ]
     proc = subprocess.Popen(
         command,
@@ -59,21 +61,32 @@ def test_sigterm_finishes_the_request_in_flight(parrot_dir, tmp_path):
         def ask():
             result["r"] = httpx.post(
                 url + "/v1/chat/completions",
-                json={"messages": [{"role": "user", "content": "Hello"}], "temperature": 0},
+                json={
+                    "messages": [{"role": "user", "content": "Hello"}],
+                    "temperature": 0,
+                    "max_tokens": LONG,
+                    "rejoinder": {"options": {"min_new_tokens": LONG}},
+                },
                 timeout=60,
             )
 
         asking = threading.Thread(target=ask)
         asking.start()
-        time.sleep(0.5)
+        # The signal comes while the reply is decoding: its row is running.
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/health", timeout=5).json()["running"] == 0:
+            assert time.monotonic() < deadline and "r" not in result, "never saw the row run"
+            time.sleep(0.005)
         proc.send_signal(signal.SIGTERM)
         asking.join(timeout=60)
         # uvicorn re-raises the signal once it has shut down gracefully.
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
         assert "Finished server process" in proc.stdout.read()
         r = result["r"]
-        assert r.status_code == 200
-        assert r.json()["choices"][0]["message"]["content"] == PARROT["Hello"]
+        assert r.status_code == 200, r.text
+        # The whole reply, every forced token of it.
+        assert r.json()["usage"]["completion_tokens"] == LONG
+        assert r.json()["choices"][0]["finish_reason"] == "length"
         # After the stop, nothing listens.
         try:
             httpx.get(url + "/health", timeout=1)
