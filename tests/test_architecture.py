@@ -1,6 +1,7 @@
 """The rules of the code's shape (docs/architecture.md), checked on the source itself.
 
 - no import cycle between rejoinder modules, deferred imports (inside functions) too;
+- packages in one order (ORDER): each imports only packages below it;
 - no module imports another module's private (_underscored) name, and tests and
   benchmarks reach nothing private either;
 - no source file over 600 lines;
@@ -99,6 +100,42 @@ def test_no_import_cycles_between_modules():
 
 def test_the_checker_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+ORDER = [
+    "errors", "version", "options", "progress", "atomic", "db", "dialogue", "tokenizers",
+    "formats", "padding", "data", "modeling", "generation", "training", "evaluation",
+    "export", "chat", "judging", "serve", "quickstart", "rejoinder", "cli", "__main__",
+    "testing",
+]  # fmt: skip
+"""rejoinder's packages (and top-level modules), lowest first: each may import only those
+before it, deferred imports included. A package's `commands` module is the command
+line's and stands with `cli`; "rejoinder" is the package's own __init__."""
+
+UPWARD = {("data", "judging"), ("data", "serve"), ("judging", "serve")}
+"""Imports that still go up, to be taken out (issue 25): the feedback reader
+(data.readers.feedback) opens the session and judging stores, and conversation items
+(judging.create) read stored sessions."""
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    if parts[-1] == "commands":
+        return "cli"
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_packages_import_only_packages_below_them():
+    rank = {name: i for i, name in enumerate(ORDER)}
+    assert set(rank) >= {_package(m) for m in MODULES}, "a package missing from ORDER"
+    upward = {}
+    for name, targets in _graph().items():
+        for target in targets:
+            a, b = _package(name), _package(target)
+            if rank[b] > rank[a]:
+                upward.setdefault((a, b), []).append(f"{name} -> {target}")
+    assert set(upward) - UPWARD == set(), upward
+    assert UPWARD - set(upward) == set(), "an upward import is gone: take it out of UPWARD"
 
 
 def _private(name: str) -> bool:

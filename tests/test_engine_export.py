@@ -15,9 +15,9 @@ import torch
 
 from rejoinder import ConversationModel, RejoinderError
 from rejoinder.cli import build_parser, main
+from rejoinder.export.engines import GGUF_FILE, chat_template, export_for
 from rejoinder.generation.config import decoding_config
 from rejoinder.modeling import init_checkpoint, load_checkpoint
-from rejoinder.modeling.engines import GGUF_FILE, chat_template, export_for
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -7,8 +7,7 @@ terminal or HTTP. Heavy parts import lazily, so `import rejoinder` stays quick.
 
 from rejoinder.dialogue import Dialogue, Turn
 from rejoinder.errors import RejoinderError
-
-__version__ = "0.1.0"
+from rejoinder.version import __version__
 
 __all__ = ["ConversationModel", "Dialogue", "RejoinderError", "Turn", "__version__"]
 

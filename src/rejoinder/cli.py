@@ -252,7 +252,7 @@ def encode_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args) -> int:
     """Exports a train run's .ckpt file, or (--for) a checkpoint directory for vLLM or llama.cpp."""
-    from rejoinder.modeling.engines import export_for
+    from rejoinder.export.engines import export_for
     from rejoinder.training.export import export
 
     if args.engine:
@@ -263,7 +263,7 @@ def cmd_export(args) -> int:
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
-    from rejoinder.modeling.engines import EngineOptions
+    from rejoinder.export.engines import EngineOptions
     from rejoinder.options import add_options
 
     p.add_argument("ckpt", metavar="CKPT", help="a train run's .ckpt (--for: a checkpoint dir)")
@@ -534,7 +534,7 @@ with a parser of its own (data's sub-verbs, train's LightningCLI) has its help l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rejoinder import __version__
+    from rejoinder.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="rejoinder",

@@ -73,7 +73,7 @@ def summary(manifest: dict, out: Path) -> str:
 
 
 def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], started) -> dict:
-    from rejoinder import __version__
+    from rejoinder.version import __version__
 
     finished = datetime.datetime.now(datetime.UTC)
     options = {

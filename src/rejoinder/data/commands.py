@@ -17,13 +17,13 @@ from typing import Any
 from rejoinder.data.build import BuildConfig, Source, build, summary
 from rejoinder.data.feedback import PairOptions
 from rejoinder.data.filters import FILTERS, FilterConfig
-from rejoinder.data.negatives import NegativesConfig, add_negatives
 from rejoinder.data.pairs import iter_pairs
 from rejoinder.data.readers import SOURCES, SourceKind
 from rejoinder.data.records import SPLITS, iter_dialogues
 from rejoinder.data.reddit import RedditOptions
 from rejoinder.errors import RejoinderError
 from rejoinder.options import add_options, field_docs, from_args, given
+from rejoinder.training.negatives import NegativesConfig, add_negatives
 
 SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
     "comments": {

@@ -80,7 +80,7 @@ def evaluate_rankers(
             kinds, *scored(name, partial(ranker.logits, batch_size=batch_size))
         )
     if forward:
-        from rejoinder import ConversationModel
+        from rejoinder.generation import ConversationModel
 
         model = ConversationModel.from_pretrained(forward)
         good, bad = scored(
@@ -88,8 +88,8 @@ def evaluate_rankers(
         )
         systems["forward likelihood"] = _by_kind(kinds, good, bad)
     if reverse:
-        from rejoinder import ConversationModel
         from rejoinder.dialogue import as_context
+        from rejoinder.generation import ConversationModel
         from rejoinder.generation.mmi import source_scores
 
         backward = ConversationModel.from_pretrained(reverse)

@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from rejoinder.errors import ApiError
 from rejoinder.judging.store import MAX_REASON, JudgeError, JudgeStore
-from rejoinder.serve.server import ApiError
 
 
 class JudgmentBody(BaseModel):

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 
 from rejoinder.dialogue import Turn
+from rejoinder.errors import ApiError, error_body
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.judging.api import add_judge_routes
@@ -31,14 +32,7 @@ from rejoinder.serve.schemas import (
     SessionFeedback,
     SessionMessage,
 )
-from rejoinder.serve.server import (
-    ApiError,
-    Server,
-    Settings,
-    check_messages,
-    error_body,
-    turns_of,
-)
+from rejoinder.serve.server import Server, Settings, check_messages, turns_of
 from rejoinder.serve.store import (
     MessageError,
     NoSuchMessage,

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rejoinder.serve.server import ApiError, Settings, error_body
+from rejoinder.errors import ApiError, error_body
+from rejoinder.serve.server import Settings
 
 log = logging.getLogger("rejoinder.serve")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from rejoinder.db import DEFAULT_DB
 from rejoinder.dialogue import PERSONA, SYSTEM_ROLES, Turn
-from rejoinder.errors import RejoinderError
+from rejoinder.errors import ApiError, RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.options import option
@@ -103,18 +103,6 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_kb * 1024)
-
-
-class ApiError(Exception):
-    """An error answered to the client, in OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
-
-
-def error_body(message: str, kind: str, status: int) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": status}}
 
 
 class OffensiveFilter:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rejoinder.errors import RejoinderError
-from rejoinder.modeling.chat_templates import PROBES, chat_template, check_template
+from rejoinder.export.chat_templates import PROBES, chat_template, check_template
 from rejoinder.options import option
 
 ENGINES = ("vllm", "llama.cpp")
