@@ -82,19 +82,46 @@ def whole_text(tokenizer, ids: list[int], shown: str) -> str | None:
     return text if len(text) > len(shown) and text.startswith(shown) else None
 
 
+class RowText:
+    """One reply's text as its tokens arrive: whole characters only (a token can end
+    inside one), cut at the first stop string as a whole reply is cut. `text_stream` and
+    the server's continuous batcher both stream through it."""
+
+    def __init__(self, tokenizer, stops: Sequence[str]):
+        self.tokenizer, self.clip = tokenizer, StopClipper(stops)
+        self.ids: list[int] = []
+        self.shown = ""
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop string has ended the reply."""
+        return self.clip.stopped
+
+    def add(self, token: int) -> str:
+        """Takes the next token; returns the text that can be shown now ("" for none)."""
+        self.ids.append(token)
+        text = whole_text(self.tokenizer, self.ids, self.shown)
+        if text is None:
+            return ""
+        piece, self.shown = text[len(self.shown) :], text
+        return self.clip.feed(piece)
+
+    def finish(self) -> str:
+        """The rest of the reply, once no more tokens come."""
+        return self.clip.finish()
+
+
 def text_stream(
     events: Iterable[tuple[int, int | Finish]], rows: int, tokenizer, stops: Sequence[str]
 ) -> Iterator[tuple[int, str | Finish]]:
     """(row, text) as each row's text grows by whole characters, and (row, Finish) once
     that row's reply is complete; every row ends with its Finish."""
-    ids: list[list[int]] = [[] for _ in range(rows)]
-    shown = [""] * rows
-    clips = [StopClipper(stops) for _ in range(rows)]
+    texts = [RowText(tokenizer, stops) for _ in range(rows)]
     live = set(range(rows))
 
     def end(row: int, finish: Finish) -> Iterator[tuple[int, str | Finish]]:
         live.discard(row)
-        if rest := clips[row].finish():
+        if rest := texts[row].finish():
             yield row, rest
         yield row, finish
 
@@ -105,17 +132,13 @@ def text_stream(
             if isinstance(token, Finish):
                 yield from end(row, token)
                 continue
-            ids[row].append(token)
-            text = whole_text(tokenizer, ids[row], shown[row])
-            if text is not None:
-                piece, shown[row] = text[len(shown[row]) :], text
-                if chunk := clips[row].feed(piece):
-                    yield row, chunk
-            if clips[row].stopped:  # the backend's Finish for this token is skipped
-                yield from end(row, Finish(len(ids[row]), STOP))
+            if chunk := texts[row].add(token):
+                yield row, chunk
+            if texts[row].stopped:  # the backend's Finish for this token is skipped
+                yield from end(row, Finish(len(texts[row].ids), STOP))
     finally:  # a caller that stops early stops the backend's decoding too
         close = getattr(events, "close", None)
         if close is not None:
             close()
     for row in sorted(live):  # events ended without a row's end
-        yield from end(row, Finish(len(ids[row]), STOP))
+        yield from end(row, Finish(len(texts[row].ids), STOP))

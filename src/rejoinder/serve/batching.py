@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from rejoinder.generation import replies as guard
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import STOP, Finish, Reply
-from rejoinder.generation.streaming import StopClipper, whole_text
+from rejoinder.generation.streaming import RowText
 
 log = logging.getLogger("rejoinder.serve")
 
@@ -256,14 +256,6 @@ class Batcher:
                 job.fail(e)
 
 
-@dataclass(eq=False)
-class _Text:
-    """A streamed row's text so far, clipped at its stop strings."""
-
-    clip: StopClipper
-    shown: str = ""
-
-
 BURST_WAIT = 0.01
 """Seconds an idle continuous worker waits, after a request, for others arriving with it."""
 
@@ -282,7 +274,7 @@ class ContinuousBatcher(Batcher):
         self.decoder = StepDecoder(model, max_rows, prefill_chunk, prefix_bytes)
         self.open: dict[Job, list] = {}
         """Each job in the decoder: its rows."""
-        self.texts: dict[Job, _Text] = {}
+        self.texts: dict[Job, RowText] = {}
         self.ranking: list[tuple[Job, list[str]]] = []
         """Reranked jobs whose candidates are all drawn, waiting to be scored."""
 
@@ -370,7 +362,7 @@ class ContinuousBatcher(Batcher):
             return
         # A streamed reply the repetition guard checks is sent whole (Job.resolve).
         if job.stream and not guard.guarded(config, job.context):
-            self.texts[job] = _Text(StopClipper(self._stops(config)))
+            self.texts[job] = RowText(self.model.tokenizer, self._stops(config))
 
     def _submit(self, job: Job, config: DecodingConfig, which: list[int], reuse=None) -> bool:
         """Rows for sequences `which` of a job (each seeded apart when it is seeded)."""
@@ -462,16 +454,12 @@ class ContinuousBatcher(Batcher):
     def _stream(self, job: Job, row, token: int | None) -> None:
         text = self.texts[job]
         if token is not None:
-            ids = [t for t in row.new if t not in self.decoder.stop_ids]
-            whole = whole_text(self.model.tokenizer, ids, text.shown)
-            if whole is not None:
-                piece, text.shown = whole[len(text.shown) :], whole
-                if chunk := text.clip.feed(piece):
-                    job.send(chunk)
-            if not text.clip.stopped:
+            if chunk := text.add(token):
+                job.send(chunk)
+            if not text.stopped:
                 return
             self.decoder.cancel(row)  # a stop string ended the reply: free the row now
-        if rest := text.clip.finish():
+        if rest := text.finish():
             job.send(rest)
         job.send(Finish(len(row.new), row.finish_reason or STOP))
         job.send(None)
