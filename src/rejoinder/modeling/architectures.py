@@ -148,6 +148,15 @@ def takes_token_types(config) -> bool:
     return arch_of(config) == "gpt2"
 
 
+def learnt_positions(model) -> list:
+    """The parameters of a model's learnt position embeddings (GPT-2's `wpe`; none for
+    the rotary families), which weight decay leaves alone."""
+    from transformers import GPT2Model
+
+    # Looked for among the modules: heads and LoRA wrap the trunk.
+    return [p for m in model.modules() if isinstance(m, GPT2Model) for p in m.wpe.parameters()]
+
+
 def use_fast_gelu(model) -> None:
     """Swaps GPT-2's "gelu_new" for the fused kernel of the same function, in place.
 

@@ -372,13 +372,16 @@ class DialogueLM(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
+        from rejoinder.modeling.architectures import learnt_positions
+
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        positions = {id(p) for p in learnt_positions(self.model)}
+        for p in self.model.parameters():
             # Heads' weight matrices decay like the trunk's; their biases do not.
             if not p.requires_grad:
                 continue
-            # Biases, LayerNorm gains and position embeddings are not decayed.
-            (no_decay if p.ndim < 2 or "ln_" in name or "wpe" in name else decay).append(p)
+            # Biases, norms' gains and position embeddings are not decayed.
+            (no_decay if p.ndim < 2 or id(p) in positions else decay).append(p)
         groups = [
             {"params": decay, "weight_decay": h.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
