@@ -64,7 +64,7 @@ def test_learnt_tokenizers_are_saved_with_the_checkpoint(tmp_path):
 
 
 def test_init_refuses_to_overwrite_and_unknown_sizes(make_checkpoint, tmp_path):
-    with pytest.raises(RejoinderError, match="not empty"):
+    with pytest.raises(RejoinderError, match="already exists.*--force"):
         init_checkpoint(make_checkpoint("dialogpt"))
     with pytest.raises(RejoinderError, match="unknown size 'huge'"):
         init_checkpoint(tmp_path / "x", size="huge")

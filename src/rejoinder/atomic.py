@@ -1,4 +1,4 @@
-"""Directories that appear complete or not at all."""
+"""Outputs that appear complete or not at all, and the one check of an output's place."""
 
 from __future__ import annotations
 
@@ -8,6 +8,25 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from rejoinder.errors import RejoinderError
+
+
+def check_out(out: str | os.PathLike, force: bool, source: str | os.PathLike | None = None) -> Path:
+    """`out` as a command's output, checked before any work is done: an existing file or
+    non-empty directory is replaced only with `force`, and never is the input `source`.
+
+    Every verb that writes an output calls this, so the refusal reads one way.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise RejoinderError(
+            f"{out} already exists; choose another --out, or --force to replace it"
+        )
+    same = source is not None and out.exists() and Path(source).exists()
+    if same and out.resolve() == Path(source).resolve():
+        raise RejoinderError(f"--out {out} is the input {source}; write elsewhere")
+    return out
 
 
 @contextlib.contextmanager

@@ -329,7 +329,8 @@ def quickstart_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args) -> int:
     """Scores a model on a dataset split, or replies in a file against references."""
-    from rejoinder.evaluation.report import check_out, table, write_report
+    from rejoinder.atomic import check_out
+    from rejoinder.evaluation.report import table, write_report
     from rejoinder.evaluation.run import evaluate, score_files
 
     out = check_out(args.out, args.force)
@@ -425,8 +426,8 @@ def import_dialogrpt_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_eval_ranker(args) -> int:
     """Pairwise accuracy of rankers on a pairs dataset, beside likelihood baselines."""
+    from rejoinder.atomic import check_out
     from rejoinder.evaluation.rankers import evaluate_rankers, table, write_ranker_report
-    from rejoinder.evaluation.report import check_out
 
     out = check_out(args.out, args.force)
     rankers = _rankers(argparse.Namespace(ranker=args.model))

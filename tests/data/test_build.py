@@ -168,6 +168,7 @@ def test_bad_requests_leave_nothing_behind(tmp_path, capsys):
     assert main(["data", "build", "usenet", "--out", str(out)]) == 2
     assert main(["data", "build", "chitchat", "--filters", "url,spam", "--out", str(out)]) == 2
     out.mkdir()
+    (out / "kept").write_text("an earlier output")
     with pytest.raises(RejoinderError, match="already exists"):
         build(BuildConfig(sources=[Source("chitchat")], out=str(out)))
 

@@ -237,8 +237,9 @@ def test_an_existing_report_is_replaced_only_with_force(small, tmp_path):
     results = summarize(run, items, judgments)
     out = tmp_path / "report"
     out.mkdir()
+    (out / "kept").write_text("an earlier report")
     with pytest.raises(RejoinderError, match="--force"):
         write_human_report(results, items, judgments, out)
-    assert not any(out.iterdir())
+    assert [p.name for p in out.iterdir()] == ["kept"]
     write_human_report(results, items, judgments, out, force=True)
     assert (out / "report.md").exists()

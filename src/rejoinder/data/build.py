@@ -15,21 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rejoinder.atomic import atomic_directory
+from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.data.config import BuildConfig, Source
 from rejoinder.data.engines import engine
 from rejoinder.data.records import SPLITS
 from rejoinder.data.report import Report
-from rejoinder.errors import RejoinderError
 
 __all__ = ["BuildConfig", "Source", "build", "summary"]
 
 
 def build(config: BuildConfig) -> dict[str, Any]:
     """Builds the dataset; returns the manifest (also written to OUT/manifest.json)."""
-    out = Path(config.out)
-    if out.exists() and not config.force:
-        raise RejoinderError(f"{out} already exists; choose another --out or add --force")
+    out = check_out(config.out, config.force)
     run = engine(config.engine)
     report = Report(explain=config.explain)
     started = datetime.datetime.now(datetime.UTC)

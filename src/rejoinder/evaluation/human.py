@@ -20,8 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rejoinder.atomic import atomic_directory
-from rejoinder.evaluation.report import check_out
+from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.evaluation.stats import (
     binomial_test,
     fleiss_kappa,

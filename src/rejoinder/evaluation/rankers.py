@@ -15,8 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rejoinder.atomic import atomic_directory
-from rejoinder.evaluation.report import check_out
+from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.evaluation.stats import wilson
 from rejoinder.progress import Progress
 

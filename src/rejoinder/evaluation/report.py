@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rejoinder.atomic import atomic_directory
-from rejoinder.errors import RejoinderError
+from rejoinder.atomic import atomic_directory, check_out
 
 COLUMNS = [
     ("nist2", "NIST-2", "{:.2f}"),
@@ -25,14 +24,6 @@ COLUMNS = [
     ("f1", "F1", "{:.2f}%"),
 ]
 SAMPLES = 5
-
-
-def check_out(out: str | Path, force: bool) -> Path:
-    """`out`, refusing one that exists unless `force` (checked before any work is done)."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise RejoinderError(f"{out} already exists; give another --out, or --force to replace it")
-    return out
 
 
 def write_report(result: dict, out: str | Path, force: bool = False) -> Path:

@@ -64,7 +64,7 @@ def export_for(
     An adapter directory (LoRA) is merged into its base first. `out` appears complete or
     not at all; an existing one is replaced only with `force`.
     """
-    from rejoinder.atomic import atomic_directory
+    from rejoinder.atomic import atomic_directory, check_out
     from rejoinder.modeling.checkpoint import load_checkpoint
 
     if engine not in ENGINES:
@@ -77,12 +77,7 @@ def export_for(
             f"{source} is a file; --for exports a checkpoint directory (make one from a "
             "Lightning checkpoint with `rejoinder export CKPT --out DIR` first)"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise RejoinderError(
-            f"{out} already exists and is not empty; choose another --out or pass --force"
-        )
-    if out.exists() and source.exists() and out.resolve() == source.resolve():
-        raise RejoinderError(f"--out {out} is the checkpoint itself; choose another directory")
+    check_out(out, force, source)
     ckpt = load_checkpoint(source, device="cpu")
     check_exportable(ckpt.format, engine, source)
     if engine == "llama.cpp":

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from rejoinder.atomic import atomic_directory
+from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import Format, format_from_dict, get_format
 from rejoinder.modeling.architectures import (
@@ -92,11 +92,7 @@ def save_checkpoint(
     A PEFT `model` writes its adapter only; `lora` (its options and `base`) then says
     which model it adapts. A ranker (`ranks`) is marked as one in rejoinder.json.
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise RejoinderError(
-            f"{out} already exists and is not empty; choose another --out or remove it"
-        )
+    out = check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not ranks:  # a ranker generates nothing, and has no generation config
         eos = fmt.stop_ids

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rejoinder.atomic import atomic_directory
+from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.data.pairs import FEEDBACK_KINDS, RawPair, iter_raw_pairs, require_kind, write_pairs
 from rejoinder.data.records import SPLITS
 from rejoinder.data.report import Report
@@ -107,12 +107,9 @@ def machine_pairs(
 def add_negatives(config: NegativesConfig) -> dict[str, Any]:
     """Writes the input's pairs plus `human_vs_machine` pairs to `config.out`; returns the
     manifest (also in OUT/manifest.json)."""
-    source, out = Path(config.pairs), Path(config.out)
+    source = Path(config.pairs)
     require_kind(source, "pairs", "data negatives")
-    if out.exists() and not config.force:
-        raise RejoinderError(f"{out} already exists; choose another --out or add --force")
-    if out.resolve() == source.resolve():
-        raise RejoinderError(f"--out {out} is the input; write the new dataset elsewhere")
+    out = check_out(config.out, config.force, source)
     from rejoinder.generation import ConversationModel
 
     model = ConversationModel.from_pretrained(config.model, backend=config.backend)
