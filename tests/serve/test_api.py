@@ -117,7 +117,7 @@ def test_rejoinder_options_and_mmi(start, parrot_dir, reverse_dir, scheduler):
     if scheduler == "gather":
         assert after["generate_calls"] - before["generate_calls"] < len(many)
     else:  # candidates of several requests in one step: more rows a step than one has
-        rows = after["mean_batch"] * after["steps"] - before["mean_batch"] * before["steps"]
+        rows = after["row_steps"] - before["row_steps"]
         assert rows / (after["steps"] - before["steps"]) > 3
     beams = chat(server.url, [user("Hello")], rejoinder={"preset": "beam"})
     assert beams.json()["choices"][0]["message"]["content"] == PARROT["Hello"]

@@ -10,18 +10,13 @@ A request with a seed runs alone: its reply must not depend on what else was in 
 batch. MMI requests share calls like the rest (`generate_batch` draws every context's
 candidates in one generate call).
 
-`ContinuousBatcher` schedules per token instead (`generation.continuous.StepDecoder`):
-a request joins the running batch at the next step and leaves it, its reply sent, the
-step its row ends; rows with different options share steps, and a seeded row draws
-from its own generator, so no reply depends on the traffic. What cannot decode in steps
-(beams, extra heads) runs as a whole generate call between two steps. Reranked
-requests draw their candidates as rows in the shared steps, and the candidates of the
-requests whose rows finished in one step are scored together (`mmi.rerank_drawn`).
+`Worker` is what every scheduler shares: the queue, the thread, and the event loop's
+side (`generate`, `stream`); `serve.continuous.ContinuousBatcher` schedules per token
+instead, and runs what cannot decode in steps with `run_whole`, as this one runs every
+group.
 
 Replies come back as `Reply`s (text, tokens generated, finish reason); a streamed
-reply's pieces end with its `Finish`. Where the repetition guard checks a reply
-(`max_self_overlap`, the bot having spoken before), a refused reply is drawn again as
-new rows, and a streamed one is sent whole once it passes.
+reply's pieces end with its `Finish`.
 """
 
 from __future__ import annotations
@@ -34,14 +29,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 
-from rejoinder.generation import replies as guard
 from rejoinder.generation.config import DecodingConfig
-from rejoinder.generation.replies import STOP, Finish, Reply
-from rejoinder.generation.streaming import RowText
+from rejoinder.generation.replies import Finish, Reply
 
 log = logging.getLogger("rejoinder.serve")
 
-_STOP = object()
+STOP_WORKER = object()
+"""Queued to end a worker, after what was queued before it."""
 
 
 @dataclass(eq=False)
@@ -117,13 +111,14 @@ def _set_exception(future: asyncio.Future, error: BaseException) -> None:
         future.set_exception(error)
 
 
-class Batcher:
-    """The queue of generation requests and the thread that serves them in batches."""
+class Worker:
+    """The queue of generation requests and the thread that serves them: what every
+    scheduler shares. A scheduler writes `_work`, the worker thread's loop."""
 
-    scheduler = "gather"
+    scheduler = ""
 
-    def __init__(self, model, max_batch: int = 16, wait: float = 0.05):
-        self.model, self.max_batch, self.wait = model, max(1, max_batch), max(0.0, wait)
+    def __init__(self, model):
+        self.model = model
         self.jobs: queue.Queue = queue.Queue()
         self.thread: threading.Thread | None = None
         self.batches = 0
@@ -142,7 +137,7 @@ class Batcher:
     def stop(self) -> None:
         """Finishes every queued job, then ends the worker."""
         if self.thread is not None:
-            self.jobs.put(_STOP)
+            self.jobs.put(STOP_WORKER)
             self.thread.join()
             self.thread = None
 
@@ -183,13 +178,50 @@ class Batcher:
         finally:
             job.cancelled = True  # a client that left: its row is no longer read
 
-    # -- the worker thread -----------------------------------------------------------
+    def _work(self) -> None:
+        raise NotImplementedError
+
+
+def run_whole(model, group: list[Job]) -> None:
+    """Serves a group of jobs that share options with one generate call (one stream for
+    streamed ones); a group that fails is served one job at a time, so that one bad
+    request (say, options transformers refuses) fails alone."""
+    config = group[0].config
+    contexts = [job.context for job in group]
+    try:
+        if group[0].stream:
+            for row, piece in model.stream_batch(contexts, config):
+                if not group[row].cancelled:
+                    group[row].send(piece)
+                    if isinstance(piece, Finish):
+                        group[row].send(None)
+            return
+        for job, replies in zip(group, model.reply_batch(contexts, config), strict=True):
+            job.resolve(replies)
+    except Exception as e:  # every request of the call learns why
+        if len(group) > 1 and not group[0].stream:
+            log.warning("a batch of %d failed (%s); serving them one by one", len(group), e)
+            for job in group:
+                run_whole(model, [job])
+            return
+        for job in group:
+            job.fail(e)
+
+
+class Batcher(Worker):
+    """Requests gathered for `wait` seconds (at most `max_batch`) into shared generate calls."""
+
+    scheduler = "gather"
+
+    def __init__(self, model, max_batch: int = 16, wait: float = 0.05):
+        super().__init__(model)
+        self.max_batch, self.wait = max(1, max_batch), max(0.0, wait)
 
     def _work(self) -> None:
         stopping = False
         while not stopping:
             first = self.jobs.get()
-            if first is _STOP:
+            if first is STOP_WORKER:
                 return
             batch = [first]
             deadline = time.monotonic() + self.wait
@@ -203,7 +235,7 @@ class Batcher:
                     )
                 except queue.Empty:
                     break
-                if job is _STOP:
+                if job is STOP_WORKER:
                     stopping = True
                     break
                 batch.append(job)
@@ -227,250 +259,10 @@ class Batcher:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 return
-            if job is not _STOP and not job.cancelled:
+            if job is not STOP_WORKER and not job.cancelled:
                 self._run([job])
 
     def _run(self, group: list[Job]) -> None:
         self.batches += 1
         self.batched_jobs += len(group)
-        config = group[0].config
-        contexts = [job.context for job in group]
-        try:
-            if group[0].stream:
-                for row, piece in self.model.stream_batch(contexts, config):
-                    if not group[row].cancelled:
-                        group[row].send(piece)
-                        if isinstance(piece, Finish):
-                            group[row].send(None)
-                return
-            for job, replies in zip(group, self.model.reply_batch(contexts, config), strict=True):
-                job.resolve(replies)
-        except Exception as e:  # every request of the call learns why
-            if len(group) > 1 and not group[0].stream:
-                # One bad request (say, options transformers refuses) must not fail the rest.
-                log.warning("a batch of %d failed (%s); serving them one by one", len(group), e)
-                for job in group:
-                    self._run([job])
-                return
-            for job in group:
-                job.fail(e)
-
-
-BURST_WAIT = 0.01
-"""Seconds an idle continuous worker waits, after a request, for others arriving with it."""
-
-
-class ContinuousBatcher(Batcher):
-    """The queue of requests, and a worker that decodes them a token at a time, together."""
-
-    scheduler = "continuous"
-
-    def __init__(
-        self, model, max_rows: int = 32, prefill_chunk: int = 512, prefix_bytes: int = 256 << 20
-    ):
-        super().__init__(model, max_rows, 0.0)
-        from rejoinder.generation.continuous import StepDecoder
-
-        self.decoder = StepDecoder(model, max_rows, prefill_chunk, prefix_bytes)
-        self.open: dict[Job, list] = {}
-        """Each job in the decoder: its rows."""
-        self.texts: dict[Job, RowText] = {}
-        self.ranking: list[tuple[Job, list[str]]] = []
-        """Reranked jobs whose candidates are all drawn, waiting to be scored."""
-
-    @property
-    def waiting(self) -> int:
-        return self.jobs.qsize() + len(self.decoder.waiting)
-
-    def facts(self) -> dict:
-        d = self.decoder
-        return {
-            "running": len(d.rows),
-            "prefix_cache": {
-                "sessions": len(d.prefixes.entries),
-                "mb": round(d.prefixes.bytes / (1 << 20), 2),
-                "reused_tokens": d.reused_tokens,
-            },
-        }
-
-    def _work(self) -> None:
-        stopping = False
-        while True:
-            idle = not self.decoder.busy
-            until = 0.0
-            while True:  # everything queued joins now; an idle worker waits for work
-                try:
-                    if idle:
-                        job = self.jobs.get()
-                    elif (left := until - time.monotonic()) > 0:
-                        job = self.jobs.get(timeout=left)
-                    else:
-                        job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if idle:
-                    # Work after a pause often comes in a burst (clients answered by
-                    # one step come back together): a moment's wait lets their
-                    # prompts be prefilled in one pass instead of one after another.
-                    until = time.monotonic() + BURST_WAIT
-                idle = False
-                if job is _STOP:
-                    stopping = True
-                    break
-                if not job.cancelled:
-                    self._take(job)
-            if not self.decoder.busy:
-                if stopping and self.jobs.empty():
-                    return
-                continue
-            for job, rows in list(self.open.items()):
-                if job.cancelled:  # the client left: its rows leave at this step
-                    for row in rows:
-                        self.decoder.cancel(row)
-            try:
-                events = self.decoder.step()
-            except BaseException as e:  # the worker must outlive any one step
-                log.exception("a decoding step failed")
-                self._fail_all(e)
-                continue
-            self.batches = self.decoder.steps
-            self.batched_jobs = self.decoder.row_steps
-            for row, token in events:
-                self._deliver(row, token)
-            if self.ranking:
-                self._rerank()
-
-    def _take(self, job: Job) -> None:
-        """A job's rows go to the decoder; what cannot decode in steps runs now, whole."""
-        from rejoinder.generation.continuous import supports
-
-        config = job.config
-        sample = replace(config, mmi_candidates=0, num_return_sequences=1)
-        several = config.uses_mmi or config.num_return_sequences > 1
-        if (
-            not supports(sample)
-            or (config.uses_mmi and not config.do_sample)
-            or (several and config.seed is not None)
-        ):
-            # A seeded request of several sequences runs whole, as offline: generate
-            # draws its rows from one seeded stream, which rows of their own cannot.
-            super()._run([job])
-            return
-        # A reranked job's rows are its candidates; another's, its n replies.
-        n = config.mmi_candidates or config.num_return_sequences
-        if not self._submit(job, sample, list(range(n)), job.session if n == 1 else None):
-            return
-        # A streamed reply the repetition guard checks is sent whole (Job.resolve).
-        if job.stream and not guard.guarded(config, job.context):
-            self.texts[job] = RowText(self.model.tokenizer, self._stops(config))
-
-    def _submit(self, job: Job, config: DecodingConfig, which: list[int], reuse=None) -> bool:
-        """Rows for sequences `which` of a job (each seeded apart when it is seeded)."""
-        try:
-            prompt = self.model.encode(job.context, config.max_new_tokens)
-            self.open[job] = [
-                self.decoder.submit(
-                    (job, i),
-                    prompt,
-                    config,
-                    None if config.seed is None else config.seed + i,
-                    prefix_key=reuse,
-                )  # fmt: skip
-                for i in which
-            ]
-        except Exception as e:
-            self._close(job)
-            job.fail(e)
-            return False
-        return True
-
-    def _stops(self, config: DecodingConfig) -> list[str]:
-        return [*self.model.format.stop_strings, *config.stop]
-
-    def _deliver(self, row, token: int | None) -> None:
-        job, _ = row.key
-        if job not in self.open:
-            return
-        if row.failed is not None:
-            self._close(job)
-            job.fail(row.failed)
-            return
-        if job in self.texts:
-            self._stream(job, row, token)
-            return
-        rows = self.open[job]
-        if token is None and all(r.done for r in rows):
-            self._close(job)
-            got = [self.model.reply_of(r.new, r.config) for r in rows]
-            if job.config.uses_mmi:
-                self.ranking.append((job, got))
-            elif not self._redraw(job, got):
-                job.resolve(job.drawn)
-
-    def _redraw(self, job: Job, got: list[Reply]) -> bool:
-        """Keeps a job's new replies (the less repetitive where a sequence was drawn again)
-        and submits rows for those the repetition guard refuses, while retries are left;
-        False when the job's replies are final."""
-        config = job.config
-        earlier = guard.bot_turns(job.context) if config.max_self_overlap else []
-        if job.drawn is None:
-            job.drawn = got
-        else:
-            for i, new in zip(job.redrawn, got, strict=True):
-                if guard.overlap(new.text, earlier) < guard.overlap(job.drawn[i].text, earlier):
-                    job.drawn[i] = new
-        again = [i for i, r in enumerate(job.drawn) if guard.refused(r.text, earlier, config)]
-        if not earlier or not again or job.attempts >= config.self_overlap_retries:
-            return False
-        job.attempts += 1
-        job.redrawn = again
-        self._submit(job, guard.retry_config(config, job.attempts), again)  # fails the job itself
-        return True
-
-    def _rerank(self) -> None:
-        """Scores the drawn candidates of every waiting job, a batch per decoding config."""
-        from rejoinder.generation import mmi
-
-        groups: dict[tuple, list[tuple[Job, list[Reply]]]] = {}
-        for job, drawn in self.ranking:
-            groups.setdefault(job.key() if job.config.seed is None else (id(job),), []).append(
-                (job, drawn)
-            )
-        self.ranking = []
-        for group in groups.values():
-            jobs = [job for job, _ in group]
-            try:
-                results = mmi.rerank_drawn(
-                    self.model, [j.context for j in jobs], [d for _, d in group], jobs[0].config
-                )
-            except Exception as e:
-                log.exception("reranking failed")
-                for job in jobs:
-                    job.fail(e)
-                continue
-            for job, result in zip(jobs, results, strict=True):
-                job.resolve([result.best])
-
-    def _stream(self, job: Job, row, token: int | None) -> None:
-        text = self.texts[job]
-        if token is not None:
-            if chunk := text.add(token):
-                job.send(chunk)
-            if not text.stopped:
-                return
-            self.decoder.cancel(row)  # a stop string ended the reply: free the row now
-        if rest := text.finish():
-            job.send(rest)
-        job.send(Finish(len(row.new), row.finish_reason or STOP))
-        job.send(None)
-        self._close(job)
-
-    def _close(self, job: Job) -> None:
-        self.open.pop(job, None)
-        self.texts.pop(job, None)
-
-    def _fail_all(self, error: BaseException) -> None:
-        for job in list(self.open):
-            self._close(job)
-            job.fail(error)
-        self.decoder.reset()
+        run_whole(self.model, group)

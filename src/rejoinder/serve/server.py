@@ -23,7 +23,8 @@ from rejoinder.errors import ApiError, RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.options import option
-from rejoinder.serve.batching import Batcher, ContinuousBatcher
+from rejoinder.serve.batching import Batcher, Worker
+from rejoinder.serve.continuous import ContinuousBatcher
 from rejoinder.serve.store import SessionStore
 
 log = logging.getLogger("rejoinder.serve")
@@ -120,7 +121,7 @@ class OffensiveFilter:
         return reply
 
 
-def make_batcher(model, settings: Settings) -> Batcher:
+def make_batcher(model, settings: Settings) -> Worker:
     """The continuous scheduler where the model decodes on torch with a plain KV cache,
     else the gathering batcher."""
     from rejoinder.generation.continuous import StepDecoder

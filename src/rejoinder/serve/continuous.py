@@ -1,0 +1,248 @@
+"""Continuous batching in the server: requests decoded a token at a time, together.
+
+`ContinuousBatcher` owns a `generation.continuous.StepDecoder`: a request joins the
+running batch at the next step and leaves it, its reply sent, the step its row ends;
+rows with different options share steps, and a seeded row draws from its own generator,
+so no reply depends on the traffic. What cannot decode in steps (beams, extra heads,
+seeded requests of several sequences) runs whole between two steps (`run_whole`).
+Reranked requests draw their candidates as rows in the shared steps, and the candidates
+of the requests whose rows finished in one step are scored together
+(`mmi.rerank_drawn`). Where the repetition guard checks a reply (`max_self_overlap`,
+the bot having spoken before), a refused reply is drawn again as new rows, and a
+streamed one is sent whole once it passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import replace
+
+from rejoinder.generation import replies as guard
+from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.replies import STOP, Finish, Reply
+from rejoinder.generation.streaming import RowText
+from rejoinder.serve.batching import STOP_WORKER, Job, Worker, run_whole
+
+log = logging.getLogger("rejoinder.serve")
+
+BURST_WAIT = 0.01
+"""Seconds an idle continuous worker waits, after a request, for others arriving with it."""
+
+
+class ContinuousBatcher(Worker):
+    """The queue of requests, and a worker that decodes them a token at a time, together."""
+
+    scheduler = "continuous"
+
+    def __init__(
+        self, model, max_rows: int = 32, prefill_chunk: int = 512, prefix_bytes: int = 256 << 20
+    ):
+        super().__init__(model)
+        from rejoinder.generation.continuous import StepDecoder
+
+        self.decoder = StepDecoder(model, max_rows, prefill_chunk, prefix_bytes)
+        self.open: dict[Job, list] = {}
+        """Each job in the decoder: its rows."""
+        self.texts: dict[Job, RowText] = {}
+        self.ranking: list[tuple[Job, list[str]]] = []
+        """Reranked jobs whose candidates are all drawn, waiting to be scored."""
+
+    @property
+    def waiting(self) -> int:
+        return self.jobs.qsize() + len(self.decoder.waiting)
+
+    def facts(self) -> dict:
+        d = self.decoder
+        return {
+            "running": len(d.rows),
+            "row_steps": d.row_steps,
+            "prefix_cache": {
+                "sessions": len(d.prefixes.entries),
+                "mb": round(d.prefixes.bytes / (1 << 20), 2),
+                "reused_tokens": d.reused_tokens,
+            },
+        }
+
+    def _work(self) -> None:
+        stopping = False
+        while True:
+            idle = not self.decoder.busy
+            until = 0.0
+            while True:  # everything queued joins now; an idle worker waits for work
+                try:
+                    if idle:
+                        job = self.jobs.get()
+                    elif (left := until - time.monotonic()) > 0:
+                        job = self.jobs.get(timeout=left)
+                    else:
+                        job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if idle:
+                    # Work after a pause often comes in a burst (clients answered by
+                    # one step come back together): a moment's wait lets their
+                    # prompts be prefilled in one pass instead of one after another.
+                    until = time.monotonic() + BURST_WAIT
+                idle = False
+                if job is STOP_WORKER:
+                    stopping = True
+                    break
+                if not job.cancelled:
+                    self._take(job)
+            if not self.decoder.busy:
+                if stopping and self.jobs.empty():
+                    return
+                continue
+            for job, rows in list(self.open.items()):
+                if job.cancelled:  # the client left: its rows leave at this step
+                    for row in rows:
+                        self.decoder.cancel(row)
+            try:
+                events = self.decoder.step()
+            except BaseException as e:  # the worker must outlive any one step
+                log.exception("a decoding step failed")
+                self._fail_all(e)
+                continue
+            self.batches = self.decoder.steps
+            self.batched_jobs = self.decoder.row_steps
+            for row, token in events:
+                self._deliver(row, token)
+            if self.ranking:
+                self._rerank()
+
+    def _take(self, job: Job) -> None:
+        """A job's rows go to the decoder; what cannot decode in steps runs now, whole."""
+        from rejoinder.generation.continuous import supports
+
+        config = job.config
+        sample = replace(config, mmi_candidates=0, num_return_sequences=1)
+        several = config.uses_mmi or config.num_return_sequences > 1
+        if (
+            not supports(sample)
+            or (config.uses_mmi and not config.do_sample)
+            or (several and config.seed is not None)
+        ):
+            # A seeded request of several sequences runs whole, as offline: generate
+            # draws its rows from one seeded stream, which rows of their own cannot.
+            run_whole(self.model, [job])
+            return
+        # A reranked job's rows are its candidates; another's, its n replies.
+        n = config.mmi_candidates or config.num_return_sequences
+        if not self._submit(job, sample, list(range(n)), job.session if n == 1 else None):
+            return
+        # A streamed reply the repetition guard checks is sent whole (Job.resolve).
+        if job.stream and not guard.guarded(config, job.context):
+            self.texts[job] = RowText(self.model.tokenizer, self._stops(config))
+
+    def _submit(self, job: Job, config: DecodingConfig, which: list[int], reuse=None) -> bool:
+        """Rows for sequences `which` of a job (each seeded apart when it is seeded)."""
+        try:
+            prompt = self.model.encode(job.context, config.max_new_tokens)
+            self.open[job] = [
+                self.decoder.submit(
+                    (job, i),
+                    prompt,
+                    config,
+                    None if config.seed is None else config.seed + i,
+                    prefix_key=reuse,
+                )  # fmt: skip
+                for i in which
+            ]
+        except Exception as e:
+            self._close(job)
+            job.fail(e)
+            return False
+        return True
+
+    def _stops(self, config: DecodingConfig) -> list[str]:
+        return [*self.model.format.stop_strings, *config.stop]
+
+    def _deliver(self, row, token: int | None) -> None:
+        job, _ = row.key
+        if job not in self.open:
+            return
+        if row.failed is not None:
+            self._close(job)
+            job.fail(row.failed)
+            return
+        if job in self.texts:
+            self._stream(job, row, token)
+            return
+        rows = self.open[job]
+        if token is None and all(r.done for r in rows):
+            self._close(job)
+            got = [self.model.reply_of(r.new, r.config) for r in rows]
+            if job.config.uses_mmi:
+                self.ranking.append((job, got))
+            elif not self._redraw(job, got):
+                job.resolve(job.drawn)
+
+    def _redraw(self, job: Job, got: list[Reply]) -> bool:
+        """Keeps a job's new replies (the less repetitive where a sequence was drawn again)
+        and submits rows for those the repetition guard refuses, while retries are left;
+        False when the job's replies are final."""
+        config = job.config
+        earlier = guard.bot_turns(job.context) if config.max_self_overlap else []
+        if job.drawn is None:
+            job.drawn = got
+        else:
+            for i, new in zip(job.redrawn, got, strict=True):
+                if guard.overlap(new.text, earlier) < guard.overlap(job.drawn[i].text, earlier):
+                    job.drawn[i] = new
+        again = [i for i, r in enumerate(job.drawn) if guard.refused(r.text, earlier, config)]
+        if not earlier or not again or job.attempts >= config.self_overlap_retries:
+            return False
+        job.attempts += 1
+        job.redrawn = again
+        self._submit(job, guard.retry_config(config, job.attempts), again)  # fails the job itself
+        return True
+
+    def _rerank(self) -> None:
+        """Scores the drawn candidates of every waiting job, a batch per decoding config."""
+        from rejoinder.generation import mmi
+
+        groups: dict[tuple, list[tuple[Job, list[Reply]]]] = {}
+        for job, drawn in self.ranking:
+            groups.setdefault(job.key() if job.config.seed is None else (id(job),), []).append(
+                (job, drawn)
+            )
+        self.ranking = []
+        for group in groups.values():
+            jobs = [job for job, _ in group]
+            try:
+                results = mmi.rerank_drawn(
+                    self.model, [j.context for j in jobs], [d for _, d in group], jobs[0].config
+                )
+            except Exception as e:
+                log.exception("reranking failed")
+                for job in jobs:
+                    job.fail(e)
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                job.resolve([result.best])
+
+    def _stream(self, job: Job, row, token: int | None) -> None:
+        text = self.texts[job]
+        if token is not None:
+            if chunk := text.add(token):
+                job.send(chunk)
+            if not text.stopped:
+                return
+            self.decoder.cancel(row)  # a stop string ended the reply: free the row now
+        if rest := text.finish():
+            job.send(rest)
+        job.send(Finish(len(row.new), row.finish_reason or STOP))
+        job.send(None)
+        self._close(job)
+
+    def _close(self, job: Job) -> None:
+        self.open.pop(job, None)
+        self.texts.pop(job, None)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for job in list(self.open):
+            self._close(job)
+            job.fail(error)
+        self.decoder.reset()
