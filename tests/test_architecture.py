@@ -105,7 +105,8 @@ def test_the_checker_sees_a_cycle():
 ORDER = [
     "errors", "version", "options", "progress", "atomic", "db", "dialogue", "tokenizers",
     "formats", "padding", "data", "modeling", "generation", "training", "evaluation",
-    "export", "chat", "judging", "serve", "quickstart", "rejoinder", "cli", "__main__",
+    "export", "chat", "judging", "serve", "quickstart", "rejoinder", "arguments", "cli",
+    "__main__",
     "testing",
 ]  # fmt: skip
 """rejoinder's packages (and top-level modules), lowest first: each may import only those

@@ -1,0 +1,32 @@
+"""`rejoinder serve`: the HTTP API, sessions and the chat page."""
+
+from __future__ import annotations
+
+import argparse
+
+from rejoinder.arguments import model_args, rankers_of
+from rejoinder.errors import RejoinderError
+
+
+def cmd_serve(args) -> int:
+    """Serves a checkpoint over HTTP: OpenAI's chat completions, sessions and a chat page."""
+    from rejoinder.options import from_args
+    from rejoinder.serve.server import Settings
+
+    try:
+        from rejoinder.serve.app import serve
+    except ImportError as e:
+        raise RejoinderError(
+            f"serving needs the serve extra ({e.name} is missing): pip install 'rejoinder[serve]'"
+        ) from None
+    settings = from_args(Settings, args)
+    serve(args.model, args.reverse, settings, args.backend, args.compute_type, rankers_of(args))
+    return 0
+
+
+def serve_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.options import add_options
+    from rejoinder.serve.server import Settings  # plain Python: no serving library needed
+
+    model_args(p)
+    add_options(p, Settings)
