@@ -1,4 +1,5 @@
-"""The LightningModule: a thin shell that trains a plain `transformers` GPT-2 model."""
+"""The LightningModule: a thin shell that trains a plain `transformers` model (any family):
+its loss is an objective's (`objectives`), its model made by `factory.build_model`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import lightning as L
 import torch
 
 from rejoinder.errors import RejoinderError
-from rejoinder.formats import IGNORE, LOSS_ON, Format, format_from_dict, get_format
+from rejoinder.formats import IGNORE, LOSS_ON, Format
 from rejoinder.modeling.lora import LoraOptions, unwrap
-from rejoinder.modeling.loss import dpo_loss, mean_lm_loss, sequence_logprobs
+from rejoinder.modeling.loss import sequence_logprobs
+from rejoinder.training.objectives import OBJECTIVES
 
 SCHEDULES = ("cosine", "linear", "constant", "noam")
-OBJECTIVES = ("lm", "rank", "dpo")
 
 
 class DialogueLM(L.LightningModule):
@@ -137,117 +138,20 @@ class DialogueLM(L.LightningModule):
     # -- building the model --------------------------------------------------------
 
     def build(self, texts_for_tokenizer=None, run_dir: Path | None = None) -> Format:
-        """Creates or loads the model, its tokenizer and format; returns the format.
+        """Creates or loads the model, its tokenizer and format (`factory.build_model`);
+        returns the format. A tokenizer learnt from data is saved in `run_dir`, so a
+        resumed run reuses it."""
+        from rejoinder.training.factory import build_model
 
-        A tokenizer learnt from data is saved in `run_dir`, so a resumed run reuses it.
-        """
-        from transformers import AutoModelForCausalLM
-
-        from rejoinder.modeling.architectures import is_size, model_config, positions
-        from rejoinder.modeling.checkpoint import check_token_types, load_checkpoint
-        from rejoinder.modeling.lora import is_adapter
-        from rejoinder.modeling.ranker import ranker_model
-        from rejoinder.tokenizers import build_tokenizer
-
-        h = self.hparams
-        if is_size(h.init):
-            model_config(h.arch, h.init, 8)  # an unknown architecture fails before any work
-            saved = run_dir / "tokenizer" if run_dir else None
-            if saved is not None and (saved / "tokenizer.json").is_file():
-                from transformers import AutoTokenizer
-
-                tok = AutoTokenizer.from_pretrained(saved)
-            else:
-                tok = build_tokenizer(
-                    h.tokenizer, texts_for_tokenizer() if h.tokenizer != "gpt2" else None
-                )
-                if saved is not None:
-                    tok.save_pretrained(saved)
-            fmt = get_format(
-                h.format or "dialogpt", tok, reverse=h.reverse, max_tokens=h.max_tokens
-            )
-            config = model_config(
-                h.arch,
-                h.init,
-                len(tok),
-                dropout=h.dropout,
-                bos_token_id=tok.eos_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-            check_token_types(fmt, config)
-            if h.objective == "dpo":
-                raise RejoinderError(
-                    "DPO tunes a trained generator: give --model.init a checkpoint directory"
-                )
-            torch.manual_seed(0)
-            if h.objective == "rank":
-                config.pad_token_id = tok.pad_token_id
-                self.model = ranker_model(h.init, config)
-            else:
-                self.model = AutoModelForCausalLM.from_config(config)
-        else:
-            ranks = h.objective == "rank"
-            if ranks and is_adapter(Path(h.init)):
-                raise RejoinderError(
-                    f"{h.init} is a LoRA adapter; a ranker starts from a whole model: merge "
-                    "it first with `rejoinder export … --merge`"
-                )
-            # A ranker starts from a generator's trunk or from a ranker: either is fine.
-            ck = load_checkpoint(h.init, device="cpu", weights=not ranks,
-                                 ranker=None if ranks else False)  # fmt: skip
-            saved_format = ck.format.to_dict()
-            if h.format and h.format != saved_format["name"]:
-                if ck.has_meta:
-                    raise RejoinderError(
-                        f"--model.format {h.format} differs from the format of {h.init} "
-                        f"({saved_format['name']}); the model was trained to talk in its own "
-                        "format. Leave --model.format out, or start from a size"
-                    )
-                saved_format = {"name": h.format}  # a plain directory: any format it can take
-            fmt = format_from_dict(
-                {**saved_format, "reverse": h.reverse, "max_tokens": h.max_tokens}, ck.tokenizer
-            )
-            check_token_types(fmt, ck.config)
-            self.model = ranker_model(h.init) if ranks else ck.model
-            self.tokenizer_kind = ck.meta.get("tokenizer", {}).get("kind", "gpt2")
-            if h.dropout is not None:
-                _set_dropout(self.model, h.dropout)
-        self._fit_vocabulary(fmt)
-        most = positions(self.model.config)
-        if h.max_tokens > most:
-            raise RejoinderError(
-                f"--model.max_tokens {h.max_tokens} exceeds the model's {most} positions"
-            )
-        if self.lora is not None:
-            from rejoinder.modeling.architectures import arch_of
-            from rejoinder.modeling.lora import apply_lora, check_bits
-
-            if is_size(h.init):
-                raise RejoinderError(
-                    "LoRA adapts a trained model: give --model.init a checkpoint directory "
-                    "(or leave --model.lora out to train a model from scratch)"
-                )
-            check_bits(self.lora)
-            self.base_path = str(Path(h.init).resolve()) if Path(h.init).exists() else h.init
-            if self.lora.bits:  # QLoRA: the frozen base quantised, on the GPU
-                from rejoinder.modeling.lora import load_quantized
-
-                self.model = load_quantized(h.init, self.lora.bits)
-                self._fit_vocabulary(fmt)  # the reload lost the added tokens' rows
-            self.model = apply_lora(self.model, self.lora, arch_of(self.model.config))
-        if h.objective == "dpo" and not (self.lora and h.reference in (None, h.init)):
-            reference = load_checkpoint(h.reference or h.init, device="cpu").model
+        built = build_model(self.hparams, self.lora, texts_for_tokenizer, run_dir)
+        self.model, self.fmt = built.model, built.fmt
+        self.tokenizer_kind, self.base_path = built.tokenizer_kind, built.base_path
+        if built.reference is not None:
             # Set past nn.Module's bookkeeping: a submodule would be saved with every
             # checkpoint and moved, trained and switched to train mode with the policy.
-            object.__setattr__(self, "_reference", reference.requires_grad_(False).eval())
+            object.__setattr__(self, "_reference", built.reference)
         self.model.train()
-        self.fmt = fmt
-        return fmt
-
-    def _fit_vocabulary(self, fmt) -> None:
-        """Grows the embeddings for tokens the format added (speaker tokens, …)."""
-        if len(fmt.tokenizer) > self.model.get_input_embeddings().num_embeddings:
-            self.model.resize_token_embeddings(len(fmt.tokenizer))
+        return built.fmt
 
     # -- training ------------------------------------------------------------------
 
@@ -264,31 +168,18 @@ class DialogueLM(L.LightningModule):
         one when LoRA trains."""
         return getattr(self.model, "base", self.model)
 
+    @property
+    def objective(self):
+        """What the run learns (`objectives.OBJECTIVES`)."""
+        return OBJECTIVES[self.hparams.objective]
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's loss (for rank and dpo, its other figures go to `_figures`)."""
-        objective = self.hparams.objective
-        if objective == "rank":
-            from rejoinder.modeling.ranker import score_at
+        """The batch's loss (its other figures, for the objectives that have them, go to
+        `_figures`)."""
+        loss, self._figures = self.objective.loss(self, batch)
+        return loss
 
-            scores = score_at(self.model, batch, batch["score_pos"])
-            n = len(scores) // 2
-            diff = scores[:n] - scores[n:]
-            self._figures = {"acc": (diff > 0).float().mean()}
-            # DialogRPT's loss: the probability that the chosen reply outscores the other.
-            return -torch.nn.functional.logsigmoid(diff).mean()
-        if objective == "dpo":
-            loss, policy, ref = dpo_loss(
-                unwrap(self.model), batch, self._reference_logprobs(batch), self.hparams.beta
-            )
-            self._figures = {"acc": (policy > ref).float().mean(), "margin": (policy - ref).mean()}
-            return loss
-        if hasattr(self.model, "specs"):
-            return self.model(**batch)
-        if not self.hparams.chunked_loss:
-            return self.model(**batch).loss
-        return mean_lm_loss(unwrap(self.model), batch)
-
-    def _reference_logprobs(self, batch) -> torch.Tensor:
+    def reference_logprobs(self, batch) -> torch.Tensor:
         """Each row's log-likelihood under DPO's frozen reference."""
         if self._reference is None:  # LoRA: the trunk without its adapters is the reference
             with self.model.disable_adapter():
@@ -331,7 +222,7 @@ class DialogueLM(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         labels = batch["labels"]
         loss = self(batch)
-        if self.hparams.objective != "lm":  # figures per pair
+        if self.objective.pairs:  # figures per pair
             n = labels.shape[0] // 2
             self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
             for name, value in self._figures.items():
@@ -407,16 +298,6 @@ class DialogueLM(L.LightningModule):
             ),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def _set_dropout(model, p: float) -> None:
-    """Sets a loaded model's dropout: modules (GPT-2) and attention probabilities
-    (Llama-style families keep it as a number on each attention layer)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = p
-        elif isinstance(getattr(m, "attention_dropout", None), float):
-            m.attention_dropout = p
 
 
 def _rng_state() -> dict[str, Any]:

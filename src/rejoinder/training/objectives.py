@@ -1,0 +1,68 @@
+"""What a run learns (`--model.objective`): each objective is a small class whose
+`loss(module, batch)` gives the batch's loss and the figures logged beside it.
+
+- `lm`: the causal LM loss on the dialogues' labelled turns (a chunk of positions at a
+  time through the output layer, or the model's own loss; extra heads add theirs);
+- `rank`: a reply ranker on a pairs dataset, DialogRPT's loss: the probability that the
+  chosen reply outscores the rejected one;
+- `dpo`: Direct Preference Optimization of a generator on a pairs dataset, against a
+  frozen reference (`DialogueLM.reference_logprobs`).
+
+A new objective is one more class here and its name in `OBJECTIVES`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rejoinder.modeling.lora import unwrap
+from rejoinder.modeling.loss import dpo_loss, mean_lm_loss
+
+
+class Objective:
+    """How a batch becomes a loss; `pairs`: it learns from a pairs dataset (chosen rows,
+    then rejected rows), else from dialogues."""
+
+    name = ""
+    pairs = False
+
+    def loss(self, module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class LanguageModel(Objective):
+    name = "lm"
+
+    def loss(self, module, batch):
+        model = module.model
+        if hasattr(model, "specs"):  # extra heads: their losses join the LM's
+            return model(**batch), {}
+        if not module.hparams.chunked_loss:
+            return model(**batch).loss, {}
+        return mean_lm_loss(unwrap(model), batch), {}
+
+
+class Rank(Objective):
+    name = "rank"
+    pairs = True
+
+    def loss(self, module, batch):
+        from rejoinder.modeling.ranker import score_at
+
+        scores = score_at(module.model, batch, batch["score_pos"])
+        n = len(scores) // 2
+        diff = scores[:n] - scores[n:]
+        return -torch.nn.functional.logsigmoid(diff).mean(), {"acc": (diff > 0).float().mean()}
+
+
+class DPO(Objective):
+    name = "dpo"
+    pairs = True
+
+    def loss(self, module, batch):
+        reference = module.reference_logprobs(batch)
+        loss, policy, ref = dpo_loss(unwrap(module.model), batch, reference, module.hparams.beta)
+        return loss, {"acc": (policy > ref).float().mean(), "margin": (policy - ref).mean()}
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (LanguageModel(), Rank(), DPO())}
