@@ -6,7 +6,8 @@ import random
 import pytest
 
 from rejoinder.errors import RejoinderError
-from rejoinder.evaluation.human import summarize, write_human_report
+from rejoinder.evaluation.human import summarize
+from rejoinder.evaluation.human_report import write_human_report
 from rejoinder.evaluation.stats import binomial_test, wilson
 
 TURN = ["relevance", "humanlike"]

@@ -8,7 +8,6 @@ concurrent users share generate calls.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -18,10 +17,9 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from rejoinder.dialogue import Turn
 from rejoinder.errors import ApiError, error_body
 from rejoinder.generation.config import DecodingConfig
-from rejoinder.generation.replies import Finish, Reply
+from rejoinder.generation.replies import Finish
 from rejoinder.judging.api import add_judge_routes
 from rejoinder.judging.store import JudgeStore
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
@@ -33,19 +31,21 @@ from rejoinder.serve.schemas import (
     SessionMessage,
 )
 from rejoinder.serve.server import Server, Settings, check_messages, turns_of
+from rejoinder.serve.sessions import (
+    last_reply,
+    refused,
+    session_events,
+    session_options,
+    session_or_404,
+    session_reply,
+    sse,
+)
 from rejoinder.serve.store import (
     MessageError,
-    NoSuchMessage,
-    NotAReply,
-    NotTheLast,
     SessionStore,
 )
 
 log = logging.getLogger("rejoinder.serve")
-
-
-def sse(data: Any) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def create_app(model, settings: Settings | None = None, store: SessionStore | None = None):
@@ -168,7 +168,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     async def create_session(body: SessionCreate | None = None):
         options = body.model_dump(exclude_none=True) if body else {}
         server.check_length([options.get("system", ""), options.get("persona", "")])
-        server.config(**_session_options(options))  # refuse bad options now, not later
+        server.config(**session_options(options))  # refuse bad options now, not later
         sid = await run_in_threadpool(store.create, options)
         return {"id": sid, "options": options}
 
@@ -188,12 +188,12 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     @app.post("/v1/sessions/{sid}/messages", dependencies=auth)
     async def send_message(sid: str, body: SessionMessage):
         server.check_length([body.content])
-        session = await _session(server, sid)
+        session = await session_or_404(server, sid)
         asked = body.model_dump(exclude_none=True, exclude={"content", "stream"})
-        config = server.config(**_session_options({**session["options"], **asked}))
+        config = server.config(**session_options({**session["options"], **asked}))
         if body.stream:
-            return _event_stream(_session_events(server, sid, config, body.content))
-        return await _session_reply(server, sid, config, body.content)
+            return _event_stream(session_events(server, sid, config, body.content))
+        return await session_reply(server, sid, config, body.content)
 
     @app.post(
         "/v1/sessions/{sid}/regenerate",
@@ -207,13 +207,13 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     )
     async def regenerate(sid: str, body: SessionDecoding | None = None):
         body = body or SessionDecoding()
-        session = await _session(server, sid)
-        _last_reply(session)  # a 409 now rather than inside a stream
+        session = await session_or_404(server, sid)
+        last_reply(session)  # a 409 now rather than inside a stream
         asked = body.model_dump(exclude_none=True, exclude={"stream"})
-        config = server.config(**_session_options({**session["options"], **asked}))
+        config = server.config(**session_options({**session["options"], **asked}))
         if body.stream:
-            return _event_stream(_session_events(server, sid, config))
-        return await _session_reply(server, sid, config)
+            return _event_stream(session_events(server, sid, config))
+        return await session_reply(server, sid, config)
 
     @app.post(
         "/v1/sessions/{sid}/messages/{seq}/feedback",
@@ -232,7 +232,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
         try:
             return await run_in_threadpool(store.feedback, sid, seq, **given)
         except MessageError as e:
-            raise _refused(e) from None
+            raise refused(e) from None
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -245,97 +245,6 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
-
-
-def _session_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in options.items()
-        if k in ("preset", "temperature", "top_p", "max_tokens", "mmi", "seed")
-    }
-
-
-def _history(
-    server: Server, session: dict, content: str | None = None, before: int | None = None
-) -> list[Turn]:
-    """A session's history (the messages before seq `before`, or all) and the new message,
-    as the model's context, with the session's system prompt and persona (or the server's)."""
-    said = [
-        (m["role"], m["content"])
-        for m in session["messages"]
-        if before is None or m["seq"] < before
-    ]
-    options = session["options"]
-    system = options.get("system")
-    new = [("user", content)] if content is not None else []
-    persona = options.get("persona") or server.settings.persona
-    return turns_of([*([("system", system)] if system else []), *said, *new], persona)
-
-
-async def _session(server: Server, sid: str, missing: str = "no session {sid!r}") -> dict:
-    session = await run_in_threadpool(server.store.get, sid)
-    if session is None:
-        raise ApiError(404, missing.format(sid=sid))
-    return session
-
-
-def _last_reply(session: dict) -> int:
-    """The seq of the session's last message, which regenerating needs to be a bot reply."""
-    messages = session["messages"]
-    if not messages or messages[-1]["role"] != "assistant":
-        raise ApiError(
-            409,
-            f"the last message of session {session['id']!r} is not a bot reply, so there is "
-            "nothing to regenerate; send a message instead",
-            "conflict",
-        )
-    return messages[-1]["seq"]
-
-
-def _refused(e: MessageError) -> ApiError:
-    status = {NoSuchMessage: 404, NotAReply: 422, NotTheLast: 409}[type(e)]
-    return ApiError(status, str(e), "conflict" if status == 409 else "invalid_request_error")
-
-
-def _turn(server: Server, session: dict, content: str | None) -> tuple[list[Turn], int | None]:
-    """The context of the reply to `content`, or, with None, of the last reply again (and
-    that reply's seq)."""
-    if content is not None:
-        return _history(server, session, content), None
-    seq = _last_reply(session)
-    return _history(server, session, before=seq), seq
-
-
-async def _stored(
-    server: Server, session: dict, content: str | None, seq: int | None, reply: Reply, usage
-):
-    """Stores a reply to `content`, or in place of the last reply `seq` (regenerating);
-    what the response says of it."""
-    sid, count = session["id"], len(session["messages"])
-    said = {"reply": reply.text, "finish_reason": reply.finish_reason, "usage": usage}
-    if seq is None:
-        seqs = await run_in_threadpool(
-            server.store.append, sid, ("user", content), ("assistant", reply.text)
-        )
-        if seqs is None:
-            raise ApiError(404, f"session {sid!r} was deleted while it was answered")
-        return {"id": sid, **said, "messages": count + 2, "seq": seqs[-1]}
-    try:
-        message = await run_in_threadpool(server.store.replace_last_reply, sid, seq, reply.text)
-    except MessageError as e:
-        raise _refused(e) from None
-    return {"id": sid, **said, "messages": count, "seq": seq, "earlier": message["earlier"]}
-
-
-async def _session_reply(server: Server, sid: str, config, content: str | None = None) -> dict:
-    """A session's reply to `content` (None: its last reply again), stored."""
-    async with server.lock(sid):  # one reply at a time per session
-        session = await _session(server, sid, "session {sid!r} was deleted")
-        context, seq = _turn(server, session, content)
-        replies = await server.replies(context, config, sid)
-        reply = server.clean(replies[0], f"session {sid}")
-        usage = server.usage(context, config, [reply.tokens])
-        return await _stored(server, session, content, seq, reply, usage)
 
 
 def _event_stream(events) -> StreamingResponse:
@@ -418,29 +327,6 @@ def _single(config: DecodingConfig, seed: int | None = None) -> DecodingConfig:
     from dataclasses import replace
 
     return replace(config, num_return_sequences=1, seed=seed if seed is not None else config.seed)
-
-
-async def _session_events(server: Server, sid: str, config, content: str | None = None):
-    """A session's streamed reply to `content` (None: its last reply again): {"delta"}
-    events, then {"done", "reply", ...} once it is stored, or an error event."""
-    async with server.lock(sid):
-        try:
-            session = await _session(server, sid, "session {sid!r} was deleted")
-            context, seq = _turn(server, session, content)
-            text, finish = "", Finish(0, "stop")
-            async for piece in server.pieces(context, config, sid):
-                if isinstance(piece, Finish):
-                    finish = piece
-                    continue
-                text += piece
-                yield sse({"delta": piece})
-            reply = Reply(text.strip(), finish.tokens, finish.reason)
-            usage = server.usage(context, config, [reply.tokens])
-            done = await _stored(server, session, content, seq, reply, usage)
-        except ApiError as e:
-            yield sse(error_body(e.message, e.kind, e.status))
-            return
-        yield sse({"done": True, **done})
 
 
 def _page() -> str:
