@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the serve extra is not installed")
 
-from rejoinder.judging.store import Item, JudgeError, JudgeStore, RunConfig  # noqa: E402
+from rejoinder.judging.records import Item, JudgeError, RunConfig  # noqa: E402
+from rejoinder.judging.store import JudgeStore  # noqa: E402
 
 
 def make_run(store, name="run", items=6, onboarding=2, per_item=2, quota=4, mode="turn"):

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from rejoinder.errors import ApiError
-from rejoinder.judging.store import MAX_REASON, JudgeError, JudgeStore
+from rejoinder.judging.records import MAX_REASON, JudgeError
+from rejoinder.judging.store import JudgeStore
 
 
 class JudgmentBody(BaseModel):

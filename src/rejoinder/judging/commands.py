@@ -45,7 +45,8 @@ def cmd_report(args) -> int:
     """Writes a run's results: report.md, results.json, a win-rate plot, an ACUTE export."""
     from rejoinder.evaluation.human import summarize
     from rejoinder.evaluation.human_report import write_human_report
-    from rejoinder.judging.store import JudgeError, JudgeStore
+    from rejoinder.judging.records import JudgeError
+    from rejoinder.judging.store import JudgeStore
 
     store = JudgeStore(args.db)
     try:

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from rejoinder.db import DEFAULT_DB
 from rejoinder.errors import RejoinderError
-from rejoinder.judging.store import Item, JudgeStore, RunConfig
+from rejoinder.judging.records import Item, RunConfig
+from rejoinder.judging.store import JudgeStore
 from rejoinder.options import option
 from rejoinder.progress import Progress
 

@@ -8,7 +8,8 @@ from starlette.concurrency import run_in_threadpool
 
 from rejoinder.errors import RejoinderError
 from rejoinder.judging.api import add_judge_routes
-from rejoinder.judging.store import JudgeError, JudgeStore
+from rejoinder.judging.records import JudgeError
+from rejoinder.judging.store import JudgeStore
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.server import Settings
 
