@@ -185,7 +185,7 @@ def test_a_truncated_dump_is_counted_not_fatal(dump, tmp_path):
 
 
 def test_buckets_grow_with_the_dump_so_memory_does_not(tmp_path):
-    from rejoinder.data.engines.local import BUCKET_BYTES, bucket_count
+    from rejoinder.data.engines.files import BUCKET_BYTES, bucket_count
 
     sizes = [1 << 20, 1 << 30, 4 << 30]  # sparse files: no disk is used
     counts = []
