@@ -254,7 +254,7 @@ def test_a_template_that_hides_the_roles_is_refused(gpt2):
 
 
 def test_a_dialogues_own_system_prompt_replaces_the_formats():
-    from rejoinder.training.data import examples_of
+    from rejoinder.training.examples import examples_of
 
     fmt = get_format("chat-template", chatml_tokenizer(), system="Be brief.")
     dialogue = Dialogue.from_turns(["Hi!", "Hello."], id="d", system="Be kind.")

@@ -176,7 +176,7 @@ def test_a_template_that_refuses_repeated_roles_gets_them_joined(caplog):
 def test_a_jsonl_build_of_openai_messages_keeps_its_roles(tmp_path):
     from rejoinder.data.build import BuildConfig, Source, build
     from rejoinder.data.records import read_dialogues
-    from rejoinder.training.data import examples_of
+    from rejoinder.training.examples import examples_of
 
     lines = [
         {"messages": [{"role": "system", "content": "Be kind."},

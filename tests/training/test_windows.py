@@ -4,7 +4,7 @@ import numpy as np
 
 from rejoinder.dialogue import Dialogue
 from rejoinder.formats import IGNORE, get_format
-from rejoinder.training.data import examples_of
+from rejoinder.training.examples import examples_of
 
 
 def test_a_long_dialogue_is_windowed_even_when_the_format_has_a_budget(gpt2):
