@@ -4,7 +4,7 @@
 - packages in one order (ORDER): each imports only packages below it;
 - no module imports another module's private (_underscored) name, and tests and
   benchmarks reach nothing private either;
-- no source file over 600 lines;
+- no source file over 450 lines (a guide to where jobs part, not a wall to press against);
 - the runtime never imports `rejoinder.testing` (test-data generators).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-MAX_LINES = 600
+MAX_LINES = 450
 
 
 def _modules() -> dict[str, Path]:

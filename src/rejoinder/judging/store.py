@@ -184,17 +184,9 @@ class JudgeStore:
         row = self._item_row(c, run.name, item_id)
         left = random.choice((row.system_a, row.system_b))
         token = secrets.token_hex(8)
-        c.execute(
-            self.assignments.insert().values(
-                run=run.name,
-                judge=judge,
-                item=item_id,
-                left=left,
-                token=token,
-                assigned=time.time(),
-                done=False,
-            )  # fmt: skip
-        )
+        values = dict(run=run.name, judge=judge, item=item_id, left=left, token=token,
+                      assigned=time.time(), done=False)  # fmt: skip
+        c.execute(self.assignments.insert().values(**values))
         return self._shown(c, run, judge, item_id, left, token)
 
     def _shown(self, c, run: RunConfig, judge: str, item_id: str, left: str, token: str):

@@ -3,7 +3,7 @@
 `synth_reddit(n, "RC_synth.zst")` writes `n` comment lines shaped like a real monthly dump:
 
 - heavy-tailed thread sizes (a Pareto draw: most threads have one or two comments, a few
-  have thousands, capped at `THREAD_SIZE_CAP`), and reply trees that attach preferentially
+  have thousands, capped at `threads.THREAD_SIZE_CAP`), and reply trees that attach preferentially
   to recent and to top-level comments (depths mostly 1-6, a tail past 20);
 - comments ordered by `created_utc` across the whole file, threads interleaved; a reply is
   always created at least one second after its parent, so parents come first;
@@ -56,10 +56,8 @@ The text of the bodies, and the rates of their kinds and decorations, are made i
 
 from __future__ import annotations
 
-import math
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -90,6 +88,7 @@ from rejoinder.testing.bodies import (
     author_pool,
 )
 from rejoinder.testing.feedback import widths_and_heights, with_feedback
+from rejoinder.testing.threads import ID_BASE, SUB_ID_BASE, LineWriter, b36, skeleton
 
 __all__ = [
     "BLAND_REPLIES", "BLOCKED_SUBREDDITS", "MARKDOWN_LINK_SHARE", "RATE_BLAND",
@@ -109,20 +108,6 @@ RATE_DUPLICATE = 0.001
 RATE_BLOCKED_THREADS = 0.02
 """Threads (not comments) in one of `BLOCKED_SUBREDDITS`."""
 
-# --- shapes -----------------------------------------------------------------------------------
-THREAD_SIZE_ALPHA = 1.1
-"""Thread sizes are floor(Pareto(alpha)), x_min 1: median 1, mean about 6 under the cap."""
-THREAD_SIZE_CAP = 5000
-P_TOP_LEVEL = 0.25
-"""A comment after a thread's first is a new top-level comment with this probability,"""
-P_REPLY_TO_TOP = 0.1
-"""a reply to a uniformly chosen top-level comment with this one,"""
-P_RECENT_BACK = 0.5
-"""and otherwise a reply to a recent one: Geometric(P_RECENT_BACK) - 1 comments back."""
-START_UTC = 1420070400
-"""2015-01-01T00:00:00Z; threads start uniformly within `WINDOW_S` after it."""
-WINDOW_S = 31 * 86400
-
 BLOCKED_SUBREDDITS = ("spamtopia", "toxicpit", "xxxdumpster", "shadyleaks")
 """Made-up subreddit names that a pipeline's blocklist should drop."""
 
@@ -139,129 +124,6 @@ SUBREDDITS = (
     "europe", "canada", "australia", "unitedkingdom", "de", "mexico", "chess",
 )  # fmt: skip
 """Ordinary subreddits, most popular first (weights 1 / rank**1.1)."""
-
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_ID_BASE = int("cn00000", 36)
-"""Comment ids are _ID_BASE + 4 * rank + (0, 1 or 2); + 3 is never used (orphans' parents)."""
-_SUB_ID_BASE = int("2r0000", 36)
-
-
-def _b36_one(v: int) -> str:
-    if v == 0:
-        return "0"
-    out = []
-    while v:
-        v, r = divmod(v, 36)
-        out.append(_ALPHABET[r])
-    return "".join(reversed(out))
-
-
-_ALPHABET_ARR = np.array(list(_ALPHABET))
-
-
-def _b36(vals: np.ndarray) -> list[str]:
-    """Base-36 strings of non-negative ints, vectorised when they share one width."""
-    vals = np.asarray(vals, dtype=np.int64)
-    if vals.size == 0:
-        return []
-    width = len(_b36_one(int(vals.max())))
-    if len(_b36_one(int(vals.min()))) != width:
-        return [_b36_one(v) for v in vals.tolist()]
-    powers = 36 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    chars = np.ascontiguousarray(_ALPHABET_ARR[(vals[:, None] // powers) % 36])
-    return chars.view(f"<U{width}").ravel().tolist()
-
-
-class _Writer:
-    """Text lines to `path`, zstd-compressed (level 3) when it ends with .zst."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._raw: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._zst = None
-        if path.name.endswith(".zst"):
-            try:
-                import zstandard
-            except ImportError:
-                self._raw.close()
-                raise RejoinderError(
-                    f"{path}: writing .zst files needs zstandard: pip install zstandard, "
-                    "or write plain NDJSON (a name without .zst)"
-                ) from None
-            self._zst = zstandard.ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
-
-    def write_lines(self, lines: list[str]) -> None:
-        if lines:
-            data = ("\n".join(lines) + "\n").encode("utf-8")
-            (self._zst or self._raw).write(data)
-
-    def close(self) -> None:
-        if self._zst is not None:
-            self._zst.close()
-        self._raw.close()
-
-
-def _thread_sizes(rng: np.random.Generator, total: int) -> np.ndarray:
-    """Heavy-tailed thread sizes summing to `total`."""
-    cap = max(1, min(THREAD_SIZE_CAP, total))
-    parts, have = [], 0
-    while have < total:
-        draw = np.minimum(np.floor(rng.pareto(THREAD_SIZE_ALPHA, 4096) + 1.0), cap)
-        parts.append(draw.astype(np.int64))
-        have += int(parts[-1].sum())
-    sizes = np.concatenate(parts)
-    ends = np.cumsum(sizes)
-    k = int(np.searchsorted(ends, total)) + 1
-    sizes = sizes[:k].copy()
-    sizes[-1] -= int(ends[k - 1]) - total
-    return sizes
-
-
-def _skeleton(rng: np.random.Generator, n: int):
-    """Threads and reply trees for `n` comments, in generation order (thread by thread).
-
-    Returns (sizes, thread start times, thread of each comment, parent index or -1,
-    created_utc, depth).
-    """
-    sizes = _thread_sizes(rng, n) if n else np.zeros(0, dtype=np.int64)
-    starts = START_UTC + rng.integers(0, WINDOW_S, len(sizes))
-    thread = np.repeat(np.arange(len(sizes)), sizes)
-    u_kind = rng.random(n).tolist()
-    u_pick = rng.random(n).tolist()
-    back = (rng.geometric(P_RECENT_BACK, n) - 1).tolist()
-    d_top = (1 + np.minimum(rng.lognormal(math.log(3600), 1.5, n), 20 * 86400)).astype(np.int64)
-    d_reply = (1 + np.minimum(rng.lognormal(math.log(1200), 1.3, n), 10 * 86400)).astype(np.int64)
-    d_top, d_reply = d_top.tolist(), d_reply.tolist()
-    parent = [-1] * n
-    created = [0] * n
-    depth = [1] * n
-    g = 0
-    p_reply_top = P_TOP_LEVEL + P_REPLY_TO_TOP
-    for size, start in zip(sizes.tolist(), starts.tolist(), strict=True):
-        first = g
-        tops: list[int] = []
-        for r in range(size):
-            u = u_kind[g]
-            if r == 0 or u < P_TOP_LEVEL:
-                created[g] = start + d_top[g]
-                tops.append(g)
-            else:
-                if u < p_reply_top:
-                    p = tops[int(u_pick[g] * len(tops))]
-                else:
-                    p = max(first, g - 1 - back[g])
-                parent[g] = p
-                depth[g] = depth[p] + 1
-                created[g] = created[p] + d_reply[g]
-            g += 1
-    return (
-        sizes,
-        starts,
-        thread,
-        np.array(parent, dtype=np.int64),
-        np.array(created, dtype=np.int64),
-        np.array(depth, dtype=np.int64),
-    )
 
 
 def synth_reddit(
@@ -297,7 +159,7 @@ def synth_reddit(
 
     n_dup = min(int(rng_tree.binomial(n_comments, RATE_DUPLICATE)), n_comments // 2)
     n = n_comments - n_dup
-    sizes, starts, thread, parent, created, depth = _skeleton(rng_tree, n)
+    sizes, starts, thread, parent, created, depth = skeleton(rng_tree, n)
     n_threads = len(sizes)
 
     # Threads: subreddit and submission id (ids grow with the start time).
@@ -314,7 +176,7 @@ def synth_reddit(
     thread_order = np.argsort(starts, kind="stable")
     thread_rank = np.empty(n_threads, dtype=np.int64)
     thread_rank[thread_order] = np.arange(n_threads)
-    sub_ids = _b36(_SUB_ID_BASE + 3 * thread_rank + rng_tree.integers(0, 2, n_threads))
+    sub_ids = b36(SUB_ID_BASE + 3 * thread_rank + rng_tree.integers(0, 2, n_threads))
     links = ["t3_" + s for s in sub_ids]
 
     # Comments in time order; ranks give ids, orphans and duplicates.
@@ -327,10 +189,10 @@ def synth_reddit(
     s_created = created[order]
     width, height = widths_and_heights(parent)
     s_width, s_height = width[order], height[order]
-    id_val = _ID_BASE + 4 * np.arange(n, dtype=np.int64) + rng_tree.integers(0, 3, n)
+    id_val = ID_BASE + 4 * np.arange(n, dtype=np.int64) + rng_tree.integers(0, 3, n)
     orphan = rng_tree.random(n) < RATE_ORPHAN
     back = rng_tree.integers(1, 50, n)
-    missing = _ID_BASE + 4 * np.maximum(np.arange(n) - back, -1) + 3
+    missing = ID_BASE + 4 * np.maximum(np.arange(n) - back, -1) + 3
     parent_val = np.where(orphan, missing, id_val[np.maximum(s_parent_rank, 0)])
     is_top = (s_parent_rank < 0) & ~orphan
     dup = np.zeros(n, dtype=bool)
@@ -342,13 +204,13 @@ def synth_reddit(
     counts = np.zeros(len(DECORATIONS), dtype=np.int64)
     kind_counts = np.zeros(5, dtype=np.int64)
     n_deleted_author = n_low = 0
-    writer = _Writer(out)
+    writer = LineWriter(out)
     try:
         for a in range(0, n, CHUNK):
             b = min(n, a + CHUNK)
             m = b - a
-            ids = _b36(id_val[a:b])
-            pids = _b36(parent_val[a:b])
+            ids = b36(id_val[a:b])
+            pids = b36(parent_val[a:b])
             bodies, kinds, flags = text.bodies(m)
             authors = text.draw_authors(m)
             author_gone = (kinds <= REMOVED) | (rng_text.random(m) < RATE_DELETED_AUTHOR)
@@ -442,7 +304,7 @@ def _write_submissions(
     authors: list[str],
 ) -> None:
     text = Text(rng, authors)
-    writer = _Writer(path)
+    writer = LineWriter(path)
     try:
         for a in range(0, len(thread_order), CHUNK):
             chunk = thread_order[a : a + CHUNK].tolist()
