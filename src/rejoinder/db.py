@@ -5,7 +5,7 @@ gives the three things every store needs: the engine, the tables (created if
 missing), and `write()`, a transaction that takes turns with this process's other
 writers on SQLite and is tried again when two servers collide on a key.
 
-Stores (`serve.store.SessionStore`, `judging.store.JudgeStore`) define their own
+Stores (`stores.sessions.SessionStore`, `stores.judgments.JudgeStore`) define their own
 tables on `Database.meta`; nothing here knows what a session or a judgment is.
 """
 

@@ -13,7 +13,7 @@ from rejoinder.data.readers.feedback import read_feedback
 from rejoinder.data.records import SPLITS
 from rejoinder.data.report import Report
 from rejoinder.errors import RejoinderError
-from rejoinder.serve.store import SessionStore
+from rejoinder.stores.sessions import SessionStore
 
 LONE_LIKE = "a liked reply with nothing disliked or replaced beside it"
 NO_LIKE = "disliked or replaced replies with no liked one beside them"

@@ -28,7 +28,7 @@ def test_a_turn_run_balances_pairs_and_stores_each_system_reply(
     tmp_path, dataset, parrot_dir, make_checkpoint, capsys
 ):
     from rejoinder.generation import ConversationModel
-    from rejoinder.judging.store import JudgeStore
+    from rejoinder.stores.judgments import JudgeStore
 
     db = f"sqlite:///{tmp_path / 'j.db'}"
     other = make_checkpoint("dialogpt")
@@ -70,7 +70,7 @@ def test_a_turn_run_balances_pairs_and_stores_each_system_reply(
 def test_a_conversation_run_self_chats_from_the_same_opening(
     tmp_path, dataset, parrot_dir, make_checkpoint
 ):
-    from rejoinder.judging.store import JudgeStore
+    from rejoinder.stores.judgments import JudgeStore
 
     db = f"sqlite:///{tmp_path / 'j.db'}"
     code = create(
@@ -94,8 +94,8 @@ def test_a_conversation_run_self_chats_from_the_same_opening(
 
 
 def test_conversations_from_a_session_database(tmp_path, dataset, parrot_dir):
-    from rejoinder.judging.store import JudgeStore
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.judgments import JudgeStore
+    from rejoinder.stores.sessions import SessionStore
 
     sessions = f"sqlite:///{tmp_path / 'sessions.db'}"
     s = SessionStore(sessions)
@@ -137,14 +137,14 @@ def test_bad_runs_are_refused_with_the_fix(tmp_path, dataset, args, words, capsy
 
 
 def test_a_name_in_use_is_refused_and_report_writes_the_results(tmp_path, dataset, capsys):
-    from rejoinder.judging.store import JudgeStore
+    from rejoinder.stores.judgments import JudgeStore
 
     db = f"sqlite:///{tmp_path / 'j.db'}"
     args = ["--name", "r", "--data", str(dataset), "--items", "4", "--human", "--onboarding", "0"]
     # Two systems that need no model: stored sessions ("bot") against the dataset's own
     # conversations ("human").
     sessions = f"sqlite:///{tmp_path / 's.db'}"
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     s = SessionStore(sessions)
     for k in range(2):

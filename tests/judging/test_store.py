@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the serve extra is not installed")
 
-from rejoinder.judging.records import Item, JudgeError, RunConfig  # noqa: E402
-from rejoinder.judging.store import JudgeStore  # noqa: E402
+from rejoinder.stores.judgments import JudgeStore  # noqa: E402
+from rejoinder.stores.runs import Item, JudgeError, RunConfig  # noqa: E402
 
 
 def make_run(store, name="run", items=6, onboarding=2, per_item=2, quota=4, mode="turn"):
@@ -187,8 +187,8 @@ def test_concurrent_judges_never_exceed_the_judgments_per_item(tmp_path):
 
 
 def test_judged_pairs_take_the_majority_of_kept_judges(store, tmp_path):
+    from rejoinder.data.chat_feedback import judged_pairs
     from rejoinder.data.report import Report
-    from rejoinder.judging.pairs import judged_pairs
 
     make_run(store, items=2, onboarding=0, per_item=3, quota=2)
     votes = iter(["A", "A", "tie"] * 10)
@@ -204,7 +204,7 @@ def test_judged_pairs_take_the_majority_of_kept_judges(store, tmp_path):
                 shown["left"],
             )
     report = Report()
-    pairs = list(judged_pairs(store, report))
+    pairs = list(judged_pairs((store.export(n) for n in store.run_names()), report))
     assert len(pairs) == 2 and all(p.kind == "judged" for p in pairs)
     assert all(p.chosen.startswith("x says") and p.rejected.startswith("y says") for p in pairs)
     assert all(p.chosen_feedback > p.rejected_feedback for p in pairs)

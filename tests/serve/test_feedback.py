@@ -132,7 +132,7 @@ def test_the_routes_are_documented(server):
 
 
 def test_the_store_refuses_stale_and_wrong_messages_and_deletes_replies(tmp_path):
-    from rejoinder.serve.store import NoSuchMessage, NotAReply, NotTheLast, SessionStore
+    from rejoinder.stores.sessions import NoSuchMessage, NotAReply, NotTheLast, SessionStore
 
     store = SessionStore(f"sqlite:///{tmp_path / 's.db'}")
     sid = store.create()
@@ -159,7 +159,7 @@ def test_the_store_refuses_stale_and_wrong_messages_and_deletes_replies(tmp_path
 
 def test_a_database_from_before_feedback_keeps_working(tmp_path):
     """Sessions written before the replies table existed are read, rated and regenerated."""
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as c:

@@ -7,8 +7,8 @@ import random
 import httpx
 import pytest
 
-from rejoinder.judging.records import Item, RunConfig
-from rejoinder.judging.store import JudgeStore
+from rejoinder.stores.judgments import JudgeStore
+from rejoinder.stores.runs import Item, RunConfig
 
 
 def make_run(db: str, name: str, items: int, per_item: int = 3, onboarding: int = 1, quota=None):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rejoinder.judging.records import Item, RunConfig
-from rejoinder.judging.store import JudgeStore
+from rejoinder.stores.judgments import JudgeStore
+from rejoinder.stores.runs import Item, RunConfig
 from tests.serve.test_page import browser  # noqa: F401  (the fixture)
 
 HOSTILE = '<img src=x onerror="window.pwned=1">'

@@ -53,7 +53,7 @@ def postgres_url():
 
 
 def test_the_store_on_postgres(postgres_url):
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     store = SessionStore(postgres_url)
     sid = store.create({"temperature": 0})
@@ -66,7 +66,7 @@ def test_the_store_on_postgres(postgres_url):
 
 
 def test_two_servers_appending_to_one_session_lose_nothing(postgres_url):
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     a, b = SessionStore(postgres_url), SessionStore(postgres_url)
     sid = a.create()
@@ -117,7 +117,7 @@ def test_feedback_and_regenerate_through_a_server_on_postgres(start, postgres_ur
 def test_feedback_pairs_from_postgres(postgres_url):
     from rejoinder.data.readers.feedback import read_feedback
     from rejoinder.data.report import Report
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     store = SessionStore(postgres_url)
     sid = store.create()
@@ -135,7 +135,7 @@ def test_feedback_pairs_from_postgres(postgres_url):
 
 
 def test_two_servers_regenerating_one_reply_keep_every_reply(postgres_url):
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     a, b = SessionStore(postgres_url), SessionStore(postgres_url)
     sid = a.create()

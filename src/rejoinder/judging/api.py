@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from rejoinder.errors import ApiError
-from rejoinder.judging.records import MAX_REASON, JudgeError
-from rejoinder.judging.store import JudgeStore
+from rejoinder.stores.judgments import JudgeStore
+from rejoinder.stores.runs import MAX_REASON, JudgeError
 
 
 class JudgmentBody(BaseModel):

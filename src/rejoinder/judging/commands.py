@@ -45,8 +45,8 @@ def cmd_report(args) -> int:
     """Writes a run's results: report.md, results.json, a win-rate plot, an ACUTE export."""
     from rejoinder.evaluation.human import summarize
     from rejoinder.evaluation.human_report import write_human_report
-    from rejoinder.judging.records import JudgeError
-    from rejoinder.judging.store import JudgeStore
+    from rejoinder.stores.judgments import JudgeStore
+    from rejoinder.stores.runs import JudgeError
 
     store = JudgeStore(args.db)
     try:
@@ -64,7 +64,7 @@ def cmd_report(args) -> int:
 
 def cmd_list(args) -> int:
     """Lists the judging runs of a database, with their judgments so far."""
-    from rejoinder.judging.store import JudgeStore
+    from rejoinder.stores.judgments import JudgeStore
 
     store = JudgeStore(args.db)
     try:

@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from rejoinder.db import DEFAULT_DB
 from rejoinder.errors import RejoinderError
-from rejoinder.judging.records import Item, RunConfig
-from rejoinder.judging.store import JudgeStore
 from rejoinder.options import option
 from rejoinder.progress import Progress
+from rejoinder.stores.judgments import JudgeStore
+from rejoinder.stores.runs import Item, RunConfig
 
 TURN_QUESTIONS = {
     "relevance": "Which response is more relevant and appropriate to the conversation so far?",
@@ -381,7 +381,7 @@ def _session_conversations(system: System, turns: int, rng: random.Random) -> li
     """Stored chat sessions: the user is speaker 1, the bot speaker 2 (the one judged)."""
     import sqlalchemy as sa
 
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.stores.sessions import SessionStore
 
     store = SessionStore(system.spec["sessions"])
     try:

@@ -21,7 +21,6 @@ from rejoinder.errors import ApiError, error_body
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import Finish
 from rejoinder.judging.api import add_judge_routes
-from rejoinder.judging.store import JudgeStore
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
@@ -40,7 +39,8 @@ from rejoinder.serve.sessions import (
     session_reply,
     sse,
 )
-from rejoinder.serve.store import (
+from rejoinder.stores.judgments import JudgeStore
+from rejoinder.stores.sessions import (
     MessageError,
     SessionStore,
 )

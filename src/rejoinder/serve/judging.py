@@ -8,10 +8,10 @@ from starlette.concurrency import run_in_threadpool
 
 from rejoinder.errors import RejoinderError
 from rejoinder.judging.api import add_judge_routes
-from rejoinder.judging.records import JudgeError
-from rejoinder.judging.store import JudgeStore
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.server import Settings
+from rejoinder.stores.judgments import JudgeStore
+from rejoinder.stores.runs import JudgeError
 
 
 def judging_app(settings: Settings, store: JudgeStore | None = None):

@@ -25,7 +25,7 @@ from rejoinder.generation.replies import Finish, Reply
 from rejoinder.options import option
 from rejoinder.serve.batching import Batcher, Worker
 from rejoinder.serve.continuous import ContinuousBatcher
-from rejoinder.serve.store import SessionStore
+from rejoinder.stores.sessions import SessionStore
 
 log = logging.getLogger("rejoinder.serve")
 

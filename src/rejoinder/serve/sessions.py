@@ -12,7 +12,7 @@ from rejoinder.dialogue import Turn
 from rejoinder.errors import ApiError, error_body
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.serve.server import Server, turns_of
-from rejoinder.serve.store import MessageError, NoSuchMessage, NotAReply, NotTheLast
+from rejoinder.stores.sessions import MessageError, NoSuchMessage, NotAReply, NotTheLast
 
 
 def sse(data: Any) -> str:

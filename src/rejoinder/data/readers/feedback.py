@@ -1,10 +1,11 @@
 """Preference pairs from what chat users said of a server's replies (`data build feedback`).
 
 The chat page and the session API keep thumbs up and down, better replies users wrote,
-and the replies that "regenerate" replaced, in the session database (`serve.store`).
-Human-evaluation runs (`rejoinder judge`) keep their judgments there too. This reader
-opens that database and yields the pairs they make: `thumbs` and `rewrite` (see
-`SessionStore.preference_pairs`) and `judged` (`judging.pairs.judged_pairs`).
+and the replies that "regenerate" replaced, in the session database
+(`stores.sessions`). Human-evaluation runs (`rejoinder judge`) keep their judgments
+there too (`stores.judgments`). This reader opens that database and pairs the rows the
+stores export: `thumbs` and `rewrite` (`data.chat_feedback.reply_pairs`) and `judged`
+(`chat_feedback.judged_pairs`).
 """
 
 from __future__ import annotations
@@ -24,22 +25,20 @@ def read_feedback(db: str, *, report: Report) -> Iterator[RawPair]:
     sessions, is a `RejoinderError` naming --db; feedback that makes no pair is counted
     in `report.not_made` under its kind and reason.
     """
-    from functools import partial
-
-    from rejoinder.judging.pairs import judged_pairs
-    from rejoinder.judging.store import JudgeStore
-    from rejoinder.serve.store import SessionStore
+    from rejoinder.data.chat_feedback import judged_pairs, reply_pairs
+    from rejoinder.stores.judgments import JudgeStore
+    from rejoinder.stores.sessions import SessionStore
 
     database, tables = _feedback_database(db)
-    # Each kind of pair, from the store that keeps it (and only where its tables are).
-    sources = []
-    if SESSIONS in tables:
-        sources.append(SessionStore(database).preference_pairs)
-    if RUNS in tables:
-        sources.append(partial(judged_pairs, JudgeStore(database)))
     try:
-        for pairs in sources:
-            yield from pairs(report)
+        # Each kind of pair, from the store that keeps it (and only where its tables are).
+        if SESSIONS in tables:
+            for sid, seq, replies, context in SessionStore(database).feedback_rows():
+                report.count("feedback: bot messages read")
+                yield from reply_pairs(sid, seq, replies, context, report)
+        if RUNS in tables:
+            judges = JudgeStore(database)
+            yield from judged_pairs((judges.export(n) for n in judges.run_names()), report)
     finally:
         database.close()
 

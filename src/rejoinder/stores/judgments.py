@@ -26,7 +26,7 @@ from typing import Any
 
 from rejoinder.db import DEFAULT_DB, Database
 from rejoinder.errors import RejoinderError
-from rejoinder.judging.records import (
+from rejoinder.stores.runs import (
     CHOICES,
     Item,
     JudgeError,

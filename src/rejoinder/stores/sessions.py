@@ -10,7 +10,8 @@ at an assistant message (its `variant`, 0 first): the thumbs up or down, a bette
 the user wrote, and the replies that "regenerate" replaced. The highest variant is the
 current reply, whose text `messages` holds too. A reply gets its row when it is first
 rated or replaced, so sessions from before this table need nothing done to them.
-`preference_pairs` turns these rows into preference pairs for rankers and DPO.
+`feedback_rows` exports them as plain rows, which `data.chat_feedback` pairs for rankers
+and DPO.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from rejoinder.data.pairs import RawPair
-from rejoinder.data.report import Report
 from rejoinder.db import DEFAULT_DB, Database
 
 __all__ = [
@@ -309,19 +308,13 @@ class SessionStore:
             )
         return variant
 
-    def preference_pairs(self, report: Report) -> Iterator[RawPair]:
-        """Preference pairs from the feedback on the bot's replies (source "feedback").
-
-        - `thumbs`: at one message (so one context), each liked reply against each
-          reply disliked, or replaced by regenerating and not liked;
-        - `rewrite`: the better reply a user wrote against the bot's reply it was
-          written for (unless they are the same text).
-
-        The context is the text of the session's messages before the reply, oldest first,
-        empty ones left out; a session's system prompt (its options) is not part of it.
-        Pairs of one session share its id as their group, so they land in one split. A
-        reply with feedback that makes no pair is counted in `report.not_made`, with why.
-        """
+    def feedback_rows(self) -> Iterator[tuple[str, int, list, list[str]]]:
+        """The feedback on the bot's replies, as plain rows for pairing
+        (`data.chat_feedback.reply_pairs`): for each assistant message that has replies
+        rows, (session id, seq, its replies oldest variant first, each with `variant`,
+        `content`, `rating` and `better`, and the context: the text of the session's
+        messages before it, oldest first, empty ones left out). A session's system
+        prompt (its options) is not part of the context."""
         import sqlalchemy as sa
 
         r, m = self.replies.c, self.messages.c
@@ -336,41 +329,5 @@ class SessionStore:
                     sa.select(m.seq, m.content).where(m.session_id == sid).order_by(m.seq)
                 ).all()
                 for seq, replies in groupby(variants, key=lambda v: v.seq):
-                    report.count("feedback: bot messages read")
                     context = [s.content.strip() for s in said if s.seq < seq and s.content.strip()]
-                    yield from _pairs(sid, seq, list(replies), context, report)
-
-
-def _pairs(sid: str, seq: int, replies: list, context: list[str], report: Report):
-    """The pairs of one assistant message's replies (variants, the last the current one)."""
-
-    def pair(kind, chosen, rejected, suffix, chosen_feedback=None, rejected_feedback=None):
-        return RawPair(
-            id=f"{sid}-{seq}-{suffix}-{kind}", kind=kind, group=sid, context=context,
-            chosen=chosen.strip(), rejected=rejected.strip(), chosen_feedback=chosen_feedback,
-            rejected_feedback=rejected_feedback, source="feedback", subreddit=None,
-        )  # fmt: skip
-
-    current = replies[-1].variant
-    liked = [v for v in replies if v.rating == 1]
-    others = [v for v in replies if v.rating == -1 or (v.variant < current and v.rating != 1)]
-    if liked and others:
-        for good in liked:
-            for bad in others:
-                if good.content.strip() == bad.content.strip():
-                    report.not_made("thumbs", "the liked and the other reply are the same text")
-                    continue
-                rejected = None if bad.rating is None else float(bad.rating)
-                suffix = f"{good.variant}-{bad.variant}"
-                yield pair("thumbs", good.content, bad.content, suffix, 1.0, rejected)
-    elif liked:
-        report.not_made("thumbs", "a liked reply with nothing disliked or replaced beside it")
-    elif others:
-        report.not_made("thumbs", "disliked or replaced replies with no liked one beside them")
-    for v in replies:
-        if v.better is None:
-            continue
-        if v.better.strip() == v.content.strip():
-            report.not_made("rewrite", "the better reply is the bot's own")
-            continue
-        yield pair("rewrite", v.better, v.content, str(v.variant))
+                    yield sid, seq, list(replies), context

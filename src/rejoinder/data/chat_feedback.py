@@ -1,0 +1,101 @@
+"""Preference pairs from what people said of replies in a session database: chat users'
+thumbs, better replies and regenerated replies (`reply_pairs`), and turn-mode human
+judgments (`judged_pairs`). Both read the plain rows the stores export
+(`SessionStore.feedback_rows`, `JudgeStore.export`), so this module needs no store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from rejoinder.data.pairs import RawPair
+from rejoinder.data.report import Report
+
+
+def reply_pairs(sid: str, seq: int, replies: list, context: list[str], report: Report):
+    """The pairs of one assistant message's replies (variants, the last the current one),
+    as `SessionStore.feedback_rows` gives them:
+
+    - `thumbs`: at one message (so one context), each liked reply against each reply
+      disliked, or replaced by regenerating and not liked;
+    - `rewrite`: the better reply a user wrote against the bot's reply it was written
+      for (unless they are the same text).
+
+    Pairs of one session share its id as their group, so they land in one split. A reply
+    with feedback that makes no pair is counted in `report.not_made`, with why."""
+
+    def pair(kind, chosen, rejected, suffix, chosen_feedback=None, rejected_feedback=None):
+        return RawPair(
+            id=f"{sid}-{seq}-{suffix}-{kind}", kind=kind, group=sid, context=context,
+            chosen=chosen.strip(), rejected=rejected.strip(), chosen_feedback=chosen_feedback,
+            rejected_feedback=rejected_feedback, source="feedback", subreddit=None,
+        )  # fmt: skip
+
+    current = replies[-1].variant
+    liked = [v for v in replies if v.rating == 1]
+    others = [v for v in replies if v.rating == -1 or (v.variant < current and v.rating != 1)]
+    if liked and others:
+        for good in liked:
+            for bad in others:
+                if good.content.strip() == bad.content.strip():
+                    report.not_made("thumbs", "the liked and the other reply are the same text")
+                    continue
+                rejected = None if bad.rating is None else float(bad.rating)
+                suffix = f"{good.variant}-{bad.variant}"
+                yield pair("thumbs", good.content, bad.content, suffix, 1.0, rejected)
+    elif liked:
+        report.not_made("thumbs", "a liked reply with nothing disliked or replaced beside it")
+    elif others:
+        report.not_made("thumbs", "disliked or replaced replies with no liked one beside them")
+    for v in replies:
+        if v.better is None:
+            continue
+        if v.better.strip() == v.content.strip():
+            report.not_made("rewrite", "the better reply is the bot's own")
+            continue
+        yield pair("rewrite", v.better, v.content, str(v.variant))
+
+
+def judged_pairs(runs, report) -> Iterator[RawPair]:
+    """Turn-mode judgments as preference pairs (kind `judged`), from runs as
+    `JudgeStore.export` gives them ((run, items, judgments) each): per judged item, the
+    reply that won more of the kept judges' decisive votes (every criterion counted)
+    against the other. Items whose votes tie, or are all ties, give none and are counted
+    under the report's skipped reasons; items nobody judged are not feedback and are
+    passed."""
+    for run, items, judgments in runs:
+        name = run["name"]
+        if run["mode"] != "turn":
+            continue
+        votes: dict[str, Counter] = {}
+        for j in judgments:
+            counter = votes.setdefault(j["item"], Counter())
+            counter.update(w for w in j["choices"].values() if w != "tie")
+        for item in items:
+            if item["id"] not in votes:
+                continue
+            counter = votes[item["id"]]
+            if not counter:
+                report.bad("judged: only ties", f"{name}/{item['id']}")
+                continue
+            (best, most), *rest = counter.most_common() + [("", 0)]
+            second = next((n for s, n in rest if s), 0)
+            if most == second:
+                report.bad("judged: votes tied", f"{name}/{item['id']}")
+                continue
+            other = next(s for s in item["pair"] if s != best)
+            chosen, rejected = item["replies"][best], item["replies"][other]
+            if chosen.strip() == rejected.strip():
+                report.bad("judged: identical replies", f"{name}/{item['id']}")
+                continue
+            yield RawPair(
+                id=f"{name}-{item['id']}",
+                kind="judged",
+                group=f"{name}-{item['id']}",
+                context=list(item["context"]),
+                chosen=chosen,
+                rejected=rejected,
+                chosen_feedback=float(most),
+                rejected_feedback=float(second),
+                source="judging",
+            )
