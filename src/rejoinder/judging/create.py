@@ -379,19 +379,12 @@ def _self_chat(system: System, options: CreateOptions, openings: list[str]) -> l
 
 def _session_conversations(system: System, turns: int, rng: random.Random) -> list[list[dict]]:
     """Stored chat sessions: the user is speaker 1, the bot speaker 2 (the one judged)."""
-    import sqlalchemy as sa
-
     from rejoinder.stores.sessions import SessionStore
 
     store = SessionStore(system.spec["sessions"])
     try:
         found = []
-        with store.db.read() as c:
-            ids = c.execute(
-                sa.select(store.sessions.c.id).order_by(store.sessions.c.created)
-            ).scalars()
-            ids = list(ids)
-        for sid in ids:
+        for sid in store.ids():
             said = [m for m in store.get(sid)["messages"] if m["role"] in ("user", "assistant")]
             if len(said) >= 2 and said[0]["role"] == "user":
                 found.append(_labelled([m["content"] for m in said[:turns]]))

@@ -116,6 +116,14 @@ class SessionStore:
         self.db.write(lambda c: c.execute(self.sessions.insert().values(**row)))
         return sid
 
+    def ids(self) -> list[str]:
+        """Every session's id, the oldest first."""
+        import sqlalchemy as sa
+
+        with self.db.read() as c:
+            query = sa.select(self.sessions.c.id).order_by(self.sessions.c.created)
+            return list(c.execute(query).scalars())
+
     def get(self, sid: str) -> dict[str, Any] | None:
         """The session with its whole history, or None when there is no such session.
 
