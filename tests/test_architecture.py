@@ -104,7 +104,7 @@ def test_the_checker_sees_a_cycle():
 
 ORDER = [
     "errors", "version", "options", "progress", "atomic", "db", "stores", "dialogue", "tokenizers",
-    "formats", "padding", "data", "modeling", "generation", "training", "evaluation",
+    "formats", "padding", "data", "modeling", "safety", "generation", "training", "evaluation",
     "export", "chat", "judging", "serve", "quickstart", "rejoinder", "arguments", "cli",
     "__main__",
     "testing",

@@ -95,7 +95,7 @@ class FilterConfig:
         return cls(enabled=enabled, **{k: v for k, v in options.items() if v is not None})
 
 
-def _read_list(path: str, what: str) -> list[str]:
+def read_list(path: str, what: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise RejoinderError(f"{what} file {path} does not exist")
@@ -138,7 +138,7 @@ class Filters:
         self.offensive_phrases: tuple[str, ...] = ()
         if "offensive" in on:
             listed = (
-                _read_list(config.offensive_words, "offensive words")
+                read_list(config.offensive_words, "offensive words")
                 if config.offensive_words
                 else default_offensive_words()
             )
@@ -147,7 +147,7 @@ class Filters:
         self.blocked_subreddits = frozenset()
         if "subreddit" in on and config.subreddit_blocklist:
             self.blocked_subreddits = frozenset(
-                _read_list(config.subreddit_blocklist, "subreddit blocklist")
+                read_list(config.subreddit_blocklist, "subreddit blocklist")
             )
 
     def _targets(self, texts: Sequence[str]) -> Sequence[str]:
