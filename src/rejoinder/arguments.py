@@ -62,7 +62,27 @@ def load_model(args):
         backend=getattr(args, "backend", "torch"),
         compute_type=getattr(args, "compute_type", "int8"),
         rankers=rankers_of(args),
+        safety=safety_of(args),
     )
+
+
+def safety_args(p: argparse.ArgumentParser) -> None:
+    """The safety policy's options (`rejoinder.safety.SafetyConfig`), in a group."""
+    from rejoinder.options import add_options
+    from rejoinder.safety import SafetyConfig
+
+    add_options(p.add_argument_group("safety"), SafetyConfig)
+
+
+def safety_of(args):
+    """The safety settings of a verb that takes them; for one that does not (eval,
+    inspect), the policy is off: what is measured is the model's own replies."""
+    from rejoinder.options import from_args
+    from rejoinder.safety import SafetyConfig
+
+    if not hasattr(args, "safety_threshold"):
+        return SafetyConfig(no_safety=True)
+    return from_args(SafetyConfig, args)
 
 
 def rankers_of(args) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Preference pairs from what people said of replies in a session database: chat users'
-thumbs, better replies and regenerated replies (`reply_pairs`), and turn-mode human
-judgments (`judged_pairs`). Both read the plain rows the stores export
+thumbs, better replies and regenerated replies (`reply_pairs`), replies the safety
+policy stopped (`flagged_pairs`), and turn-mode human judgments (`judged_pairs`). Both read the plain rows the stores export
 (`SessionStore.feedback_rows`, `JudgeStore.export`), so this module needs no store."""
 
 from __future__ import annotations
@@ -54,6 +54,31 @@ def reply_pairs(sid: str, seq: int, replies: list, context: list[str], report: R
             report.not_made("rewrite", "the better reply is the bot's own")
             continue
         yield pair("rewrite", v.better, v.content, str(v.variant))
+
+
+def flagged_pairs(rows, report: Report) -> Iterator[RawPair]:
+    """Replies the safety policy stopped, as pairs (kind `flagged`), from the rows
+    `FlagStore.rows` gives: the reply sent instead against the flagged one, in the same
+    context. A canned reply (finish "content_filter") makes no pair (a model tuned
+    towards one fixed sentence learns nothing good), nor does a flagged user message;
+    both are counted in `report.not_made`."""
+    for row in rows:
+        if row["who"] != "reply":
+            report.not_made("flagged", "a user's message, not a reply")
+            continue
+        if row["answer_finish"] == "content_filter":
+            report.not_made("flagged", "the reply sent instead was a canned one")
+            continue
+        if row["answer"].strip() == row["text"].strip():
+            report.not_made("flagged", "the flagged and the sent reply are the same text")
+            continue
+        group = row["session_id"] or f"flag-{row['id']}"
+        yield RawPair(
+            id=f"{group}-{row['seq']}-flag{row['id']}", kind="flagged", group=group,
+            context=[t for t in row["context"] if t.strip()], chosen=row["answer"].strip(),
+            rejected=row["text"].strip(), chosen_feedback=None,
+            rejected_feedback=-float(row["score"]), source="feedback", subreddit=None,
+        )  # fmt: skip
 
 
 def judged_pairs(runs, report) -> Iterator[RawPair]:

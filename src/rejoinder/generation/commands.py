@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rejoinder.arguments import load_model, model_args
+from rejoinder.arguments import load_model, model_args, safety_args
 
 
 def cmd_score(args) -> int:
@@ -78,6 +78,7 @@ def chat_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (any of them overrides the preset)")
     g.add_argument("--preset", choices=list(PRESETS), help="named settings: " + ", ".join(PRESETS))
     add_options(g, DecodingConfig, override=True)
+    safety_args(p)
     p.add_argument(
         "--set",
         nargs="+",

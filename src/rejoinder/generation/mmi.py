@@ -11,7 +11,8 @@ human_vs_rand and human_vs_machine rankers and cond the weighted mean of updown 
 depth (0.48) and width (-0.5), over those loaded. mmi_temperature 0 picks the best;
 T > 0 samples from softmax(score / T). With the repetition guard on
 (`max_self_overlap`), candidates that repeat one of the bot's earlier turns are left out
-of the pick while any other remains.
+of the pick while any other remains; with the safety policy on (`model.safety`), so are
+candidates it flags, all of a batch's checked in one pass.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Candidate:
     finish_reason: str = STOP
     repeats: float = 0.0
     """Its overlap with the bot's earlier turns (see `replies.overlap`)."""
+    flag: Any = None
+    """What the safety policy flagged in it (a `rejoinder.safety.Flag`), if anything."""
 
 
 @dataclass
@@ -59,9 +62,16 @@ class MMIResult:
 
     @property
     def best(self) -> Reply:
-        """The reply with its tokens and finish reason."""
+        """The reply with its tokens and finish reason, and what the safety policy flagged
+        among the candidates."""
         c = self.candidates[self.chosen]
-        return Reply(self.reply, c.tokens, c.finish_reason)
+        flags = tuple(x.flag for x in self.candidates if x.flag is not None)
+        return Reply(self.reply, c.tokens, c.finish_reason, flags)
+
+    @property
+    def safe(self) -> bool:
+        """Whether the chosen candidate passed the safety policy (True where it is off)."""
+        return self.candidates[self.chosen].flag is None
 
 
 NEEDS_REVERSE = (
@@ -151,9 +161,7 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
     drawn: list[list[Reply]] = []
     for start in range(0, len(histories), per_call):
         seed = None if config.seed is None else config.seed + start
-        drawn += model.reply_batch(
-            histories[start : start + per_call], config=replace(sample, seed=seed)
-        )
+        drawn += model.draw(histories[start : start + per_call], replace(sample, seed=seed))
     return rerank_drawn(model, histories, drawn, config)
 
 
@@ -176,6 +184,9 @@ def rerank_drawn(
         else [NOTHING] * len(pairs)
     )
     ranked = {name: iter(r.score_pairs(pairs)) for name, r in model.rankers.items()}
+    # Every candidate of every context through the safety policy in one batched pass.
+    safety = model.safety
+    flagged = iter(safety.check(pairs) if safety is not None else [None] * len(pairs))
     rng = random.Random(None if config.seed is None else config.seed + 1)
     results = []
     for history, ts, by_text, rs in zip(histories, texts, made, drawn, strict=True):
@@ -191,6 +202,7 @@ def rerank_drawn(
             c.score = combine(c, config, has_reverse)
             c.tokens, c.finish_reason = by_text[t].tokens, by_text[t].finish_reason
             c.repeats = replies.overlap(t, earlier) if earlier else 0.0
+            c.flag = next(flagged)
             candidates.append(c)
         chosen = _pick(candidates, config, rng)
         results.append(MMIResult(candidates[chosen].text, candidates, chosen))
@@ -198,13 +210,18 @@ def rerank_drawn(
 
 
 def _pick(candidates: list[Candidate], config: DecodingConfig, rng: random.Random) -> int:
-    """The chosen candidate: the best, or a draw from softmax(score / T), among those the
+    """The chosen candidate: the best, or a draw from softmax(score / T), among the safe
+    ones (all, when none is safe: the caller draws again), and of those, the ones the
     repetition guard lets through (the least repetitive, when it lets none through)."""
-    allowed = list(range(len(candidates)))
+    allowed = [i for i, c in enumerate(candidates) if c.flag is None] or list(
+        range(len(candidates))
+    )
     if config.max_self_overlap is not None:
-        fewest = min(c.repeats for c in candidates)
-        allowed = [i for i, c in enumerate(candidates) if c.repeats <= config.max_self_overlap]
-        allowed = allowed or [i for i, c in enumerate(candidates) if c.repeats == fewest]
+        fewest = min(candidates[i].repeats for i in allowed)
+        limit = config.max_self_overlap
+        allowed = [i for i in allowed if candidates[i].repeats <= limit] or [
+            i for i in allowed if candidates[i].repeats == fewest
+        ]
     scores = [candidates[i].score for i in allowed]
     if config.mmi_temperature > 0:  # softmax(score / T), shifted so exp never overflows
         top = max(scores)

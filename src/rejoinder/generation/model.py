@@ -19,13 +19,14 @@ from typing import Any
 from rejoinder.dialogue import as_context
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import Encoding
-from rejoinder.generation import mmi, replies, scoring
+from rejoinder.generation import mmi, replies, scoring, screening
 from rejoinder.generation.backends import BACKENDS, Job
 from rejoinder.generation.config import DecodingConfig, decoding_config
 from rejoinder.generation.heads import Heads
-from rejoinder.generation.replies import Finish, Reply
+from rejoinder.generation.replies import Reply
 from rejoinder.generation.streaming import text_stream
 from rejoinder.modeling.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rejoinder.safety import Safety, SafetyConfig
 
 Config = DecodingConfig | None
 """A whole decoding config, or None for a preset and options (see `decoding_config`)."""
@@ -53,6 +54,8 @@ class ConversationModel:
         self._torch: dict[str, Any] = {}
         self.max_positions = checkpoint.max_positions
         self.heads = Heads(checkpoint, checkpoint.width)
+        self.safety: Safety | None = None
+        """The safety policy on users' messages and replies (`use_safety`); None: off."""
 
     @classmethod
     def from_pretrained(
@@ -65,6 +68,7 @@ class ConversationModel:
         backend: str = "torch",
         compute_type: str = "int8",
         rankers: dict[str, str | os.PathLike] | None = None,
+        safety: SafetyConfig | None = None,
     ) -> ConversationModel:
         """Loads a checkpoint directory, or a hub model by name where a hub is reachable.
 
@@ -74,6 +78,8 @@ class ConversationModel:
         combines with it (see `rejoinder.generation.mmi`); they run on torch.
         `backend="ctranslate2"` decodes and scores with CTranslate2 (`compute_type`
         int8 or float32, …), converting the checkpoint once, beside it.
+        `safety` sets the safety policy (`rejoinder.safety`); without it (or where it
+        leaves the policy off), the settings the directory carries apply.
         """
         # With CTranslate2 the torch weights stay unloaded unless something needs them
         # (an extra head, inspect, classify): int8 then takes a fraction of the memory.
@@ -88,7 +94,21 @@ class ConversationModel:
 
             for name, where in rankers.items():
                 model.rankers[name] = Ranker.from_pretrained(where, device=device)
+        model.use_safety(safety, device)
         return model
+
+    @property
+    def carried_safety(self) -> SafetyConfig | None:
+        """The safety settings the checkpoint directory carries (`rejoinder safety DIR`)."""
+        values = self.checkpoint.meta.get("safety")
+        return SafetyConfig.from_dict(values, self.checkpoint.path) if values else None
+
+    def use_safety(self, config: SafetyConfig | None, device: str | None = None) -> None:
+        """Checks users' messages and replies with the safety policy: `config` where it
+        turns the policy on, else the directory's own settings, unless
+        `config.no_safety`. Bad settings fail here, before any reply."""
+        carried = self.carried_safety
+        self.safety = Safety.of(config.over(carried) if config is not None else carried, device)
 
     def use_backend(
         self, backend: str, compute_type: str = "int8", device: str | None = None
@@ -212,17 +232,27 @@ class ConversationModel:
 
     def reply_batch(self, contexts, config: Config = None, *, preset=None, **options) -> list:
         """`generate_batch` with each reply's tokens and finish reason: for each context, a
-        list of `Reply` (num_return_sequences of them; one when reranking)."""
+        list of `Reply` (num_return_sequences of them; one when reranking).
+
+        With the safety policy on (`use_safety`), a flagged user message is refused (or
+        answered as usual), and flagged replies are drawn again or replaced
+        (`generation.screening`); each Reply carries what was flagged on its way."""
         if isinstance(contexts, str) or not isinstance(contexts, Sequence):
             raise RejoinderError("generate_batch takes a list of contexts (each a list of turns)")
         config = decoding_config(preset, config, **options)
         self.check(config)
-        if config.uses_mmi:
-            return [[r.best] for r in mmi.rerank_batch(self, contexts, config)]
         if not contexts:
             return []
-        out = self._drawn(contexts, config)
-        # The repetition guard: refused replies are drawn again, the least repetitive kept.
+        if self.safety is not None:
+            return screening.screened(self, contexts, config)
+        if config.uses_mmi:
+            return [[r.best] for r in mmi.rerank_batch(self, contexts, config)]
+        return self.unscreened(contexts, config)
+
+    def unscreened(self, contexts: Sequence[Any], config: DecodingConfig) -> list[list[Reply]]:
+        """Drawn replies with the repetition guard: refused replies are drawn again (a
+        bounded number of times), the least repetitive kept. No reranking, no safety."""
+        out = self.draw(contexts, config)
         earlier = [replies.bot_turns(c) if config.max_self_overlap else [] for c in contexts]
         for attempt in range(1, config.self_overlap_retries + 1):
             again = [
@@ -233,7 +263,7 @@ class ConversationModel:
             ]
             if not again:
                 break
-            drawn = self._drawn(
+            drawn = self.draw(
                 [contexts[i] for i, _ in again], replies.retry_config(config, attempt)
             )
             for (i, k), [new] in zip(again, drawn, strict=True):
@@ -243,8 +273,8 @@ class ConversationModel:
                     out[i][k] = new
         return out
 
-    def _drawn(self, contexts, config: DecodingConfig) -> list[list[Reply]]:
-        """One batch of replies from the backend, as Replies."""
+    def draw(self, contexts: Sequence[Any], config: DecodingConfig) -> list[list[Reply]]:
+        """One batch of replies from the backend, as Replies: no guard, no reranking."""
         job = self._job(contexts, config)
         return [
             [self.reply_of(ids, config) for ids in per_context]
@@ -286,17 +316,18 @@ class ConversationModel:
         Yields (row, text) as each row's text arrives and (row, Finish) once that row's
         reply is complete (which may be long before the others'): the tokens it
         generated and why it stopped. A reply the repetition guard checks
-        (`max_self_overlap`, where the bot spoke before) comes whole, once checked.
+        (`max_self_overlap`, where the bot spoke before) or the safety policy checks
+        comes whole, once checked.
         """
         config = decoding_config(preset, config, **options)
         if not config.streamable:
             raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
         self.check(config)
-        if any(replies.guarded(config, c) for c in contexts):
+        if self.safety is not None or any(replies.guarded(config, c) for c in contexts):
             for row, [reply] in enumerate(self.reply_batch(contexts, config)):
                 if reply.text:
                     yield row, reply.text
-                yield row, Finish(reply.tokens, reply.finish_reason)
+                yield row, reply.finish
             return
         job = self._job(contexts, config)
         events = self._backend(config.head).stream(job)

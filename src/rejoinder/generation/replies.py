@@ -32,15 +32,25 @@ class Finish:
 
     tokens: int
     reason: str
+    flags: tuple = ()
+    """What the safety policy flagged on the way to this reply (`Reply.flags`)."""
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A reply's text, the tokens generated for it, and why it stopped."""
+    """A reply's text, the tokens generated for it, and why it stopped ("stop",
+    "length", or "content_filter" for the safety policy's canned replies)."""
 
     text: str
     tokens: int
     finish_reason: str
+    flags: tuple = ()
+    """What the safety policy flagged on the way to this reply (`rejoinder.safety.Flag`s):
+    the user's message, and the candidates and draws it refused."""
+
+    @property
+    def finish(self) -> Finish:
+        return Finish(self.tokens, self.finish_reason, self.flags)
 
 
 def finish_of(ids: Sequence[int], stop_ids, stopped_by_text: bool, max_new_tokens: int) -> Finish:

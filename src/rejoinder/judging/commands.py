@@ -116,8 +116,6 @@ def add_judge_verbs(parser: argparse.ArgumentParser) -> None:
             "request_seconds",
             "max_batch",
             "batch_wait_ms",
-            "filter_offensive",
-            "offensive_words",
             "max_message_chars",
         },  # fmt: skip
     )

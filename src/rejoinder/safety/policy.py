@@ -61,7 +61,7 @@ class SafetyConfig:
     """A word list of one's own (a word or phrase a line, # comments), beside the default
     one; may be given more than once."""
     safety_default_words: bool = option(True, flag="--no-default-safety-words")
-    """Use better-profanity's list (off: only --safety-words)."""
+    """Check better-profanity's list too (--no-default-safety-words: only --safety-words)."""
     safety_classifier: str | None = option(None, metavar="DIR")
     """A classifier directory (`train --model.objective classify`, or any Hugging Face
     …ForSequenceClassification model) checked after the word list."""

@@ -21,6 +21,7 @@ from rejoinder.errors import ApiError, error_body
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import Finish
 from rejoinder.judging.api import add_judge_routes
+from rejoinder.safety import SafetyConfig
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
@@ -101,6 +102,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
                 ("steps" if b.scheduler == "continuous" else "generate_calls"): b.batches,
                 "mean_batch": round(b.batched_jobs / b.batches, 2) if b.batches else None,
                 **b.facts(),
+                "safety": await _safety_facts(server),
             },
             200 if ok else 503,
         )
@@ -145,7 +147,12 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        replies = [server.clean(r, rid) for r in await server.replies(context, config)]
+        replies = await server.replies(context, config)
+        seen: set = set()  # the user's message's flag comes with each of n replies
+        for reply in replies:
+            flags = [f for f in reply.flags if f not in seen]
+            seen.update(flags)
+            await server.keep_flags(context, flags, reply.text, reply.finish_reason)
         return {
             "id": rid,
             "object": "chat.completion",
@@ -289,12 +296,17 @@ async def _completion_chunks(server: Server, rid, context, config, n: int, usage
     generated: list[int] = []
 
     async def run(index: int, cfg: DecodingConfig):
+        text = ""
         try:
             async for piece in server.pieces(context, cfg):
                 if isinstance(piece, Finish):
                     generated.append(piece.tokens)
+                    # The user's message's flag comes with each of n replies: kept once.
+                    flags = [f for f in piece.flags if index == 0 or f.who != "user"]
+                    await server.keep_flags(context, flags, text, piece.reason)
                     await events.put(chunk(index, {}, piece.reason))
                 else:
+                    text += piece
                     await events.put(chunk(index, {"content": piece}))
         except ApiError as e:
             await events.put(sse(error_body(e.message, e.kind, e.status)))
@@ -321,6 +333,15 @@ async def _completion_chunks(server: Server, rid, context, config, n: int, usage
     finally:
         for t in tasks:
             t.cancel()
+
+
+async def _safety_facts(server: Server) -> dict[str, Any]:
+    """The safety policy's layers, and what it flagged (every server sharing the database)."""
+    safety = server.model.safety
+    if safety is None:
+        return {"on": False}
+    flagged = await run_in_threadpool(server.store.flags.counts)
+    return {"on": True, "layers": safety.layers, "flagged": flagged}
 
 
 def _single(config: DecodingConfig, seed: int | None = None) -> DecodingConfig:
@@ -351,13 +372,20 @@ def serve(
     backend: str = "torch",
     compute_type: str = "int8",
     rankers: dict[str, str] | None = None,
+    safety: SafetyConfig | None = None,
 ) -> None:
-    """Loads the model(s) and serves them until SIGINT or SIGTERM."""
+    """Loads the model(s) and the safety policy (`safety`, else the model directory's)
+    and serves them until SIGINT or SIGTERM."""
     from rejoinder.generation import ConversationModel
 
     settings = settings or Settings()
     model = ConversationModel.from_pretrained(
-        model_dir, reverse=reverse, backend=backend, compute_type=compute_type, rankers=rankers
+        model_dir,
+        reverse=reverse,
+        backend=backend,
+        compute_type=compute_type,
+        rankers=rankers,
+        safety=safety,
     )
     store = SessionStore(settings.db)
     app = create_app(model, settings, store)

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import Finish, Reply
+from rejoinder.generation.screening import Screen
+from rejoinder.safety import Flag
 
 log = logging.getLogger("rejoinder.serve")
 
@@ -59,6 +61,10 @@ class Job:
     redrawn: list[int] = field(default_factory=list)
     """Continuous: which of them the rows now decoding draw again."""
     attempts: int = 0
+    screen: Screen | None = None
+    """Continuous, with the safety policy: the replies under its check (`Screen`)."""
+    user_flag: Flag | None = None
+    """Continuous: the safety policy's flag on the user's message (answered as usual)."""
 
     def key(self) -> tuple:
         """Jobs with equal keys can share a generate call."""
@@ -73,7 +79,7 @@ class Job:
             for reply in replies:
                 if reply.text:
                     self.send(reply.text)
-                self.send(Finish(reply.tokens, reply.finish_reason))
+                self.send(reply.finish)
             self.send(None)
             return
         self._hand(_set_result, self.future, replies)

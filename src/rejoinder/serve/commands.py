@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rejoinder.arguments import model_args, rankers_of
+from rejoinder.arguments import model_args, rankers_of, safety_args, safety_of
 from rejoinder.errors import RejoinderError
 
 
@@ -20,7 +20,15 @@ def cmd_serve(args) -> int:
             f"serving needs the serve extra ({e.name} is missing): pip install 'rejoinder[serve]'"
         ) from None
     settings = from_args(Settings, args)
-    serve(args.model, args.reverse, settings, args.backend, args.compute_type, rankers_of(args))
+    serve(
+        args.model,
+        args.reverse,
+        settings,
+        args.backend,
+        args.compute_type,
+        rankers_of(args),
+        safety_of(args),
+    )
     return 0
 
 
@@ -30,3 +38,4 @@ def serve_args(p: argparse.ArgumentParser) -> None:
 
     model_args(p)
     add_options(p, Settings)
+    safety_args(p)

@@ -9,7 +9,10 @@ Reranked requests draw their candidates as rows in the shared steps, and the can
 of the requests whose rows finished in one step are scored together
 (`mmi.rerank_drawn`). Where the repetition guard checks a reply (`max_self_overlap`,
 the bot having spoken before), a refused reply is drawn again as new rows, and a
-streamed one is sent whole once it passes.
+streamed one is sent whole once it passes. With the safety policy on (`model.safety`),
+the user messages of the requests taken together are checked in one pass, so are the
+replies of the requests whose rows finished in one step; flagged replies are drawn again
+as new rows (`generation.screening`), and every reply is sent whole once checked.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import replace
 from rejoinder.generation import replies as guard
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import STOP, Finish, Reply
+from rejoinder.generation.screening import Screen, redraw_config, refusals
 from rejoinder.generation.streaming import RowText
+from rejoinder.safety import SafetyError
 from rejoinder.serve.batching import STOP_WORKER, Job, Worker, run_whole
 
 log = logging.getLogger("rejoinder.serve")
@@ -48,6 +53,8 @@ class ContinuousBatcher(Worker):
         self.texts: dict[Job, RowText] = {}
         self.ranking: list[tuple[Job, list[str]]] = []
         """Reranked jobs whose candidates are all drawn, waiting to be scored."""
+        self.checking: list[tuple[Job, list[Reply]]] = []
+        """Jobs whose replies (or redraws) are drawn, waiting for the safety policy."""
 
     @property
     def waiting(self) -> int:
@@ -70,6 +77,7 @@ class ContinuousBatcher(Worker):
         while True:
             idle = not self.decoder.busy
             until = 0.0
+            taken = []
             while True:  # everything queued joins now; an idle worker waits for work
                 try:
                     if idle:
@@ -90,7 +98,8 @@ class ContinuousBatcher(Worker):
                     stopping = True
                     break
                 if not job.cancelled:
-                    self._take(job)
+                    taken.append(job)
+            self._take_all(taken)
             if not self.decoder.busy:
                 if stopping and self.jobs.empty():
                     return
@@ -111,29 +120,62 @@ class ContinuousBatcher(Worker):
                 self._deliver(row, token)
             if self.ranking:
                 self._rerank()
+            if self.checking:
+                self._check()
 
-    def _take(self, job: Job) -> None:
-        """A job's rows go to the decoder; what cannot decode in steps runs now, whole."""
+    def _take_all(self, jobs: list[Job]) -> None:
+        """Jobs into the decoder; with the safety policy, the user messages of those that
+        decode in steps are checked first, together, and flagged ones refused."""
+        safety = self.model.safety
+        stepped = [job for job in jobs if not self._whole(job)]
+        if safety is not None and stepped:
+            try:
+                flags = safety.check_users([job.context for job in stepped])
+            except SafetyError as e:  # fails closed: these requests get the error
+                for job in stepped:
+                    job.fail(e)
+                jobs = [job for job in jobs if job not in stepped]
+                flags = []
+            for job, flag in zip(stepped, flags, strict=False):
+                job.user_flag = flag
+        for job in jobs:
+            if job.user_flag is not None and safety.refuses_users:
+                n = 1 if job.config.uses_mmi else job.config.num_return_sequences
+                job.resolve(refusals(safety, job.user_flag, n))
+            else:
+                self._take(job)
+
+    @staticmethod
+    def _whole(job: Job) -> bool:
+        """Whether a job runs as one generate call rather than rows in steps."""
         from rejoinder.generation.continuous import supports
 
         config = job.config
-        sample = replace(config, mmi_candidates=0, num_return_sequences=1)
         several = config.uses_mmi or config.num_return_sequences > 1
-        if (
-            not supports(sample)
+        return (
+            not supports(replace(config, mmi_candidates=0, num_return_sequences=1))
             or (config.uses_mmi and not config.do_sample)
-            or (several and config.seed is not None)
-        ):
             # A seeded request of several sequences runs whole, as offline: generate
             # draws its rows from one seeded stream, which rows of their own cannot.
+            or (several and config.seed is not None)
+        )
+
+    def _take(self, job: Job) -> None:
+        """A job's rows go to the decoder; what cannot decode in steps runs now, whole
+        (`reply_batch`, which applies the safety policy itself)."""
+        config = job.config
+        sample = replace(config, mmi_candidates=0, num_return_sequences=1)
+        if self._whole(job):
             run_whole(self.model, [job])
             return
         # A reranked job's rows are its candidates; another's, its n replies.
         n = config.mmi_candidates or config.num_return_sequences
         if not self._submit(job, sample, list(range(n)), job.session if n == 1 else None):
             return
-        # A streamed reply the repetition guard checks is sent whole (Job.resolve).
-        if job.stream and not guard.guarded(config, job.context):
+        # A streamed reply the repetition guard or the safety policy checks is sent
+        # whole (Job.resolve).
+        checked = self.model.safety is not None or guard.guarded(config, job.context)
+        if job.stream and not checked:
             self.texts[job] = RowText(self.model.tokenizer, self._stops(config))
 
     def _submit(self, job: Job, config: DecodingConfig, which: list[int], reuse=None) -> bool:
@@ -174,10 +216,19 @@ class ContinuousBatcher(Worker):
         if token is None and all(r.done for r in rows):
             self._close(job)
             got = [self.model.reply_of(r.new, r.config) for r in rows]
-            if job.config.uses_mmi:
+            if job.screen is not None:  # the safety policy's redraws
+                self.checking.append((job, got))
+            elif job.config.uses_mmi:
                 self.ranking.append((job, got))
             elif not self._redraw(job, got):
-                job.resolve(job.drawn)
+                self._final(job)
+
+    def _final(self, job: Job) -> None:
+        """A job's replies are drawn: to the safety policy, or to the client."""
+        if self.model.safety is not None:
+            self.checking.append((job, []))
+        else:
+            job.resolve(job.drawn)
 
     def _redraw(self, job: Job, got: list[Reply]) -> bool:
         """Keeps a job's new replies (the less repetitive where a sequence was drawn again)
@@ -221,7 +272,47 @@ class ContinuousBatcher(Worker):
                     job.fail(e)
                 continue
             for job, result in zip(jobs, results, strict=True):
-                job.resolve([result.best])
+                if self.model.safety is None:
+                    job.resolve([result.best])
+                    continue
+                # The candidates were checked as they were scored.
+                job.screen = Screen.of([result.best], [result.candidates[result.chosen].flag])
+                self._screened(job)
+
+    def _check(self) -> None:
+        """The safety policy on the replies drawn for every waiting job, in one pass: a
+        job's first replies, or the redraws of those it flagged."""
+        safety = self.model.safety
+        waiting, self.checking = self.checking, []
+        drawn = [job.drawn if job.screen is None else got for job, got in waiting]
+        pairs = [
+            (job.context, r.text) for (job, _), rs in zip(waiting, drawn, strict=True) for r in rs
+        ]
+        try:
+            flags = iter(safety.check(pairs))
+        except SafetyError as e:
+            for job, _ in waiting:
+                job.fail(e)
+            return
+        for (job, _), rs in zip(waiting, drawn, strict=True):
+            said = [next(flags) for _ in rs]
+            if job.screen is None:
+                job.screen = Screen.of(rs, said)
+            else:
+                for k, reply, flag in zip(job.redrawn, rs, said, strict=True):
+                    job.screen.offer(k, reply, flag)
+            self._screened(job)
+
+    def _screened(self, job: Job) -> None:
+        """Draws a job's flagged replies again while retries are left, else answers it."""
+        safety, screen = self.model.safety, job.screen
+        pending = screen.pending()
+        if pending and screen.attempts < safety.config.safety_retries:
+            screen.attempts += 1
+            job.redrawn = pending
+            self._submit(job, redraw_config(job.config, screen.attempts), pending)
+            return
+        job.resolve(screen.final(safety, job.user_flag))
 
     def _stream(self, job: Job, row, token: int | None) -> None:
         text = self.texts[job]

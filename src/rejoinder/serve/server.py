@@ -23,13 +23,12 @@ from rejoinder.errors import ApiError, RejoinderError
 from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.options import option
+from rejoinder.safety import SafetyError
 from rejoinder.serve.batching import Batcher, Worker
 from rejoinder.serve.continuous import ContinuousBatcher
 from rejoinder.stores.sessions import SessionStore
 
 log = logging.getLogger("rejoinder.serve")
-
-REFUSAL = "Sorry, I'd rather not say that."
 
 
 @dataclass
@@ -81,11 +80,6 @@ class Settings:
     """The repetition guard of requests that do not set it: a reply whose word trigrams
     are, for more than this share, those of one of the bot's earlier turns is drawn
     again (or loses to another candidate); 0: off."""
-    filter_offensive: bool = False
-    """Replace replies that hold a blocklisted word by a refusal (logged)."""
-    offensive_words: str | None = option(None, metavar="FILE")
-    """The blocklist for --filter-offensive, which it implies (default: better-profanity's
-    list, as the data filters use)."""
     cors_origins: list[str] = option(default_factory=list, flag="--cors-origin", metavar="URL")
     """A web origin allowed to call the API."""
     shutdown_seconds: float = option(30.0, flag="--shutdown-timeout")
@@ -95,7 +89,6 @@ class Settings:
         if self.preset not in PRESETS:
             raise RejoinderError(f"--preset {self.preset}: presets are {', '.join(PRESETS)}")
         self.api_key = self.api_key or os.environ.get("REJOINDER_API_KEY") or None
-        self.filter_offensive = self.filter_offensive or bool(self.offensive_words)
         if self.max_self_overlap is not None and not 0 <= self.max_self_overlap <= 1:
             raise RejoinderError(
                 f"--max-self-overlap {self.max_self_overlap}: use a share in [0, 1] (0: off)"
@@ -104,21 +97,6 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_kb * 1024)
-
-
-class OffensiveFilter:
-    """Replaces replies that contain a blocklisted word, as the data filters judge them."""
-
-    def __init__(self, words_file: str | None):
-        from rejoinder.data.filters import FilterConfig, Filters
-
-        self.filters = Filters(FilterConfig(enabled=("offensive",), offensive_words=words_file))
-
-    def __call__(self, reply: str, where: str) -> str:
-        if self.filters.offensive(reply):
-            log.warning("offensive reply replaced by a refusal (%s)", where)
-            return REFUSAL
-        return reply
 
 
 def make_batcher(model, settings: Settings) -> Worker:
@@ -177,15 +155,17 @@ def check_messages(said) -> None:
         raise ApiError(422, "messages holds no user or assistant message; add the user's message")
 
 
+def unavailable(e: SafetyError) -> ApiError:
+    """The safety classifier failed: the reply is withheld (the policy fails closed)."""
+    return ApiError(503, str(e), "safety_unavailable")
+
+
 class Server:
     """What the routes share: the model, its batcher, the session store, the settings."""
 
     def __init__(self, model, settings: Settings, store: SessionStore):
         self.model, self.settings, self.store = model, settings, store
         self.batcher = make_batcher(model, settings)
-        self.filter = (
-            OffensiveFilter(settings.offensive_words) if settings.filter_offensive else None
-        )
         self.name = settings.model_name or Path(str(model.checkpoint.path)).name
         self.created = int(time.time())
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -259,14 +239,6 @@ class Server:
 
     # -- replies -------------------------------------------------------------------
 
-    def clean(self, reply: Reply, where: str) -> Reply:
-        """The reply, or a refusal in its place when the offensive filter catches it (the
-        tokens generated stay counted)."""
-        if self.filter is None:
-            return reply
-        text = self.filter(reply.text, where)
-        return reply if text == reply.text else Reply(text, reply.tokens, reply.finish_reason)
-
     async def replies(
         self, context: list[Turn], config: DecodingConfig, session: str | None = None
     ) -> list[Reply]:
@@ -281,6 +253,8 @@ class Server:
                 "(rejoinder serve --request-timeout)",
                 "timeout",
             ) from None
+        except SafetyError as e:
+            raise unavailable(e) from None
         except RejoinderError as e:
             raise ApiError(422, str(e)) from None
 
@@ -290,13 +264,13 @@ class Server:
         """The reply in pieces, then its Finish: streamed where it can be, else whole, as
         one piece.
 
-        With the offensive filter on, the reply is checked whole before any of it is sent.
+        With the safety policy on, the reply is checked whole before any of it is sent.
         """
-        if not config.streamable or self.filter is not None:
-            reply = self.clean((await self.replies(context, config, session))[0], "stream")
+        if not config.streamable or self.model.safety is not None:
+            reply = (await self.replies(context, config, session))[0]
             if reply.text:
                 yield reply.text
-            yield Finish(reply.tokens, reply.finish_reason)
+            yield reply.finish
             return
         deadline = time.monotonic() + self.settings.request_seconds
         try:
@@ -304,8 +278,33 @@ class Server:
                 yield piece
                 if time.monotonic() > deadline:
                     raise ApiError(504, "the reply ran over the time limit", "timeout")
+        except SafetyError as e:
+            raise unavailable(e) from None
         except RejoinderError as e:
             raise ApiError(422, str(e)) from None
+
+    async def keep_flags(
+        self,
+        context: list[Turn],
+        flags,
+        text: str,
+        finish: str,
+        sid: str | None = None,
+        seqs: dict[str, int] | None = None,
+    ) -> None:
+        """Stores what the safety policy flagged on the way to a reply (`text`, sent, and
+        why it ended), with the session's message seqs where there is a session, and
+        logs it."""
+        if not flags:
+            return
+        said = [t.text for t in context if t.speaker not in (PERSONA, *SYSTEM_ROLES)]
+        for flag in flags:
+            log.warning(
+                "safety: a %s flagged by %s (%s, %.2f)%s",
+                "user's message" if flag.who == "user" else "reply",
+                flag.layer, flag.label, flag.score, f" in session {sid}" if sid else "",
+            )  # fmt: skip
+        await asyncio.to_thread(self.store.flags.add, flags, said, text, finish, sid, seqs)
 
     def usage(self, context: list[Turn], config: DecodingConfig, generated: list[int]) -> dict:
         """OpenAI's usage: the prompt's tokens as the model saw it, and the tokens the

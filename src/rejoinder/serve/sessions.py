@@ -105,10 +105,18 @@ async def session_reply(server: Server, sid: str, config, content: str | None = 
     async with server.lock(sid):  # one reply at a time per session
         session = await session_or_404(server, sid, "session {sid!r} was deleted")
         context, seq = context_of(server, session, content)
-        replies = await server.replies(context, config, sid)
-        reply = server.clean(replies[0], f"session {sid}")
+        reply = (await server.replies(context, config, sid))[0]
         usage = server.usage(context, config, [reply.tokens])
-        return await stored(server, session, content, seq, reply, usage)
+        done = await stored(server, session, content, seq, reply, usage)
+        await keep_flags(server, context, reply, done)
+        return done
+
+
+async def keep_flags(server: Server, context, reply: Reply, done: dict) -> None:
+    """Stores what the safety policy flagged on the way to a stored reply: the user's
+    message at the seq before the reply's (the message it answers), drafts at its own."""
+    seqs = {"user": done["seq"] - 1, "reply": done["seq"]}
+    await server.keep_flags(context, reply.flags, reply.text, reply.finish_reason, done["id"], seqs)
 
 
 async def session_events(server: Server, sid: str, config, content: str | None = None):
@@ -125,9 +133,10 @@ async def session_events(server: Server, sid: str, config, content: str | None =
                     continue
                 text += piece
                 yield sse({"delta": piece})
-            reply = Reply(text.strip(), finish.tokens, finish.reason)
+            reply = Reply(text.strip(), finish.tokens, finish.reason, finish.flags)
             usage = server.usage(context, config, [reply.tokens])
             done = await stored(server, session, content, seq, reply, usage)
+            await keep_flags(server, context, reply, done)
         except ApiError as e:
             yield sse(error_body(e.message, e.kind, e.status))
             return

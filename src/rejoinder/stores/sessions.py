@@ -24,6 +24,7 @@ from itertools import groupby
 from typing import Any
 
 from rejoinder.db import DEFAULT_DB, Database
+from rejoinder.stores.flags import FlagStore
 
 __all__ = [
     "DEFAULT_DB",
@@ -102,6 +103,7 @@ class SessionStore:
             sa.Column("better", sa.Text, nullable=True),
             sa.Column("rated", sa.Float, nullable=True),
         )
+        self.flags = FlagStore(self.db)
         self.db.create_tables()
 
     def close(self) -> None:
@@ -129,7 +131,8 @@ class SessionStore:
 
         Each message has its `seq`; the bot's replies also their `rating` ("up", "down"
         or None), the user's `better` reply (or None) and the `earlier` replies that
-        regenerating replaced, oldest first.
+        regenerating replaced, oldest first. A message the safety policy flagged (a
+        user's), or whose drafts it stopped (a reply's), has them in `flagged`.
         """
         import sqlalchemy as sa
 
@@ -138,6 +141,13 @@ class SessionStore:
             if row is None:
                 return None
             messages = self._messages(c, sid)
+            flagged = self.flags.of_session(c, sid)
+        by_seq: dict[int, list] = {}
+        for flag in flagged:
+            by_seq.setdefault(flag.pop("seq"), []).append(flag)
+        for message in messages:
+            if message["seq"] in by_seq:
+                message["flagged"] = by_seq[message["seq"]]
         return {
             "id": row.id,
             "created": row.created,
@@ -216,6 +226,7 @@ class SessionStore:
 
     def delete(self, sid: str) -> bool:
         def work(c):
+            self.flags.delete_session(c, sid)
             c.execute(self.replies.delete().where(self.replies.c.session_id == sid))
             c.execute(self.messages.delete().where(self.messages.c.session_id == sid))
             return c.execute(self.sessions.delete().where(self.sessions.c.id == sid)).rowcount

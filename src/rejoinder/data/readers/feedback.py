@@ -4,7 +4,8 @@ The chat page and the session API keep thumbs up and down, better replies users 
 and the replies that "regenerate" replaced, in the session database
 (`stores.sessions`). Human-evaluation runs (`rejoinder judge`) keep their judgments
 there too (`stores.judgments`). This reader opens that database and pairs the rows the
-stores export: `thumbs` and `rewrite` (`data.chat_feedback.reply_pairs`) and `judged`
+stores export: `thumbs` and `rewrite` (`data.chat_feedback.reply_pairs`), `flagged`
+(replies the safety policy stopped, `chat_feedback.flagged_pairs`) and `judged`
 (`chat_feedback.judged_pairs`).
 """
 
@@ -25,7 +26,7 @@ def read_feedback(db: str, *, report: Report) -> Iterator[RawPair]:
     sessions, is a `RejoinderError` naming --db; feedback that makes no pair is counted
     in `report.not_made` under its kind and reason.
     """
-    from rejoinder.data.chat_feedback import judged_pairs, reply_pairs
+    from rejoinder.data.chat_feedback import flagged_pairs, judged_pairs, reply_pairs
     from rejoinder.stores.judgments import JudgeStore
     from rejoinder.stores.sessions import SessionStore
 
@@ -33,9 +34,12 @@ def read_feedback(db: str, *, report: Report) -> Iterator[RawPair]:
     try:
         # Each kind of pair, from the store that keeps it (and only where its tables are).
         if SESSIONS in tables:
-            for sid, seq, replies, context in SessionStore(database).feedback_rows():
+            sessions = SessionStore(database)
+            for sid, seq, replies, context in sessions.feedback_rows():
                 report.count("feedback: bot messages read")
                 yield from reply_pairs(sid, seq, replies, context, report)
+            if FLAGS in tables:
+                yield from flagged_pairs(sessions.flags.rows(), report)
         if RUNS in tables:
             judges = JudgeStore(database)
             yield from judged_pairs((judges.export(n) for n in judges.run_names()), report)
@@ -43,7 +47,7 @@ def read_feedback(db: str, *, report: Report) -> Iterator[RawPair]:
         database.close()
 
 
-SESSIONS, RUNS = "rejoinder_sessions", "rejoinder_judge_runs"
+SESSIONS, RUNS, FLAGS = "rejoinder_sessions", "rejoinder_judge_runs", "rejoinder_flags"
 
 
 def _feedback_database(url: str):
