@@ -19,7 +19,14 @@ from collections.abc import Callable
 
 from rejoinder.arguments import quiet_libraries
 from rejoinder.errors import RejoinderError
-from rejoinder.evaluation.commands import cmd_eval, cmd_eval_ranker, eval_args, eval_ranker_args
+from rejoinder.evaluation.commands import (
+    cmd_eval,
+    cmd_eval_ranker,
+    cmd_eval_safety,
+    eval_args,
+    eval_ranker_args,
+    eval_safety_args,
+)
 from rejoinder.export.commands import cmd_export, export_args
 from rejoinder.generation.commands import (
     chat_args,
@@ -41,6 +48,7 @@ from rejoinder.modeling.commands import (
     init_args,
     rank_args,
 )
+from rejoinder.safety.commands import cmd_safety, safety_verb_args
 from rejoinder.serve.commands import cmd_serve, serve_args
 
 
@@ -73,7 +81,9 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]]
     "rank": (cmd_rank, rank_args),
     "import-dialogrpt": (cmd_import_dialogrpt, import_dialogrpt_args),
     "eval-ranker": (cmd_eval_ranker, eval_ranker_args),
+    "eval-safety": (cmd_eval_safety, eval_safety_args),
     "chat": (cmd_chat, chat_args),
+    "safety": (cmd_safety, safety_verb_args),
     "serve": (cmd_serve, serve_args),
     "judge": "Human evaluation: pairwise judging runs, the judging page, their report.",
 }

@@ -97,3 +97,79 @@ def eval_ranker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="evaluate on at most this many pairs")
     p.add_argument("--out", required=True, metavar="REPORT", help="report directory to write")
     p.add_argument("--force", action="store_true", help="replace REPORT if it exists")
+
+
+def cmd_eval_safety(args) -> int:
+    """Precision, recall and false positives of a safety policy's layers on labelled texts.
+
+    The word list alone, the classifier alone and both (the policy) side by side, with
+    95% intervals, the classifier's threshold curve, and the texts each gets wrong."""
+    from rejoinder.atomic import check_out
+    from rejoinder.evaluation.safety_report import (
+        best_lines,
+        evaluate_safety,
+        plural,
+        table,
+        write_safety_report,
+    )
+
+    out = check_out(args.out, args.force)
+    if args.examples < 0:
+        raise RejoinderError(f"--examples {args.examples}: use 0 or more")
+    result = evaluate_safety(
+        args.policy,
+        args.data,
+        args.split,
+        args.examples,
+        args.device,
+        words=args.safety_words,
+        default_words=False if not args.safety_default_words else None,
+        unsafe_labels=args.safety_unsafe_labels,
+        threshold=args.threshold,
+    )
+    bad = result["data"]["bad_lines"]
+    if bad["count"]:
+        skipped, first = plural(bad["count"], "bad line"), "; line ".join(bad["lines"])
+        print(f"skipped {skipped} of {args.data} (line {first})", file=sys.stderr)
+    write_safety_report(result, out, force=args.force)
+    print(f"{result['texts']} texts, {result['unsafe']} unsafe; threshold {result['threshold']:g}")
+    print(table(result))
+    for line in best_lines(result):
+        print(line)
+    plot = " and threshold.png" if (out / "threshold.png").exists() else ""
+    print(f"wrote {out}/report.md, metrics.json{plot}", file=sys.stderr)
+    return 0
+
+
+def eval_safety_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.options import add_options
+    from rejoinder.safety import SafetyConfig
+
+    p.add_argument(
+        "policy",
+        metavar="CLASSIFIER_OR_POLICY",
+        help="a classifier directory (with the default word list), a model directory whose "
+        'rejoinder.json carries "safety" settings, or a JSON file of safety settings',
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="LABELS",
+        help='a JSONL file of {"context": [...], "text", "label"} lines, or a labels dataset '
+        "(`data build labels`)",
+    )
+    p.add_argument("--split", help="the split of a labels dataset to evaluate on (test)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="flag texts whose unsafe probability is above this (default: the policy's, 0.5)",
+    )
+    p.add_argument(
+        "--examples", type=int, default=10, help="false positives and misses listed, each (10)"
+    )
+    p.add_argument("--device", help="the classifier's device (default: cuda where there is one)")
+    p.add_argument("--out", required=True, metavar="REPORT", help="report directory to write")
+    p.add_argument("--force", action="store_true", help="replace REPORT if it exists")
+    keep = {"safety_words", "safety_default_words", "safety_unsafe_labels"}
+    skip = {f for f in SafetyConfig.__dataclass_fields__ if f not in keep}
+    add_options(p.add_argument_group("word list and labels"), SafetyConfig, skip=skip)
