@@ -102,40 +102,21 @@ def score(safety, items: Sequence[Labelled], batch: int = 256) -> list[Scored]:
     """Each text through the word list and, where the policy has one, the classifier:
     one classifier pass gives the policy's unsafe score and each label's probability."""
     classifier = safety.classifier
-    if classifier is not None:
-        safety.classifier = kept = _Kept(classifier)
     rows: list[Scored] = []
-    try:
-        with Progress("checking", total=len(items), unit="texts") as progress:
-            for start in range(0, len(items), batch):
-                chunk = items[start : start + batch]
-                scores, tops = [None] * len(chunk), [None] * len(chunk)
-                if classifier is not None:
-                    pairs = [(list(x.context), x.text) for x in chunk]
-                    scores = [s for s, _ in safety.scores(pairs)]
-                    tops = [classifier.labels[p.index(max(p))] for p in kept.last]
-                for x, s, top in zip(chunk, scores, tops, strict=True):
-                    word = safety.words.match(x.text)
-                    context = tuple(t.text for t in x.context)
-                    rows.append(Scored(x.label, word, s, top, x.text, context))
-                progress.update(len(rows))
-    finally:
-        safety.classifier = classifier
+    with Progress("checking", total=len(items), unit="texts") as progress:
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            scores, tops = [None] * len(chunk), [None] * len(chunk)
+            if classifier is not None:
+                scored = safety.scored([(list(x.context), x.text) for x in chunk])
+                scores = [s for s, _, _ in scored]
+                tops = [classifier.labels[p.index(max(p))] for _, _, p in scored]
+            for x, s, top in zip(chunk, scores, tops, strict=True):
+                word = safety.words.match(x.text)
+                context = tuple(t.text for t in x.context)
+                rows.append(Scored(x.label, word, s, top, x.text, context))
+            progress.update(len(rows))
     return rows
-
-
-class _Kept:
-    """A classifier that keeps the probabilities of its last pass."""
-
-    def __init__(self, classifier):
-        self.inner, self.last = classifier, []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def probabilities(self, pairs, *args, **kwargs):
-        self.last = self.inner.probabilities(pairs, *args, **kwargs)
-        return self.last
 
 
 def evaluate_safety(

@@ -181,8 +181,13 @@ class Safety:
     def scores(self, pairs: Sequence[tuple[Any, str]]) -> list[tuple[float, str]]:
         """The classifier's probability that each (context, text) is unsafe, and its
         likeliest unsafe label: one batched pass. A failure is a SafetyError (logged)."""
+        return [(score, label) for score, label, _ in self.scored(pairs)]
+
+    def scored(self, pairs: Sequence[tuple[Any, str]]) -> list[tuple[float, str, list[float]]]:
+        """`scores`, with each label's probability beside them (what `eval-safety`
+        reports per class), from the same pass; (0, "", []) each without a classifier."""
         if self.classifier is None:
-            return [(0.0, "")] * len(pairs)
+            return [(0.0, "", [])] * len(pairs)
         try:
             probs = self.classifier.probabilities(pairs)
         except Exception as e:
@@ -196,11 +201,11 @@ class Safety:
         out = []
         for p in probs:
             if not self.unsafe:  # one output, its label safe: unsafe is the rest
-                out.append((1.0 - p[0], f"not {labels[0]}"))
+                out.append((1.0 - p[0], f"not {labels[0]}", p))
                 continue
             top = max(self.unsafe, key=p.__getitem__)
             score = sum(p[i] for i in self.unsafe) if exclusive else p[top]
-            out.append((min(1.0, score), labels[top]))
+            out.append((min(1.0, score), labels[top], p))
         return out
 
     def check(self, pairs: Sequence[tuple[Any, str]], who: str = REPLY) -> list[Flag | None]:
