@@ -179,3 +179,15 @@ def test_a_model_directory_carries_its_settings(tmp_path, repeater_dir, words):
     # Settings that do not load are refused before they are written.
     assert main(["safety", str(model), "--safety-classifier", str(tmp_path / "no")]) == 2
     assert json.loads((model / "rejoinder.json").read_text()) == meta
+
+
+def test_a_chat_keeps_what_was_flagged(repeater):
+    from rejoinder.chat import ChatSession
+
+    chat = ChatSession(repeater, **GREEDY)
+    assert chat.send("what a bad idea") == REFUSAL
+    said = chat.send("tell me about pets")
+    assert "dog" not in said.lower().split()  # the greedy "dog dog …" was stopped
+    assert [(f.who, f.label) for f in chat.flagged] == [("user", "bad idea"), ("reply", "dog")]
+    lines, _ = chat.command("/flagged")
+    assert lines[0] == "user (words: bad idea, 1.00) >> what a bad idea"

@@ -19,6 +19,7 @@ HELP = """commands:
   /history          show the conversation so far
   /set key=value    set a decoding option, e.g. /set do_sample=true top_p=0.9
   /set              show the decoding options
+  /flagged          what the safety policy stopped in this chat
   /help             this text
   /quit or quit     leave (Ctrl-D and Ctrl-C too)"""
 
@@ -29,7 +30,9 @@ class ChatSession:
     The whole history is kept; the model sees the most recent turns that fit its
     context (the format truncates them), always with the system prompt and persona.
     Replies that repeat one of the bot's earlier turns are drawn again
-    (`max_self_overlap`, SELF_OVERLAP unless the options say otherwise).
+    (`max_self_overlap`, SELF_OVERLAP unless the options say otherwise). With the model's
+    safety policy on, what it flagged (the user's messages, the replies it stopped) is
+    kept in `flagged`.
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class ChatSession:
         self.model = model
         self.options: dict[str, Any] = dict(options)
         self.history: list[Turn] = []
+        self.flagged: list = []
+        """What the safety policy flagged in this chat (`rejoinder.safety.Flag`s)."""
         self.preamble = [
             Turn(text.strip(), speaker=role)
             for role, text in ((SYSTEM, system), (PERSONA, persona))
@@ -70,12 +75,13 @@ class ChatSession:
         config = self.config()
         self.history.append(Turn(text, speaker=USER))
         try:
-            reply = self.model.generate(self.context, config)
+            # Several return sequences: the first continues the chat.
+            made = self.model.reply_batch([self.context], config)[0][0]
         except Exception:
             self.history.pop()  # a failed reply leaves the conversation as it was
             raise
-        if isinstance(reply, list):  # several return sequences: the first continues the chat
-            reply = reply[0]
+        self.flagged += made.flags
+        reply = made.text
         if reply.strip():
             self.history.append(Turn(reply, speaker=ASSISTANT))
         return reply
@@ -91,9 +97,12 @@ class ChatSession:
         self.history.append(Turn(text, speaker=USER))
         pieces = []
         try:
-            for piece in self.model.stream(self.context, config):
-                pieces.append(piece)
-                yield piece
+            for _, piece in self.model.stream_batch([self.context], config):
+                if isinstance(piece, str):
+                    pieces.append(piece)
+                    yield piece
+                else:  # the Finish: what the safety policy flagged on the way
+                    self.flagged += piece.flags
         except BaseException:
             self.history.pop()
             raise
@@ -137,6 +146,11 @@ class ChatSession:
         if name == "/set":
             opts = self.set_options(rest) if rest.strip() else self.options
             return [json.dumps(opts, sort_keys=True)], False
+        if name == "/flagged":
+            shown = [
+                f"{f.who} ({f.layer}: {f.label}, {f.score:.2f}) >> {f.text}" for f in self.flagged
+            ]
+            return shown or ["(nothing flagged)"], False
         if name == "/help":
             return HELP.splitlines(), False
         raise RejoinderError(f"unknown command {name!r}; /help lists the commands")
