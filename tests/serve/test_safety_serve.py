@@ -29,8 +29,10 @@ def policy(words, **settings):
 
 
 @pytest.fixture(scope="module")
-def barker(barker_dir, words):
-    return ConversationModel.from_pretrained(barker_dir, device="cpu", safety=policy(words))
+def barker(barker_dir, reverse_dir, words):
+    return ConversationModel.from_pretrained(
+        barker_dir, reverse=reverse_dir, device="cpu", safety=policy(words)
+    )
 
 
 def said(server, body: dict, stream: bool) -> tuple[str, str]:
@@ -51,7 +53,8 @@ def said(server, body: dict, stream: bool) -> tuple[str, str]:
 @pytest.mark.parametrize("scheduler", ["continuous", "gather"])
 def test_a_model_that_only_says_a_flagged_word_never_gets_it_to_a_client(start, barker, scheduler):
     server = start(barker, scheduler=scheduler, batch_wait_ms=5)
-    for body in ({}, {"temperature": 0}, {"n": 2, "seed": 1}, {"seed": 5}):
+    mmi = {"rejoinder": {"mmi": True, "mmi_candidates": 4}}
+    for body in ({}, {"temperature": 0}, {"n": 2, "seed": 1}, {"seed": 5}, mmi):
         for stream in (False, True):
             text, finish = said(server, body, stream)
             assert WORD not in text.lower()
@@ -75,9 +78,9 @@ def test_a_model_that_only_says_a_flagged_word_never_gets_it_to_a_client(start, 
         )  # fmt: skip
     health = httpx.get(f"{server.url}/health").json()["safety"]
     assert health["on"] and health["layers"] == ["words"]
-    # Each of the 10 requests above stored its flagged draft (equal drafts of one reply
+    # Each of the 12 requests above stored its flagged draft (equal drafts of one reply
     # are one flag).
-    assert health["flagged"]["reply"]["words"] >= 10 and not health["flagged"]["user"]
+    assert health["flagged"]["reply"]["words"] >= 12 and not health["flagged"]["user"]
 
 
 @pytest.mark.parametrize("scheduler", ["continuous", "gather"])
