@@ -139,9 +139,95 @@ def repeater_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def barker_dir(tmp_path_factory):
+    """A tiny dialogpt checkpoint that says REPEATED whatever it samples: that token's
+    logit is 50 above every other's for any context (the safety tests' model that only
+    says a flagged word)."""
+    import torch
+
+    from rejoinder.generation import ConversationModel
+    from rejoinder.modeling import init_checkpoint
+
+    out = init_checkpoint(tmp_path_factory.mktemp("barker") / "barker", size="tiny")
+    bot = ConversationModel.from_pretrained(out, device="cpu")
+    word = bot.tokenizer(REPEATED).input_ids[0]
+    with torch.no_grad():
+        for p in bot.model.parameters():
+            p.zero_()
+        bot.model.transformer.ln_f.bias[0] = 1.0
+        bot.model.transformer.wte.weight[word, 0] = 50.0
+    bot.save_pretrained(out, overwrite=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def reverse_dir(make_checkpoint):
     """A tiny random backward model (its format reverses the turns)."""
     return make_checkpoint("dialogpt", reverse=True)
+
+
+# -- a safety classifier -------------------------------------------------------------------
+
+SAFETY_CUE = "zorblat"
+"""The made-up word that makes a text unsafe to the `safety_classifier` (and nothing else
+does: no word list knows it)."""
+
+_FILLER = ["the", "a", "my", "your", "this", "some", "we", "they", "it", "today", "weather",
+           "movie", "pizza", "music", "rain", "work", "city", "book", "game", "coffee", "beach",
+           "dog", "train", "garden", "winter", "friends", "dinner", "lunch", "morning", "night",
+           "really", "very", "quite", "nice", "good", "fine", "busy", "late", "early", "home",
+           "school", "park", "shop", "road"]  # fmt: skip
+_ASKED = ["How was your day?", "What do you think?", "Tell me more.", "Hi there!", "And then?"]
+
+
+def safety_lines(n: int, seed: int, cue: str = SAFETY_CUE) -> list[dict]:
+    """`n` labelled texts (`data build labels` lines), every other one unsafe: filler
+    words in a random order, the unsafe ones with `cue` somewhere among them; half have
+    a context turn. Seeds other than the classifier's (0) give texts it never saw."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = rng.choices(_FILLER, k=rng.randint(3, 8))
+        unsafe = i % 2 == 1
+        if unsafe:
+            words.insert(rng.randrange(len(words) + 1), cue)
+        context = [rng.choice(_ASKED)] if rng.random() < 0.5 else []
+        label = "unsafe" if unsafe else "safe"
+        out.append({"context": context, "text": " ".join(words), "label": label})
+    return out
+
+
+def train_safety_classifier(root, steps: int = 30):
+    """A tiny classifier (labels safe, unsafe) trained on `safety_lines` through the
+    command line (`data build labels`, `train --model.objective classify`); returns its
+    directory, root/classifier (the dataset is root/labels)."""
+    import json
+
+    from rejoinder.cli import main
+
+    src = root / "labels.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in safety_lines(400, 0)))
+    argv = ["data", "build", "labels", str(src), "--out", str(root / "labels"), "--valid",
+            "0", "--test", "0"]  # fmt: skip
+    assert main(argv) == 0
+    argv = ["train", "--data.path", str(root / "labels"), "--data.batch_tokens", "1024",
+            "--data.val_split", "none", "--model.init", "tiny", "--model.objective",
+            "classify", "--model.max_tokens", "48", "--model.lr", "3e-3",
+            "--model.warmup_steps", "2", "--model.dropout", "0.0", "--trainer.max_steps",
+            str(steps), "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--checkpoint_every", "1000",
+            "--out", str(root / "classifier")]  # fmt: skip
+    assert main(argv) == 0
+    return root / "classifier"
+
+
+@pytest.fixture(scope="session")
+def safety_classifier(tmp_path_factory):
+    """A trained tiny classifier directory (`"classifies": true`, labels safe and unsafe)
+    that flags texts holding SAFETY_CUE; once per worker."""
+    return train_safety_classifier(tmp_path_factory.mktemp("safety"))
 
 
 # -- the gpu marker ----------------------------------------------------------------------

@@ -465,8 +465,10 @@ def test_registry_names_every_reader():
         "chatterbot",
         "pairs",
         "feedback",
+        "labels",
     }
     assert [name for name, kind in SOURCES.items() if kind.pairs] == ["pairs", "feedback"]
+    assert [name for name, kind in SOURCES.items() if kind.labels] == ["labels"]
     assert all(callable(f) for f in readers.values())
 
 

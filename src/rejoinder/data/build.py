@@ -1,5 +1,5 @@
-"""`rejoinder data build`: sources -> filtered dialogues (or preference pairs) ->
-DIR/{train,valid,test}/*.parquet + DIR/manifest.json.
+"""`rejoinder data build`: sources -> filtered dialogues (or preference pairs, or
+labelled texts) -> DIR/{train,valid,test}/*.parquet + DIR/manifest.json.
 
 The dataset appears complete or not at all: the engine writes it into a temporary
 directory that is renamed to the output only when the build succeeds, and its work
@@ -18,16 +18,22 @@ from typing import Any
 from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.data.config import BuildConfig, Source
 from rejoinder.data.engines import engine
+from rejoinder.data.filters import LoadScorer
 from rejoinder.data.records import SPLITS
 from rejoinder.data.report import Report
+from rejoinder.data.stages import classifier_pass
 
 __all__ = ["BuildConfig", "Source", "build", "summary"]
 
 
-def build(config: BuildConfig) -> dict[str, Any]:
-    """Builds the dataset; returns the manifest (also written to OUT/manifest.json)."""
+def build(config: BuildConfig, load_classifier: LoadScorer | None = None) -> dict[str, Any]:
+    """Builds the dataset; returns the manifest (also written to OUT/manifest.json).
+
+    `load_classifier` loads the offensive filter's `--offensive-classifier` (see
+    `filters.LoadScorer`; the command line passes `commands.offensive_scorer`)."""
     out = check_out(config.out, config.force)
     run = engine(config.engine)
+    classifier = classifier_pass(config, load_classifier)  # bad settings fail now
     report = Report(explain=config.explain)
     started = datetime.datetime.now(datetime.UTC)
     with (
@@ -36,7 +42,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
             prefix=f".{out.name}.building-", dir=out.parent, ignore_cleanup_errors=True
         ) as work,
     ):
-        splits = run(config, data_dir, Path(work), report)
+        splits = run(config, data_dir, Path(work), report, classifier)
         manifest = _manifest(config, report, splits, started)
         (data_dir / "manifest.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
@@ -46,14 +52,17 @@ def build(config: BuildConfig) -> dict[str, Any]:
 
 def summary(manifest: dict, out: Path) -> str:
     """A few lines on what a build wrote and dropped, from its manifest."""
-    what = "pairs" if manifest.get("kind") == "pairs" else "dialogues"
+    kind = manifest.get("kind", "dialogues")
+    what = {"pairs": "pairs", "labels": "texts"}.get(kind, "dialogues")
     d = manifest[what]
     lines = [
-        f"wrote {d['total']} {what} to {out} "
+        f"wrote {d['total']} {'labelled texts' if kind == 'labels' else what} to {out} "
         f"(train {d['train']}, valid {d['valid']}, test {d['test']}) in {manifest['seconds']} s"
     ]
-    for kind, n in (manifest.get("kinds") or {}).items():
-        lines.append(f"  {kind:<16} {n['total']:>10}")
+    per = manifest.get("labels" if kind == "labels" else "kinds") or {}
+    for name, n in per.items():
+        shown = "".join(f", {s} {n[s]}" for s in SPLITS) if kind == "labels" else ""
+        lines.append(f"  {name:<16} {n['total']:>10}{shown}")
     for kind, why in (manifest.get("notes") or {}).items():
         lines.append(f"no {kind} pairs: {why}")
     if manifest.get("not_made"):
@@ -81,11 +90,12 @@ def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], start
         "test": config.test,
         "engine": config.engine,
     }
-    if config.makes_pairs:
+    if config.makes_pairs and not config.makes_labels:
         options["pairs"] = list(config.pair_kinds)
         options["pair_options"] = asdict(config.pair_options)
+    kind = "labels" if config.makes_labels else "pairs" if config.makes_pairs else "dialogues"
     manifest = {
-        "kind": "pairs" if config.makes_pairs else "dialogues",
+        "kind": kind,
         "rejoinder_version": __version__,
         "created": finished.isoformat(timespec="seconds"),
         "seconds": round((finished - started).total_seconds(), 2),
@@ -102,14 +112,14 @@ def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], start
 
 
 def _counted(counts: dict[str, int], config: BuildConfig) -> dict[str, Any]:
-    """What the engine counted, as the manifest says it: dialogues per split, or pairs per
+    """What the engine counted, as the manifest says it: dialogues per split, pairs per
     split and per kind (the engine counts pairs as "split/kind"; every kind asked of
-    Reddit is listed, made or not)."""
-    if not config.makes_pairs:
+    Reddit is listed, made or not), or labelled texts per split and per label ("split/label")."""
+    if not (config.makes_pairs or config.makes_labels):
         return {"dialogues": {**counts, "total": sum(counts.values())}}
     splits = dict.fromkeys(SPLITS, 0)
     kinds: dict[str, dict[str, int]] = {}
-    for kind in config.pair_kinds:
+    for kind in () if config.makes_labels else config.pair_kinds:
         kinds[kind] = {**dict.fromkeys(SPLITS, 0), "total": 0}
     for key, n in sorted(counts.items()):
         split, _, kind = key.partition("/")
@@ -117,7 +127,10 @@ def _counted(counts: dict[str, int], config: BuildConfig) -> dict[str, Any]:
         per = kinds.setdefault(kind, {**dict.fromkeys(SPLITS, 0), "total": 0})
         per[split] += n
         per["total"] += n
-    return {"pairs": {**splits, "total": sum(splits.values())}, "kinds": kinds}
+    total = {**splits, "total": sum(splits.values())}
+    if config.makes_labels:
+        return {"texts": total, "labels": kinds}
+    return {"pairs": total, "kinds": kinds}
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Preference pairs from what people said of replies in a session database: chat users'
 thumbs, better replies and regenerated replies (`reply_pairs`), replies the safety
-policy stopped (`flagged_pairs`), and turn-mode human judgments (`judged_pairs`). Both read the plain rows the stores export
-(`SessionStore.feedback_rows`, `JudgeStore.export`), so this module needs no store."""
+policy stopped (`flagged_pairs`), and turn-mode human judgments (`judged_pairs`). They
+read the plain rows the stores export (`SessionStore.feedback_rows`, `FlagStore.rows`,
+`JudgeStore.export`), so this module needs no store."""
 
 from __future__ import annotations
 

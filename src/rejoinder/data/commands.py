@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import textwrap
 from dataclasses import MISSING
@@ -16,13 +17,14 @@ from typing import Any
 
 from rejoinder.data.build import BuildConfig, Source, build, summary
 from rejoinder.data.feedback import PairOptions
-from rejoinder.data.filters import FILTERS, FilterConfig
+from rejoinder.data.filters import FILTERS, FilterConfig, Scorer
 from rejoinder.data.pairs import iter_pairs
 from rejoinder.data.readers import SOURCES, SourceKind
 from rejoinder.data.records import SPLITS, iter_dialogues
 from rejoinder.data.reddit import RedditOptions
 from rejoinder.errors import RejoinderError
 from rejoinder.options import add_options, field_docs, from_args, given
+from rejoinder.safety import Safety, SafetyConfig, SafetyError
 from rejoinder.training.negatives import NegativesConfig, add_negatives
 
 SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -95,9 +97,51 @@ def build_config(args: argparse.Namespace) -> BuildConfig:
     )
 
 
+def offensive_scorer(fconf: FilterConfig) -> Scorer:
+    """The offensive filter's `--offensive-classifier`, as `data build` scores with it.
+
+    The data package stands below the classifier and the safety policy and may not
+    import them, so the loader is made here, above both, and handed down to `build`
+    (`filters.LoadScorer`). Scores are the policy's (`Safety.scores`, with no word list:
+    the filter has its own), so which labels are unsafe and how a target is read in its
+    context follow the same rules wherever replies are judged. Loaded once a process:
+    the build checks it at its start, and Spark's workers load their own.
+    """
+    policy = _offensive_policy(fconf.offensive_classifier, tuple(fconf.offensive_unsafe_labels))
+
+    def score(pairs):
+        try:
+            return [probability for probability, _ in policy.scores(pairs)]
+        except SafetyError as e:  # the policy's words are about replies: say the build's
+            cause = str(e).removesuffix("; the reply is withheld")
+            raise RejoinderError(f"offensive filter: {cause}; the build stops") from None
+
+    return score
+
+
+@functools.lru_cache(maxsize=4)
+def _offensive_policy(classifier: str, unsafe_labels: tuple[str, ...]) -> Safety:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # loading notes, noise in a build's output
+    logging.disable_progress_bar()
+    config = SafetyConfig(
+        safety_default_words=False,
+        safety_classifier=classifier,
+        safety_unsafe_labels=list(unsafe_labels),
+    )
+    try:
+        return Safety(config)
+    except RejoinderError as e:
+        # The policy names its own flags; the filter's are the same under --offensive-.
+        raise RejoinderError(
+            "offensive filter: " + str(e).replace("--safety-", "--offensive-")
+        ) from None
+
+
 def cmd_build(args) -> int:
     """Builds a dialogue dataset from corpora: DIR/{train,valid,test}/*.parquet + manifest.json."""
-    manifest = build(build_config(args))
+    manifest = build(build_config(args), load_classifier=offensive_scorer)
     print(summary(manifest, Path(args.out)))
     return 0
 
@@ -136,6 +180,17 @@ def cmd_show(args) -> int:
             ):
                 shown = "" if value is None else f"  [{value:g}]"
                 print(f"  {label:>12}: {text}{shown}")
+        return 0
+    if manifest.get("kind") == "labels":
+        from itertools import islice
+
+        from rejoinder.data.labels import iter_labels
+
+        for item in islice(iter_labels(root, args.split), max(args.n, 0)):
+            print(f"\n[{args.split}] {item.id} ({item.label})")
+            for turn in item.context:
+                print(f"  {(turn.speaker or 'context')[:12]:>12}: {turn.text}")
+            print(f"  {'text':>12}: {item.text}")
         return 0
     for d in iter_dialogues(root, args.split, limit=max(args.n, 0)):
         print(f"\n[{args.split}] {d.id} ({d.source})")
@@ -246,6 +301,6 @@ def add_data_verbs(parser: argparse.ArgumentParser) -> None:
     add_options(p, NegativesConfig)
 
     p = verb("show", cmd_show)
-    p.add_argument("dir", metavar="DIR", help="a dataset directory (dialogues or pairs)")
+    p.add_argument("dir", metavar="DIR", help="a dataset directory (dialogues, pairs or labels)")
     p.add_argument("--split", default="train", choices=list(SPLITS))
     p.add_argument("-n", type=int, default=3, help="dialogues or pairs to print (3)")

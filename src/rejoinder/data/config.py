@@ -81,9 +81,17 @@ class BuildConfig:
         """Whether the build writes a pairs dataset (and not dialogues)."""
         return self.pairs is not None or any(source_kind(s.kind).pairs for s in self.sources)
 
+    @property
+    def makes_labels(self) -> bool:
+        """Whether the build writes a labels dataset (labelled texts, for classifiers)."""
+        return any(source_kind(s.kind).labels for s in self.sources)
+
     def _check_output_kind(self) -> None:
-        """Every source must make what the build writes: pairs or dialogues, not both."""
+        """Every source must make what the build writes: pairs, labelled texts or
+        dialogues, never two of them."""
         self.pair_kinds  # noqa: B018 (refuses unknown kinds now, before anything runs)
+        if self.makes_labels:
+            return self._check_labels()
         for source in self.sources:
             kind = source_kind(source.kind)
             if self.pairs is not None and not (kind.threads or kind.pairs):
@@ -103,3 +111,22 @@ class BuildConfig:
                     f"the source {makers or 'reddit --pairs'} makes a pairs dataset, but "
                     f"{source.kind} makes dialogues; {fix}"
                 )
+
+    def _check_labels(self) -> None:
+        others = [source_kind(s.kind) for s in self.sources if not source_kind(s.kind).labels]
+        if others or self.pairs is not None:
+            made = (
+                f"{others[0].name} makes {'pairs' if others[0].pairs else 'dialogues'}"
+                if others
+                else "--pairs makes pairs"
+            )
+            raise RejoinderError(
+                f"the source labels makes a labels dataset (texts and their classes), but "
+                f"{made}; build them in another run"
+            )
+        if self.filters not in (None, "auto", "none"):
+            raise RejoinderError(
+                f"--filters {self.filters}: a labels dataset keeps every labelled text (the "
+                "filters would drop the very texts a safety classifier must learn); leave "
+                "--filters out"
+            )

@@ -9,13 +9,19 @@ after the first, with `targets="responses"`), the source the turns before it. Dr
   (the list comes from `wordfreq`);
 - `brackets`: a target contains "[" or "]" (likely markup);
 - `too_long`: source and target together exceed `max_words` (200) words;
-- `offensive`: a target contains a blocklisted word (better-profanity's list, or a file);
+- `offensive`: a target contains a blocklisted word (better-profanity's list, or a file),
+  or, with `offensive_classifier`, a classifier reading the target in its context (the
+  turns before it) gives it a probability of being unsafe above `offensive_threshold`;
 - `subreddit`: the dialogue comes from a blocklisted subreddit (a file of names);
 - `bland`: `bland_share` (90%) or more of a target's word trigrams occur more than
   `bland_count` (1,000) times in the whole corpus; this one needs a first pass that
   counts trigrams (`TrigramSketch`) before it can judge.
 
-Every function here is plain Python shared by both engines (local and Spark).
+Every function here is plain Python shared by both engines (local and Spark). The
+classifier is a torch model, so it is no part of `Filters.check`, which runs a record at
+a time in the engines' worker processes: it is a pass of its own over the dialogues that
+passed the other filters (`stages.offensive_pass`), hundreds of targets a call, and it is
+loaded above this package, which sees it only as a `Scorer` (see `LoadScorer`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import functools
 import itertools
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -60,6 +66,18 @@ class FilterConfig:
     """Source and target together may have at most this many words."""
     offensive_words: str | None = option(None, metavar="FILE")
     """A file of blocklisted words or phrases, one a line (default: better-profanity's)."""
+    offensive_classifier: str | None = option(None, metavar="DIR")
+    """A classifier directory (`train --model.objective classify`, or any Hugging Face
+    …ForSequenceClassification model) that the offensive filter also asks, target by
+    target in its context, as the safety policy does (`--safety-classifier`)."""
+    offensive_threshold: float = 0.5
+    """A target is offensive when the classifier's probability of its unsafe labels is
+    above this."""
+    offensive_unsafe_labels: list[str] = option(
+        default_factory=list, flag="--offensive-unsafe-label", metavar="LABEL"
+    )
+    """A classifier label that is unsafe (default: every label but one named safe,
+    __ok__, neutral, non-toxic, …)."""
     subreddit_blocklist: str | None = option(None, metavar="FILE")
     """A file of subreddit names to leave out, one a line."""
     bland_share: float = 0.9
@@ -81,7 +99,18 @@ class FilterConfig:
                 raise RejoinderError(f"filter option {name} must be at least 1")
         if not 0 < self.bland_share <= 1:
             raise RejoinderError("bland_share must be in (0, 1]")
+        if not 0 <= self.offensive_threshold <= 1:
+            raise RejoinderError(
+                f"--offensive-threshold {self.offensive_threshold}: use a probability in [0, 1]"
+            )
+        if self.offensive_unsafe_labels and not self.offensive_classifier:
+            raise RejoinderError("--offensive-unsafe-label needs --offensive-classifier DIR")
         self.enabled = tuple(f for f in FILTERS if f in self.enabled)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the offensive filter asks a classifier too (a pass of its own)."""
+        return "offensive" in self.enabled and self.offensive_classifier is not None
 
     @classmethod
     def parse(cls, spec: str | None, **options) -> FilterConfig:
@@ -93,6 +122,24 @@ class FilterConfig:
         else:
             enabled = tuple(s.strip() for s in spec.split(",") if s.strip())
         return cls(enabled=enabled, **{k: v for k, v in options.items() if v is not None})
+
+
+Scorer = Callable[[Sequence[tuple[list[str], str]]], list[float]]
+"""The offensive filter's classifier, loaded: for each (context, target) pair, the
+target's probability of being unsafe, read after the context's turns."""
+
+LoadScorer = Callable[[FilterConfig], Scorer]
+"""Loads the classifier a FilterConfig names (`offensive_classifier`, with its
+`offensive_unsafe_labels`) as a `Scorer`.
+
+The classifier and the safety policy that says which of its labels are unsafe live
+above this package (rejoinder.modeling, rejoinder.safety), which must not import them;
+so the command line, which may import anything, passes one in
+(`rejoinder.data.commands.offensive_scorer`: `build(config, load_classifier=...)`).
+It is called once at the start of a build, which checks the settings before anything is
+read, then in each process that scores (Spark's executors): it should keep what it
+loaded for the process, and must pickle (a module's function does).
+"""
 
 
 def read_list(path: str, what: str) -> list[str]:

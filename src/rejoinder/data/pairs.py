@@ -2,7 +2,7 @@
 
 A pairs dataset is laid out as a dialogue dataset is (DIR/{train,valid,test}/*.parquet
 plus DIR/manifest.json), with rows of `pair_schema()` and `"kind": "pairs"` in its
-manifest, so that neither kind of dataset is ever read as the other. Rankers learn from
+manifest, so that no kind of dataset is ever read as another. Rankers learn from
 pairs (`--model.objective rank`), DPO tunes a generator on them (`--model.objective
 dpo`) and `rejoinder eval-ranker` measures rankers on them.
 
@@ -35,6 +35,7 @@ KINDS = (
     "given",
     "thumbs",
     "rewrite",
+    "flagged",
     "judged",
 )
 
@@ -105,7 +106,7 @@ class Pair:
 
 
 def dataset_kind(path: str | Path) -> str:
-    """ "dialogues" or "pairs": what a `rejoinder data build` directory holds."""
+    """ "dialogues", "pairs" or "labels": what a `rejoinder data build` directory holds."""
     root = Path(path)
     manifest = root / "manifest.json"
     if not manifest.is_file():
@@ -120,7 +121,7 @@ def dataset_kind(path: str | Path) -> str:
 
 
 def require_kind(path: str | Path, kind: str, use: str) -> None:
-    """Refuses a dataset of the other kind, saying how to make the right one."""
+    """Refuses a dataset of another kind, saying how to make the right one."""
     found = dataset_kind(path)
     if found == kind:
         return
@@ -128,8 +129,13 @@ def require_kind(path: str | Path, kind: str, use: str) -> None:
         "pairs": "build one with `rejoinder data build reddit … --pairs updown,width,depth` or "
         "from a JSONL of context/chosen/rejected (`rejoinder data build pairs PATH`)",
         "dialogues": "build one with `rejoinder data build` without --pairs",
+        "labels": "build one from a JSONL of context/text/label "
+        "(`rejoinder data build labels PATH --out DIR`)",
     }[kind]
-    raise RejoinderError(f"{path} holds {found}, but {use} needs {kind}; {how}")
+    used = " (labelled texts train classifiers: --model.objective classify)"
+    raise RejoinderError(
+        f"{path} holds {found}{used if found == 'labels' else ''}, but {use} needs {kind}; {how}"
+    )
 
 
 def iter_pairs(path: str | Path, split: str, limit: int | None = None) -> Iterator[Pair]:

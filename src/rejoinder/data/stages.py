@@ -6,8 +6,10 @@ processes, the Spark engine in its partitions, and the dataset comes out the sam
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,12 @@ from rejoinder.data.config import BuildConfig, Source
 from rejoinder.data.feedback import (
     Group,
     PairOptions,
+    Reply,
     feedback_pairs,
     replies_of,
     sibling_groups,
 )
-from rejoinder.data.filters import FilterConfig, Filters, TrigramSketch
+from rejoinder.data.filters import FilterConfig, Filters, LoadScorer, Scorer, TrigramSketch
 from rejoinder.data.pairs import FEEDBACK_KINDS, RawPair, pair_schema
 from rejoinder.data.readers import source_kind
 from rejoinder.data.records import SPLITS, RawDialogue, arrow_schema
@@ -29,12 +32,56 @@ from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
 
 
-def filters_for(config: BuildConfig, kind: str) -> Filters:
-    """The filters that run on one kind of source ("auto" is the registry's choice for it)."""
+def filter_config(config: BuildConfig, kind: str) -> FilterConfig:
+    """The filters' settings on one kind of source ("auto" is the registry's choice for it)."""
     spec = config.filters or "auto"
     if spec == "auto":
         spec = source_kind(kind).filters
-    return Filters(FilterConfig.parse(spec, **config.filter_options))
+    return FilterConfig.parse(spec, **config.filter_options)
+
+
+def filters_for(config: BuildConfig, kind: str) -> Filters:
+    """The filters that run on one kind of source, their word lists loaded."""
+    return Filters(filter_config(config, kind))
+
+
+@dataclass
+class ClassifierPass:
+    """The offensive filter's classifier as an engine runs it: its settings and the
+    function that loads it (`filters.LoadScorer`, from above this package). Pickles, so
+    Spark's partitions each load their own."""
+
+    fconf: FilterConfig
+    load: LoadScorer
+
+    def scorer(self) -> Scorer:
+        return self.load(self.fconf)
+
+
+def classifier_pass(config: BuildConfig, load: LoadScorer | None) -> ClassifierPass | None:
+    """The classifier's pass when a source runs the offensive filter with
+    `--offensive-classifier` (None otherwise), its classifier loaded once now: every
+    source's filter settings are checked, and a bad classifier refused, before anything
+    is read."""
+    configs = [filter_config(config, s.kind) for s in config.sources]
+    named = configs[0].offensive_classifier  # filter options are the same for every source
+    if named is None:
+        return None
+    running = [c for c in configs if c.classifies]
+    if not running:
+        kinds = ", ".join(dict.fromkeys(s.kind for s in config.sources))
+        raise RejoinderError(
+            f"--offensive-classifier {named}: no source runs the offensive filter ({kinds} "
+            f"with --filters {config.filters or 'auto'}); add offensive to --filters"
+        )
+    if load is None:
+        raise RejoinderError(
+            f"--offensive-classifier {named} needs a loader: build(config, load_classifier="
+            "rejoinder.data.commands.offensive_scorer), as `rejoinder data build` does"
+        )
+    classifier = ClassifierPass(running[0], load)
+    classifier.scorer()
+    return classifier
 
 
 def plan(config: BuildConfig) -> tuple[list[tuple[Source, Filters]], FilterConfig | None]:
@@ -217,6 +264,79 @@ def pair_targets(fconf: FilterConfig) -> Callable[[RawPair], list[str]]:
     """What the bland filter judges of a given pair: both replies (and the context's
     responses, with --targets responses)."""
     return lambda p: [*dialogue_targets([*p.context, p.chosen], fconf)[:-1], p.chosen, p.rejected]
+
+
+def scored_targets(texts: list[str], fconf: FilterConfig) -> list[tuple[list[str], str]]:
+    """The targets as the classifier reads them: each with the turns before it."""
+    start = max(len(texts) - 1, 0) if fconf.targets == "last" else 1
+    return [(texts[:i], texts[i]) for i in range(start, len(texts))]
+
+
+def scored_pair(fconf: FilterConfig) -> Callable[[RawPair], list[tuple[list[str], str]]]:
+    """What the classifier judges of a given pair: both replies in the context (and the
+    context's responses, with --targets responses), as `pair_targets` for bland."""
+    return lambda p: [
+        *scored_targets([*p.context, p.chosen], fconf)[:-1],
+        (p.context, p.chosen),
+        (p.context, p.rejected),
+    ]
+
+
+def offensive_pass(
+    spooled: Iterable[tuple[bool, Any]],
+    scorer: Scorer,
+    fconf: FilterConfig,
+    report: Report,
+    batch: int = 512,
+    targets: Callable[[Any], list[tuple[list[str], str]]] | None = None,
+) -> Iterator[tuple[bool, Any]]:
+    """Drops the items with a target the classifier flags (a probability of being unsafe
+    above `offensive_threshold`) as "offensive"; the others go on as they came, with
+    their bland_check.
+
+    An item is a dialogue, or anything with `id` and `texts`, judged as one; `targets`
+    gives the (context, text) pairs to judge otherwise (a pair's replies). The scorer
+    gets `batch` targets or more a call (the last call, what is left), each distinct
+    one once; empty targets are not asked about.
+    """
+    pending: list[tuple[bool, Any, list[tuple[list[str], str]]]] = []
+
+    def flush():
+        asked: dict[tuple[tuple[str, ...], str], int] = {}
+        owners = [[asked.setdefault((tuple(c), t), len(asked)) for c, t in p] for *_, p in pending]
+        scores = scorer([(list(c), t) for c, t in asked]) if asked else []
+        for (check, item, _), mine in zip(pending, owners, strict=True):
+            if any(scores[i] > fconf.offensive_threshold for i in mine):
+                sample = {"id": item.id, "turns": _turns(item)} if report.explain else None
+                report.drop("offensive", sample)
+            else:
+                yield check, item
+        pending.clear()
+
+    size = 0
+    for check, item in spooled:
+        picked = targets(item) if targets else scored_targets(item.texts, fconf)
+        pending.append((check, item, [(c, t) for c, t in picked if t.strip()]))
+        size += len(pending[-1][2])
+        if size >= batch:
+            yield from flush()
+            size = 0
+    yield from flush()
+
+
+def offensive_groups(
+    spooled: Iterable[tuple[bool, Group]], scorer: Scorer, fconf: FilterConfig, report: Report
+) -> Iterator[tuple[bool, Group]]:
+    """(bland_check, sibling group) pairs without the replies the classifier flags, each
+    reply judged with its context as `sibling_groups` judges it; a group left without
+    replies is gone."""
+    replies = ((check, r) for check, group in spooled for r in replies_of([group]))
+    kept = offensive_pass(replies, scorer, fconf, report)
+    for (link_id, parent), same in itertools.groupby(kept, lambda e: (e[1].link_id, e[1].parent)):
+        entries: list[tuple[bool, Reply]] = list(same)
+        first = entries[0][1]
+        siblings = [(r.id, r.texts[-1], r.created, r.score, r.width, r.height) for _, r in entries]
+        yield entries[0][0], (link_id, first.subreddit, parent, first.texts[:-1], siblings)
 
 
 def bland_pass(

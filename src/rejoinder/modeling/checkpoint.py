@@ -30,19 +30,11 @@ from rejoinder.modeling.architectures import (
     width,
 )
 from rejoinder.modeling.lora import adapter_base, is_adapter, merge
+from rejoinder.version import __version__
 
 META_FILE = "rejoinder.json"
 
 DIALOGPT_SIZES = {"small": "124M", "medium": "345M", "large": "762M"}
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rejoinder")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
 
 
 @dataclass
@@ -84,23 +76,25 @@ def save_checkpoint(
     write_extra=None,
     lora: dict[str, Any] | None = None,
     ranks: bool = False,
+    classifies: bool = False,
 ) -> Path:
     """Writes a checkpoint directory atomically: it appears complete or not at all.
 
     Everything is written to a temporary directory beside `out`, then renamed into
     place, so an interrupted save never leaves a half-written checkpoint at `out`.
     A PEFT `model` writes its adapter only; `lora` (its options and `base`) then says
-    which model it adapts. A ranker (`ranks`) is marked as one in rejoinder.json.
+    which model it adapts. A ranker (`ranks`) and a text classifier (`classifies`,
+    `rejoinder.modeling.classifier`) are marked as such in rejoinder.json.
     """
     out = check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not ranks:  # a ranker generates nothing, and has no generation config
+    if not (ranks or classifies):  # they generate nothing, and have no generation config
         eos = fmt.stop_ids
         model.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.bos_token_id = tokenizer.bos_token_id
     meta = {
-        "rejoinder_version": _version(),
+        "rejoinder_version": __version__,
         "format": fmt.to_dict(),
         "tokenizer": {"kind": tokenizer_kind},
         "heads": heads or [],
@@ -109,8 +103,7 @@ def save_checkpoint(
             **(made_by or {}),
         },
     }
-    if ranks:
-        meta["ranks"] = True
+    meta.update({"ranks": True} if ranks else {"classifies": True} if classifies else {})
     if lora:
         meta["lora"] = lora
         model.peft_config["default"].base_model_name_or_path = lora["base"]
@@ -364,6 +357,11 @@ def _check_role(name: str, config, meta: dict[str, Any] | None, ranker: bool | N
     """Refuses a ranker where a generator is wanted, and the reverse."""
     if ranker is None or is_ranker(config, meta) == ranker:
         return
+    if not ranker and (meta or {}).get("classifies"):
+        raise RejoinderError(
+            f"{name} is a text classifier: it labels texts but does not write them. Use it "
+            "as --safety-classifier, and give a generator here"
+        )
     if ranker:
         raise RejoinderError(
             f"{name} is a generator, not a reply ranker; train a ranker with `rejoinder "

@@ -49,6 +49,36 @@ def logits_at(model, batch: dict[str, Any], positions) -> Any:
     return model.score(hidden[rows, positions]).float()
 
 
+def classifier_model(init: str, labels: list[str], config=None, pad_token_id=None):
+    """A sequence classifier of one output per label, named in `config.id2label`: from
+    `config` (a size, randomly initialised) or from the checkpoint directory `init` (a
+    generator's trunk with a new score layer)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    names = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {x: i for i, x in enumerate(labels)},
+    }
+    if config is not None:
+        for key, value in names.items():
+            setattr(config, key, value)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # "newly initialized: score.weight" is the point here
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                init, ignore_mismatched_sizes=True, **names
+            )
+        finally:
+            logging.set_verbosity(verbosity)
+    if pad_token_id is not None:  # transformers' own pooling finds row ends by padding
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
 def label_names(config) -> list[str]:
     """The model's labels in output order (`id2label`; LABEL_i where it names none)."""
     n = getattr(config, "num_labels", None) or len(getattr(config, "id2label", {}) or {}) or 1
@@ -165,7 +195,8 @@ class Classifier:
         from rejoinder.modeling.ranker import ranker_example
         from rejoinder.padding import pad_batch
 
-        encoded = {i: ranker_example(self.format, *pairs[i], self.max_tokens) for i in said}
+        budget = min(self.max_tokens, self.format.max_tokens or self.max_tokens)
+        encoded = {i: ranker_example(self.format, *pairs[i], budget) for i in said}
         order = sorted(said, key=lambda i: -len(encoded[i][0].input_ids))
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), batch_size):

@@ -67,7 +67,15 @@ class Ranker:
         `GPT2ForSequenceClassification` directory such as DialogRPT's)."""
         from rejoinder.modeling.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path, device=device, ranker=True))
+        ck = load_checkpoint(path, device=device, ranker=True)
+        labels = getattr(ck.model.config, "num_labels", 1)
+        if labels != 1 or ck.meta.get("classifies"):
+            raise RejoinderError(
+                f"{path} is a text classifier ({labels} labels), not a reply ranker (which "
+                "has one score); use it as --safety-classifier, or give a ranker (`rejoinder "
+                "train --model.objective rank`)"
+            )
+        return cls(ck)
 
     @property
     def path(self) -> str | None:

@@ -11,6 +11,7 @@ order.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 from typing import Any
@@ -19,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from rejoinder.data.labels import iter_labels, labels_of
 from rejoinder.data.pairs import dataset_kind, iter_pairs, require_kind
 from rejoinder.data.records import iter_dialogues
 from rejoinder.dialogue import Dialogue
@@ -27,11 +29,15 @@ from rejoinder.formats import IGNORE, Format
 from rejoinder.padding import pad_batch
 from rejoinder.training.examples import (
     Example,
+    LabelledExample,
     PairExample,
+    collate_labelled,
     collate_pairs,
     examples_of,
+    labelled_example,
     pair_example,
 )
+from rejoinder.training.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +175,11 @@ class DialogueData(L.LightningDataModule):
     ):
         """
         Args:
-            path: a dataset directory made by `rejoinder data build`.
+            path: a dataset directory made by `rejoinder data build` (dialogues; pairs
+                for rank and dpo; labels for classify).
             batch_tokens: tokens per batch, padding included (the budget of a batch).
-            max_dialogues: use at most this many dialogues of each split (for quick runs).
+            max_dialogues: use at most this many dialogues (pairs, texts) of each split
+                (for quick runs).
             val_split: the split validation uses ("valid"; "none" for no validation).
             seed: seeds the batch order (the data order of a run).
             num_workers: DataLoader worker processes.
@@ -193,14 +201,21 @@ class DialogueData(L.LightningDataModule):
         self.routing: HeadRouting | None = None
         self.pairs = False
         """Whether the examples are PairExamples (objectives rank and dpo)."""
+        self.labelled = False
+        """Whether the examples are LabelledExamples (objective classify)."""
         self.skipped: dict[str, int] = {}
         """Dialogues the format could not lay out, by reason."""
 
     def texts(self) -> list[str]:
-        """The training split's turns (or pairs' texts), for learning a tokenizer."""
-        if dataset_kind(self.path) == "pairs":
+        """The training split's turns (or pairs' or labelled texts), for learning a
+        tokenizer."""
+        kind = dataset_kind(self.path)
+        if kind == "pairs":
             pairs = iter_pairs(self.path, "train", self.max_dialogues)
             return [t for p in pairs for t in (*p.context, p.chosen, p.rejected)]
+        if kind == "labels":
+            items = self._labelled("train")
+            return [t for x in items for t in (*(c.text for c in x.context), x.text)]
         dialogues = iter_dialogues(self.path, "train", self.max_dialogues)
         return [t.text for d in dialogues for t in d.turns]
 
@@ -215,14 +230,17 @@ class DialogueData(L.LightningDataModule):
         """Turns the dialogues into examples with the model's format (and routes heads);
         for the objectives that learn from pairs (rank, dpo), the pairs into PairExamples."""
         self.format = fmt
-        if self.kinds and objective == "lm":
+        kind = OBJECTIVES[objective].data
+        if self.kinds and kind != "pairs":
             raise RejoinderError(
                 "--data.kinds picks kinds of pairs, for the objectives rank and dpo"
             )
         if objective != "lm":
-            require_kind(self.path, "pairs", f"--model.objective {objective}")
+            require_kind(self.path, kind, f"--model.objective {objective}")
             if heads:
                 raise RejoinderError("extra heads train with --model.objective lm only")
+            if kind == "labels":
+                return self._attach_labels(fmt, max_tokens)
             return self._attach_pairs(fmt, max_tokens)
         require_kind(self.path, "dialogues", "--model.objective lm (a generator)")
         self.pairs = False
@@ -303,6 +321,43 @@ class DialogueData(L.LightningDataModule):
                 "for its two rows); raise --data.batch_tokens or lower --model.max_tokens"
             )
 
+    def classes(self) -> list[str]:
+        """A labels dataset's classes, sorted: a classifier's outputs, in order."""
+        require_kind(self.path, "labels", "--model.objective classify")
+        found = labels_of(self.path)
+        if len(found) < 2:
+            raise RejoinderError(
+                f"the labels dataset {self.path} has {len(found)} label"
+                f"{'' if len(found) == 1 else 's'} ({', '.join(found) or 'none'}); a "
+                "classifier learns to tell at least two apart"
+            )
+        return found
+
+    def _labelled(self, split: str) -> list:
+        return list(itertools.islice(iter_labels(self.path, split), self.max_dialogues))
+
+    def _attach_labels(self, fmt: Format, max_tokens: int) -> None:
+        self.pairs, self.labelled, self.routing = False, True, None
+        classes = self.classes()
+
+        def examples(split: str) -> list[LabelledExample]:
+            return [labelled_example(x, fmt, max_tokens, classes) for x in self._labelled(split)]
+
+        self.train = examples("train")
+        if not self.train:
+            raise RejoinderError(f"the labels dataset {self.path} has no training texts")
+        missing = set(range(len(classes))) - {e.label for e in self.train}
+        if missing:
+            log.warning("no training text is labelled %s: the classifier cannot learn it",
+                        ", ".join(classes[i] for i in sorted(missing)))  # fmt: skip
+        self.valid = examples(self.val_split) if self.val_split != "none" else []
+        longest = max(len(e) for e in self.train)
+        if longest > self.batch_tokens:
+            raise RejoinderError(
+                f"batch_tokens={self.batch_tokens} is below the longest example ({longest} "
+                "tokens); raise --data.batch_tokens or lower --model.max_tokens"
+            )
+
     @property
     def head_specs(self) -> list:
         """The model's extra heads, their label sets filled in from the training data."""
@@ -321,13 +376,14 @@ class DialogueData(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         order = BatchOrder(batches, seed, shuffle, rank, world)
         pad, routing = self.format.tokenizer.pad_token_id, self.routing
+        if self.pairs:
+            rows = lambda b: collate_pairs(b, pad)  # noqa: E731
+        elif self.labelled:
+            rows = lambda b: collate_labelled(b, pad)  # noqa: E731
+        else:
+            rows = lambda b: collate(b, pad, routing)  # noqa: E731
         return torch.utils.data.DataLoader(
-            examples,
-            batch_sampler=order,
-            collate_fn=(lambda b: collate_pairs(b, pad))
-            if self.pairs
-            else (lambda b: collate(b, pad, routing)),
-            num_workers=self.num_workers,
+            examples, batch_sampler=order, collate_fn=rows, num_workers=self.num_workers
         )
 
     def train_dataloader(self):

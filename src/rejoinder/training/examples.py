@@ -1,5 +1,6 @@
 """Training examples: a dialogue through the model's format, windowed to a token budget;
-a preference pair as two examples that share a context."""
+a preference pair as two examples that share a context; a labelled text as a classifier
+reads it."""
 
 from __future__ import annotations
 
@@ -76,6 +77,39 @@ def collate_pairs(pairs: list[PairExample], pad_id: int) -> dict:
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     batch = pad_batch(rows, pad_id, labels=True)
     batch["score_pos"] = torch.tensor([e.response_end - 1 for e in rows], dtype=torch.long)
+    return batch
+
+
+@dataclass
+class LabelledExample:
+    """A labelled text in its context, laid out as a classifier reads it
+    (`ranker.ranker_example`): its class is learnt at `position`, the text's last token."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    position: int
+    label: int
+    """The class's index in the dataset's sorted classes."""
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def labelled_example(item, fmt: Format, max_tokens: int, classes: list[str]) -> LabelledExample:
+    """A `LabelledText` as the classifier's input, its position and its class index."""
+    from rejoinder.modeling.ranker import ranker_example
+
+    enc, position = ranker_example(fmt, item.context, item.text, max_tokens)
+    types = None if enc.token_type_ids is None else np.asarray(enc.token_type_ids, np.int64)
+    ids = np.asarray(enc.input_ids, np.int64)
+    return LabelledExample(ids, types, position, classes.index(item.label))
+
+
+def collate_labelled(rows: list[LabelledExample], pad_id: int) -> dict:
+    """Right-padded rows; `cls_pos` is where each row's class is read, `class_ids` its class."""
+    batch = pad_batch(rows, pad_id)
+    batch["cls_pos"] = torch.tensor([e.position for e in rows], dtype=torch.long)
+    batch["class_ids"] = torch.tensor([e.label for e in rows], dtype=torch.long)
     return batch
 
 

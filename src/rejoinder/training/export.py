@@ -39,6 +39,7 @@ def export_module(module, out, extra: dict) -> None:
             **extra,
         },  # fmt: skip
         ranks=objective == "rank",
+        classifies=objective == "classify",
     )
 
 
@@ -91,8 +92,8 @@ def export(
     settings = dict(info["config"])
     config = AutoConfig.for_model(settings.pop("model_type", "gpt2"), **settings)
     objective = info.get("objective", "lm")
-    ranks = objective == "rank"
-    auto = AutoModelForSequenceClassification if ranks else AutoModelForCausalLM
+    ranks, classifies = objective == "rank", objective == "classify"
+    auto = AutoModelForSequenceClassification if ranks or classifies else AutoModelForCausalLM
     model = auto.from_config(config)
     lora = info.get("lora")
     if lora:
@@ -143,4 +144,5 @@ def export(
         write_extra=write,
         lora=lora,
         ranks=ranks,
+        classifies=classifies,
     )

@@ -28,13 +28,19 @@ class Built:
     """DPO's frozen reference, when it is a model of its own."""
 
 
-def build_model(h, lora, texts_for_tokenizer=None, run_dir: Path | None = None) -> Built:
+def build_model(
+    h, lora, texts_for_tokenizer=None, run_dir: Path | None = None, classes=None
+) -> Built:
     """The model, tokenizer and format of a run's hyperparameters `h` (DialogueLM's) and
     LoRA options. A tokenizer learnt from data is saved in `run_dir`, so a resumed run
-    reuses it."""
+    reuses it. `classes()` gives a classifier's labels (the dataset's, sorted)."""
     from rejoinder.modeling.architectures import is_size, positions
 
-    built = _from_size(h, texts_for_tokenizer, run_dir) if is_size(h.init) else _from_checkpoint(h)
+    labels = classes() if h.objective == "classify" else None
+    if is_size(h.init):
+        built = _from_size(h, texts_for_tokenizer, run_dir, labels)
+    else:
+        built = _from_checkpoint(h, labels)
     fit_vocabulary(built.model, built.fmt)
     most = positions(built.model.config)
     if h.max_tokens > most:
@@ -51,12 +57,13 @@ def build_model(h, lora, texts_for_tokenizer=None, run_dir: Path | None = None) 
     return built
 
 
-def _from_size(h, texts_for_tokenizer, run_dir: Path | None) -> Built:
+def _from_size(h, texts_for_tokenizer, run_dir: Path | None, labels=None) -> Built:
     """A random model of a size, with a tokenizer built (or learnt from the data)."""
     from transformers import AutoModelForCausalLM
 
     from rejoinder.modeling.architectures import model_config
     from rejoinder.modeling.checkpoint import check_token_types
+    from rejoinder.modeling.classifier import classifier_model
     from rejoinder.modeling.ranker import ranker_model
     from rejoinder.tokenizers import build_tokenizer
 
@@ -88,20 +95,26 @@ def _from_size(h, texts_for_tokenizer, run_dir: Path | None) -> Built:
     if h.objective == "rank":
         config.pad_token_id = tok.pad_token_id
         return Built(ranker_model(h.init, config), fmt, h.tokenizer)
+    if labels is not None:
+        model = classifier_model(h.init, labels, config, tok.pad_token_id)
+        return Built(model, fmt, h.tokenizer)
     return Built(AutoModelForCausalLM.from_config(config), fmt, h.tokenizer)
 
 
-def _from_checkpoint(h) -> Built:
+def _from_checkpoint(h, labels=None) -> Built:
     """A checkpoint to fine-tune, in its own format (or a chosen one, for a plain
-    directory); a ranker starts from a generator's trunk or from a ranker."""
+    directory); a ranker or a classifier starts from a generator's trunk (or from a model
+    of its own kind)."""
     from rejoinder.modeling.checkpoint import check_token_types, load_checkpoint
+    from rejoinder.modeling.classifier import classifier_model
     from rejoinder.modeling.lora import is_adapter
     from rejoinder.modeling.ranker import ranker_model
 
-    ranks = h.objective == "rank"
+    ranks = h.objective in ("rank", "classify")  # a score layer on the trunk
     if ranks and is_adapter(Path(h.init)):
+        what = "ranker" if labels is None else "classifier"
         raise RejoinderError(
-            f"{h.init} is a LoRA adapter; a ranker starts from a whole model: merge "
+            f"{h.init} is a LoRA adapter; a {what} starts from a whole model: merge "
             "it first with `rejoinder export … --merge`"
         )
     ck = load_checkpoint(h.init, device="cpu", weights=not ranks, ranker=None if ranks else False)
@@ -118,7 +131,10 @@ def _from_checkpoint(h) -> Built:
         {**saved_format, "reverse": h.reverse, "max_tokens": h.max_tokens}, ck.tokenizer
     )
     check_token_types(fmt, ck.config)
-    model = ranker_model(h.init) if ranks else ck.model
+    if labels is not None:
+        model = classifier_model(h.init, labels, pad_token_id=ck.tokenizer.pad_token_id)
+    else:
+        model = ranker_model(h.init) if ranks else ck.model
     if h.dropout is not None:
         set_dropout(model, h.dropout)
     return Built(model, fmt, ck.meta.get("tokenizer", {}).get("kind", "gpt2"))

@@ -180,7 +180,7 @@ def fit(
     run = options.run_dir
     run.mkdir(parents=True, exist_ok=True)
     lightning = _trainer(data, options, trainer or {})
-    fmt = model.build(data.texts, run)
+    fmt = model.build(data.texts, run, data.classes)
     h = model.hparams
     data.attach(fmt, h.loss_on, h.max_tokens, model.head_specs, h.get("objective", "lm"))
     model.attach_heads(data.head_specs)

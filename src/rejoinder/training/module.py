@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from rejoinder.errors import RejoinderError
-from rejoinder.formats import IGNORE, LOSS_ON, Format
+from rejoinder.formats import LOSS_ON, Format
 from rejoinder.modeling.lora import LoraOptions, unwrap
 from rejoinder.modeling.loss import sequence_logprobs
 from rejoinder.training.objectives import OBJECTIVES
@@ -87,9 +87,11 @@ class DialogueLM(L.LightningModule):
                 e.g. --model.lora.r 16 (see rejoinder.modeling.lora.LoraOptions); the run
                 exports the adapter, `rejoinder export --merge` a merged model.
             objective: lm (learn the dialogues' replies), rank (a reply ranker learnt
-                from a pairs dataset: the chosen reply should outscore the rejected one)
-                or dpo (tune a generator on a pairs dataset with Direct Preference
-                Optimization against a frozen reference).
+                from a pairs dataset: the chosen reply should outscore the rejected one),
+                dpo (tune a generator on a pairs dataset with Direct Preference
+                Optimization against a frozen reference) or classify (a text classifier,
+                a safety classifier say, learnt from a labels dataset: `data build
+                labels`; one output per label, read at the text's last token).
             beta: dpo only: how far the policy may move from the reference (DPO's beta;
                 smaller lets it move further).
             reference: dpo only: the frozen reference model (default: the checkpoint
@@ -107,9 +109,10 @@ class DialogueLM(L.LightningModule):
             raise RejoinderError(f"--model.objective must be one of {', '.join(OBJECTIVES)}")
         if not beta > 0:
             raise RejoinderError("--model.beta must be positive")
-        if objective == "rank" and (heads or lora):
+        if objective in ("rank", "classify") and (heads or lora):
+            what = "a ranker" if objective == "rank" else "a classifier"
             raise RejoinderError(
-                "a ranker trains without --model.heads and --model.lora (its whole trunk "
+                f"{what} trains without --model.heads and --model.lora (its whole trunk "
                 "and its score layer learn)"
             )
         if reference is not None and objective != "dpo":
@@ -137,13 +140,13 @@ class DialogueLM(L.LightningModule):
 
     # -- building the model --------------------------------------------------------
 
-    def build(self, texts_for_tokenizer=None, run_dir: Path | None = None) -> Format:
+    def build(self, texts_for_tokenizer=None, run_dir: Path | None = None, classes=None) -> Format:
         """Creates or loads the model, its tokenizer and format (`factory.build_model`);
         returns the format. A tokenizer learnt from data is saved in `run_dir`, so a
-        resumed run reuses it."""
+        resumed run reuses it; `classes()` gives a classifier's labels."""
         from rejoinder.training.factory import build_model
 
-        built = build_model(self.hparams, self.lora, texts_for_tokenizer, run_dir)
+        built = build_model(self.hparams, self.lora, texts_for_tokenizer, run_dir, classes)
         self.model, self.fmt = built.model, built.fmt
         self.tokenizer_kind, self.base_path = built.tokenizer_kind, built.base_path
         if built.reference is not None:
@@ -220,16 +223,12 @@ class DialogueLM(L.LightningModule):
         self._clock = None  # validation time is not training time
 
     def validation_step(self, batch, batch_idx):
-        labels = batch["labels"]
         loss = self(batch)
-        if self.objective.pairs:  # figures per pair
-            n = labels.shape[0] // 2
-            self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
-            for name, value in self._figures.items():
-                self.log(f"val_{name}", value, prog_bar=name == "acc", batch_size=n, sync_dist=True)
-        else:
-            n = max(int((labels[:, 1:] != IGNORE).sum()), 1)
-            self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        n = self.objective.count(batch)  # labelled tokens, pairs or texts
+        self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        for name, value in self._figures.items():
+            self.log(f"val_{name}", value, prog_bar=name == "acc", batch_size=n, sync_dist=True)
+        if self.objective.data == "dialogues":
             self.log("val_ppl", torch.exp(loss.detach()), batch_size=n, sync_dist=True)
         self.log("tokens_seen", float(self.tokens_seen))
 

@@ -6,7 +6,9 @@
 - `rank`: a reply ranker on a pairs dataset, DialogRPT's loss: the probability that the
   chosen reply outscores the rejected one;
 - `dpo`: Direct Preference Optimization of a generator on a pairs dataset, against a
-  frozen reference (`DialogueLM.reference_logprobs`).
+  frozen reference (`DialogueLM.reference_logprobs`);
+- `classify`: a text classifier on a labels dataset (a safety classifier, say): the
+  cross-entropy of its logits, read at the text's last token, against the text's label.
 
 A new objective is one more class here and its name in `OBJECTIVES`.
 """
@@ -15,19 +17,32 @@ from __future__ import annotations
 
 import torch
 
+from rejoinder.formats import IGNORE
 from rejoinder.modeling.lora import unwrap
 from rejoinder.modeling.loss import dpo_loss, mean_lm_loss
 
 
 class Objective:
-    """How a batch becomes a loss; `pairs`: it learns from a pairs dataset (chosen rows,
-    then rejected rows), else from dialogues."""
+    """How a batch becomes a loss; `data`: the kind of dataset it learns from (dialogues,
+    pairs: chosen rows, then rejected rows, or labels)."""
 
     name = ""
-    pairs = False
+    data = "dialogues"
+
+    @property
+    def pairs(self) -> bool:
+        return self.data == "pairs"
 
     def loss(self, module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def count(self, batch: dict) -> int:
+        """What a batch's loss and figures are the mean of: labelled tokens, pairs or texts."""
+        if self.data == "pairs":
+            return batch["input_ids"].shape[0] // 2
+        if self.data == "labels":
+            return batch["input_ids"].shape[0]
+        return max(int((batch["labels"][:, 1:] != IGNORE).sum()), 1)
 
 
 class LanguageModel(Objective):
@@ -44,7 +59,7 @@ class LanguageModel(Objective):
 
 class Rank(Objective):
     name = "rank"
-    pairs = True
+    data = "pairs"
 
     def loss(self, module, batch):
         from rejoinder.modeling.ranker import score_at
@@ -57,7 +72,7 @@ class Rank(Objective):
 
 class DPO(Objective):
     name = "dpo"
-    pairs = True
+    data = "pairs"
 
     def loss(self, module, batch):
         reference = module.reference_logprobs(batch)
@@ -65,4 +80,17 @@ class DPO(Objective):
         return loss, {"acc": (policy > ref).float().mean(), "margin": (policy - ref).mean()}
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (LanguageModel(), Rank(), DPO())}
+class Classify(Objective):
+    name = "classify"
+    data = "labels"
+
+    def loss(self, module, batch):
+        from rejoinder.modeling.classifier import logits_at
+
+        logits = logits_at(module.model, batch, batch["cls_pos"])  # (B, labels)
+        target = batch["class_ids"]
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        return loss, {"acc": (logits.argmax(-1) == target).float().mean()}
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (LanguageModel(), Rank(), DPO(), Classify())}

@@ -1,9 +1,12 @@
 """The engines that run a build: they group and move records, the stages do the rest.
 
-An engine is a function `(config, data_dir, work_dir, report) -> dialogues per split`:
-it writes the splits' parquet files into `data_dir`, keeps whatever it needs between
-passes in `work_dir` (removed after the build), and counts into `report`. The local
-engine needs nothing but this package; the Spark engine is imported only when chosen.
+An engine is a function `(config, data_dir, work_dir, report, classifier) -> dialogues
+per split`: it writes the splits' parquet files into `data_dir`, keeps whatever it needs
+between passes in `work_dir` (removed after the build), and counts into `report`.
+`classifier` (a `stages.ClassifierPass`, or None) is the offensive filter's classifier,
+which the engine runs as a pass of its own on the sources whose filters ask for it,
+after the one-pass filters and before the bland pass. The local engine needs nothing
+but this package; the Spark engine is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from pathlib import Path
 
 from rejoinder.data.config import BuildConfig
 from rejoinder.data.report import Report
+from rejoinder.data.stages import ClassifierPass
 
-Run = Callable[[BuildConfig, Path, Path, Report], dict[str, int]]
+Run = Callable[[BuildConfig, Path, Path, Report, ClassifierPass | None], dict[str, int]]
 
 
 def _local() -> Run:

@@ -5,16 +5,22 @@ time, not by thread), then each bucket is read back whole and walked thread by t
 peak memory follows the largest bucket, and the number of buckets grows with the dump.
 Dialogues that pass the one-pass filters are spooled to disk while a trigram sketch
 counts the corpus; a second pass drops the bland ones and writes the splits. Both
-passes spread their files over worker processes.
+passes spread their files over worker processes. The offensive filter's classifier,
+when asked for, runs between them in this process alone (`classified`): a torch model
+is loaded once and spreads each batch over the cores itself, where one copy a worker
+would load it a core's times over.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rejoinder.data.config import BuildConfig, Source
 from rejoinder.data.engines.files import (
@@ -35,26 +41,40 @@ from rejoinder.data.records import SPLITS, RawDialogue
 from rejoinder.data.reddit import check_reddit_source, link_of, read_reddit_file
 from rejoinder.data.report import Report
 from rejoinder.data.stages import (
+    ClassifierPass,
     bland_pass,
     ensure_every_split,
     feedback_kinds,
     filters_for,
     given_pairs,
+    offensive_groups,
+    offensive_pass,
     other_dialogues,
     pair_pass,
     pair_targets,
     plan,
     process_thread,
+    scored_pair,
     split_of,
     thread_groups,
 )
 from rejoinder.progress import Progress, amount
 
 
-def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> dict[str, int]:
+def run(
+    config: BuildConfig,
+    data_dir: Path,
+    work_dir: Path,
+    report: Report,
+    classifier: ClassifierPass | None = None,
+) -> dict[str, int]:
     """Builds the dataset's splits into `data_dir`; buckets and spools go in `work_dir`."""
+    if config.makes_labels:
+        from rejoinder.data.engines import labels
+
+        return labels.run(config, data_dir, work_dir, report)
     if config.makes_pairs:
-        return run_pairs(config, data_dir, work_dir, report)
+        return run_pairs(config, data_dir, work_dir, report, classifier)
     workers = os.cpu_count() or 1
     sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
@@ -62,13 +82,16 @@ def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> 
     for i, (source, filters) in enumerate(sources):
         counted = sketch if "bland" in filters.config.enabled else None
         if source_kind(source.kind).threads:
-            spools += reddit_spools(source, config, work_dir, report, counted, workers)
-            continue
-        spool = Spool(work_dir / f"spool-{i}")
-        for raw in other_dialogues(source, filters, report, counted):
-            spool.put(raw.astuple(), counted is not None)
-        spool.close()
-        spools.append(spool.path)
+            made = reddit_spools(source, config, work_dir, report, counted, workers)
+        else:
+            spool = Spool(work_dir / f"spool-{i}")
+            for raw in other_dialogues(source, filters, report, counted):
+                spool.put(raw.astuple(), counted is not None)
+            spool.close()
+            made = [spool.path]
+        if classifier is not None and filters.config.classifies:
+            made = classified(made, classifier, report, RawDialogue, offensive_pass)
+        spools += made
 
     # The second pass, split over the workers: each writes its own part files.
     fconf = bland or FilterConfig()
@@ -83,7 +106,11 @@ def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> 
 
 
 def run_pairs(
-    config: BuildConfig, data_dir: Path, work_dir: Path, report: Report
+    config: BuildConfig,
+    data_dir: Path,
+    work_dir: Path,
+    report: Report,
+    classifier: ClassifierPass | None = None,
 ) -> dict[str, int]:
     """Builds a pairs dataset: sibling groups spooled by thread walks, then the bland
     pass and the pairing, then `human_vs_rand` pairing bucket by bucket."""
@@ -93,18 +120,25 @@ def run_pairs(
     spools: list[tuple[Path, str, tuple[str, ...]]] = []  # (spool, source kind, pair kinds)
     for i, (source, filters) in enumerate(sources):
         counted = sketch if "bland" in filters.config.enabled else None
+        classifies = classifier is not None and filters.config.classifies
         if source_kind(source.kind).threads:
             read = Report(explain=config.explain)
             paths = reddit_spools(source, config, work_dir, read, counted, workers, pairs=True)
             kinds, why = feedback_kinds(config.pair_kinds, config.pair_options, read, source.kind)
             report.merge(read).notes.update(why)
+            if classifies:
+                paths = classified(paths, classifier, report, tuple, offensive_groups)
             spools += [(p, source.kind, kinds) for p in paths]
             continue
         spool = Spool(work_dir / f"spool-{i}")
         for pair in given_pairs(source, filters, report, counted):
             spool.put(pair.astuple(), counted is not None)
         spool.close()
-        spools.append((spool.path, source.kind, ()))
+        paths = [spool.path]
+        if classifies:
+            judged = functools.partial(offensive_pass, targets=scored_pair(classifier.fconf))
+            paths = classified(paths, classifier, report, RawPair, judged)
+        spools += [(p, source.kind, ()) for p in paths]
 
     fconf = bland or FilterConfig()
     wants_rand = any("human_vs_rand" in kinds for _, _, kinds in spools)
@@ -160,6 +194,34 @@ def reddit_spools(
         if sketch is not None:
             sketch.merge(part_sketch)
     return [path for path, _, _ in results]
+
+
+def classified(
+    spools: list[Path],
+    classifier: ClassifierPass,
+    report: Report,
+    make: Callable[..., Any],
+    judged: Callable[..., Iterator[tuple[bool, Any]]],
+) -> list[Path]:
+    """The offensive classifier's pass over spools, in this process: what passes is
+    spooled again (`make` reads a spooled item; `judged` is `stages.offensive_pass` or
+    `offensive_groups`). A terminal shows the targets scored."""
+    kept_paths = []
+    with Progress("offensive classifier", unit="targets") as progress:
+        loaded = classifier.scorer()
+
+        def scorer(pairs):
+            scores = loaded(pairs)
+            progress.advance(len(pairs))
+            return scores
+
+        for path in spools:
+            kept = Spool(path.with_name(f"{path.name}-kept"))
+            for check, item in judged(read_spool(path, make), scorer, classifier.fconf, report):
+                kept.put(item if make is tuple else item.astuple(), check)
+            kept.close()
+            kept_paths.append(kept.path)
+    return kept_paths
 
 
 def read_dumps(files: list[tuple[str, str]], report: Report, put) -> None:

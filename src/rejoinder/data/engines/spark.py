@@ -4,12 +4,15 @@ It runs the same stages as the local engine (parsing, the tree walk, the filters
 trigram sketch, the split) and only moves records differently: dump files are read in
 parallel, comments meet their thread in a shuffle by link_id, each partition walks its
 threads, the per-partition trigram sketches are merged, and the bland pass runs where
-the dialogues are. Workers need rejoinder installed (or shipped with --py-files);
-counts travel back to the driver with the data.
+the dialogues are. The offensive filter's classifier, when asked for, runs before it
+on each source's records, partition by partition, each partition's Python worker
+loading it once (`classified`). Workers need rejoinder installed (or shipped with
+--py-files); counts travel back to the driver with the data.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -25,16 +28,20 @@ from rejoinder.data.records import SPLITS, arrow_schema
 from rejoinder.data.reddit import check_reddit_source, read_reddit_file
 from rejoinder.data.report import Report
 from rejoinder.data.stages import (
+    ClassifierPass,
     bland_pass,
     ensure_every_split,
     feedback_kinds,
     filters_for,
     given_pairs,
+    offensive_groups,
+    offensive_pass,
     other_dialogues,
     pair_pass,
     pair_targets,
     plan,
     process_thread,
+    scored_pair,
     split_of,
     thread_groups,
 )
@@ -46,14 +53,24 @@ from rejoinder.progress import Progress, wanted
 _REPORT, _ROW, _SKETCH = "report", "row", "sketch"
 
 
-def run(config: BuildConfig, data_dir: Path, work_dir: Path, report: Report) -> dict[str, int]:
+def run(
+    config: BuildConfig,
+    data_dir: Path,
+    work_dir: Path,
+    report: Report,
+    classifier: ClassifierPass | None = None,
+) -> dict[str, int]:
     """Builds the dataset's splits into `data_dir` on Spark (`config.master`)."""
+    if config.makes_labels:  # a file people labelled: no cluster needed (engines/labels.py)
+        from rejoinder.data.engines import labels
+
+        return labels.run(config, data_dir, work_dir, report)
     spark = _session(config.master)
     try:
         with StageProgress(spark.sparkContext):
             if config.makes_pairs:
-                return _run_pairs(spark, config, data_dir, report)
-            return _run(spark, config, data_dir, report)
+                return _run_pairs(spark, config, data_dir, report, classifier)
+            return _run(spark, config, data_dir, report, classifier)
     finally:
         spark.stop()
 
@@ -198,6 +215,24 @@ def _bland(config: BuildConfig, fconf: FilterConfig, sketch_bc):
     return run
 
 
+def classified(items, classifier: ClassifierPass, config: BuildConfig, report: Report, judged):
+    """(bland_check, item) pairs through the offensive classifier's pass (`judged`:
+    `stages.offensive_pass` or `offensive_groups`), each partition scoring its own with
+    the classifier its worker loaded; the pairs that pass."""
+
+    def run(part):
+        part_report = Report(explain=config.explain)
+        scorer = classifier.scorer()
+        for entry in judged(part, scorer, classifier.fconf, part_report):
+            yield _ROW, entry
+        yield _REPORT, part_report
+
+    items.context.setJobDescription("offensive classifier")
+    tagged = items.mapPartitions(run).cache()
+    _collect_reports(tagged, report)
+    return tagged.filter(lambda x: x[0] == _ROW).map(lambda x: x[1])
+
+
 def _threads(sc, source, config: BuildConfig, report: Report):
     """A reddit source's records grouped by thread: (link_id, records) pairs."""
     comments, submissions = check_reddit_source(source.args)
@@ -217,7 +252,9 @@ def _collect_reports(rdd, report: Report) -> None:
         report.merge(r)
 
 
-def _run(spark, config: BuildConfig, data_dir: Path, report: Report) -> dict[str, int]:
+def _run(
+    spark, config: BuildConfig, data_dir: Path, report: Report, classifier: ClassifierPass | None
+) -> dict[str, int]:
     sc = spark.sparkContext
     sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
@@ -227,15 +264,18 @@ def _run(spark, config: BuildConfig, data_dir: Path, report: Report) -> dict[str
         if not source_kind(source.kind).threads:
             # Small corpora: read on the driver, then distribute.
             local = list(other_dialogues(source, filters, report, sketch if counted else None))
-            parts.append(sc.parallelize([(counted, raw) for raw in local], 8))
-            continue
-        threads = _threads(sc, source, config, report)
-        sc.setJobDescription("walking threads")
-        walked = threads.mapPartitions(_walk(config, source.kind, counted)).cache()
-        _collect_reports(walked, report)
-        if counted:
-            _merge_sketches(walked, sketch)
-        parts.append(walked.filter(lambda x: x[0] == _ROW).map(lambda x, c=counted: (c, x[1])))
+            part = sc.parallelize([(counted, raw) for raw in local], 8)
+        else:
+            threads = _threads(sc, source, config, report)
+            sc.setJobDescription("walking threads")
+            walked = threads.mapPartitions(_walk(config, source.kind, counted)).cache()
+            _collect_reports(walked, report)
+            if counted:
+                _merge_sketches(walked, sketch)
+            part = walked.filter(lambda x: x[0] == _ROW).map(lambda x, c=counted: (c, x[1]))
+        if classifier is not None and filters.config.classifies:
+            part = classified(part, classifier, config, report, offensive_pass)
+        parts.append(part)
 
     sketch_bc = sc.broadcast(sketch) if sketch is not None else None
     fconf = bland or FilterConfig()
@@ -313,7 +353,9 @@ def _rand(config: BuildConfig):
     return run
 
 
-def _run_pairs(spark, config: BuildConfig, data_dir: Path, report: Report) -> dict[str, int]:
+def _run_pairs(
+    spark, config: BuildConfig, data_dir: Path, report: Report, classifier: ClassifierPass | None
+) -> dict[str, int]:
     sc = spark.sparkContext
     sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
@@ -321,9 +363,14 @@ def _run_pairs(spark, config: BuildConfig, data_dir: Path, report: Report) -> di
     given = []  # RDDs of (bland_check, RawPair)
     for source, filters in sources:
         counted = "bland" in filters.config.enabled
+        classifies = classifier is not None and filters.config.classifies
         if not source_kind(source.kind).threads:
             local = list(given_pairs(source, filters, report, sketch if counted else None))
-            given.append(sc.parallelize([(counted, p) for p in local], 8))
+            items = sc.parallelize([(counted, p) for p in local], 8)
+            if classifies:
+                judged = functools.partial(offensive_pass, targets=scored_pair(classifier.fconf))
+                items = classified(items, classifier, config, report, judged)
+            given.append(items)
             continue
         read = Report(explain=config.explain)
         threads = _threads(sc, source, config, read)
@@ -334,7 +381,12 @@ def _run_pairs(spark, config: BuildConfig, data_dir: Path, report: Report) -> di
         _collect_reports(tagged, report)
         if counted:
             _merge_sketches(tagged, sketch)
-        walked.append((tagged.filter(lambda x: x[0] == _ROW).map(lambda x: x[1]), kinds, counted))
+        groups = tagged.filter(lambda x: x[0] == _ROW).map(lambda x: x[1])
+        if classifies:
+            checked = groups.map(lambda g: (True, g))
+            groups = classified(checked, classifier, config, report, offensive_groups)
+            groups = groups.map(lambda x: x[1])
+        walked.append((groups, kinds, counted))
 
     sketch_bc = sc.broadcast(sketch) if sketch is not None else None
     fconf = bland or FilterConfig()

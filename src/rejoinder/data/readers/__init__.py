@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from rejoinder.data.labels import RawLabel
 from rejoinder.data.pairs import RawPair
 from rejoinder.data.readers.chatterbot import read_chatterbot
 from rejoinder.data.readers.chitchat import read_chitchat
 from rejoinder.data.readers.dailydialog import read_dailydialog
 from rejoinder.data.readers.feedback import read_feedback
 from rejoinder.data.readers.jsonl import read_jsonl
+from rejoinder.data.readers.labels import read_labels_jsonl
 from rejoinder.data.readers.pairs import read_pairs_jsonl
 from rejoinder.data.readers.qa import read_qa
 from rejoinder.dialogue import Dialogue
@@ -36,9 +38,9 @@ class SourceKind:
     name: str
     description: str
     """One line, for the command line's help."""
-    read: Callable[..., Iterator[Dialogue] | Iterator[RawPair]] | None = None
-    """`read(**source.args, report=report)` yields its dialogues (or pairs); None for
-    threads."""
+    read: Callable[..., Iterator[Dialogue] | Iterator[RawPair] | Iterator[RawLabel]] | None = None
+    """`read(**source.args, report=report)` yields its dialogues (or pairs, or labelled
+    texts); None for threads."""
     path: bool = False
     """On the command line, a PATH follows its name (`jsonl FILE`); source.args["path"]."""
     needs: tuple[str, ...] = ()
@@ -51,6 +53,9 @@ class SourceKind:
     """The engines group its records into threads and walk them (Reddit's comment trees)."""
     pairs: bool = False
     """Its reader yields preference pairs (`RawPair`s), so a build of it writes a pairs
+    dataset."""
+    labels: bool = False
+    """Its reader yields labelled texts (`RawLabel`s), so a build of it writes a labels
     dataset."""
 
 
@@ -96,6 +101,14 @@ SOURCES: dict[str, SourceKind] = {
             read=read_feedback,
             needs=("db",),
             pairs=True,
+        ),
+        SourceKind(
+            "labels",
+            'labelled texts for a classifier, one a line: {"context": [...], "text": "...", '
+            '"label": "unsafe"}',
+            read=read_labels_jsonl,
+            path=True,
+            labels=True,
         ),
         SourceKind(
             "qa", "question<TAB>answer lines, each a two-turn dialogue", read=read_qa, path=True
