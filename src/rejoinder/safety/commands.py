@@ -15,8 +15,10 @@ META_FILE = "rejoinder.json"
 
 
 def cmd_safety(args) -> int:
-    """Sets the safety policy a model directory carries: chat, serve, judging's self-chat
-    and `data negatives` apply it unless told otherwise (files relative to DIR)."""
+    """Sets the safety policy a model directory carries, for every command that replies.
+
+    chat, serve, judging's self-chat and `data negatives` apply it unless told
+    otherwise; files are named relative to DIR."""
     from rejoinder.safety import Safety, SafetyConfig
 
     model = Path(args.model)
