@@ -184,7 +184,7 @@ def test_the_report_writes_four_files_with_escaped_reasons(tmp_path):
     results = summarize(run, items, judgments)
     out = write_human_report(results, items, judgments, tmp_path / "report")
     assert sorted(p.name for p in out.iterdir()) == [
-        "acute.jsonl", "report.md", "results.json", "winrate.png",
+        "acute.jsonl", "leaderboard.png", "report.md", "results.json", "winrate.png",
     ]  # fmt: skip
     report = (out / "report.md").read_text()
     assert "| A vs B | 2 (66.7%) / 0 (0.0%) / 1 (33.3%) |" in report

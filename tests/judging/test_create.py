@@ -159,6 +159,10 @@ def test_a_name_in_use_is_refused_and_report_writes_the_results(tmp_path, datase
         "2",
     ]
     assert create(db, *args, *conversation) == 0
+    out = capsys.readouterr().out
+    # 4 items of one pair x 3 judgments, a forced choice: 12 decisive votes
+    assert "the pair gets 4 items x 3 judgments = 12 judgments; conversation mode has no " in out
+    assert "a 60% win rate needs 194 decisive votes (194 judgments) per pair: too few" in out
     assert create(db, *args, *conversation) == 2
     assert "already a run named 'r'" in capsys.readouterr().err
     store = JudgeStore(db)
@@ -169,7 +173,14 @@ def test_a_name_in_use_is_refused_and_report_writes_the_results(tmp_path, datase
     store.close()
     out = tmp_path / "report"
     assert main(["judge", "report", "r", "--db", db, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Bradley–Terry leaderboard" in printed and "| 1 | bot |" in printed
+    assert "no finite maximum-likelihood estimate" in printed  # bot won every vote
     results = json.loads((out / "results.json").read_text())
+    assert [r["system"] for r in results["leaderboard"]["engaging"]["boards"][0]["systems"]] == [
+        "bot", "human",
+    ]  # fmt: skip
+    assert (out / "leaderboard.png").stat().st_size > 0
     (row,) = results["comparisons"]["engaging"]
     assert (row["first"], row["second"], row["wins"], row["losses"]) == ("bot", "human", 12, 0)
     assert "it &lt;b&gt;" in (out / "report.md").read_text()

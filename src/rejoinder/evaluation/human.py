@@ -4,7 +4,7 @@ Pairwise judging as in the DialoGPT paper (one context, one reply per system, a 
 per criterion with ties allowed) and as in ACUTE-Eval (two whole conversations, one
 question). `summarize` turns a run's items and its kept judges' judgments (plain dicts)
 into the numbers; `human_report.write_human_report` writes them as report.md,
-results.json, winrate.png and acute.jsonl.
+results.json, winrate.png, leaderboard.png and acute.jsonl.
 
 Every count is in system terms: "first" and "second" are a pair's systems in the run's
 order, whichever side of the page each was shown on; the side only matters for the
@@ -13,15 +13,19 @@ position bias.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from rejoinder.evaluation.leaderboard import from_comparisons
 from rejoinder.evaluation.stats import (
     binomial_test,
     fleiss_kappa,
     holm,
+    judgments_needed,
     percent_agreement,
+    power_of,
     wilson,
 )
 
@@ -33,7 +37,9 @@ CONTEXT_SPEAKER = "context"
 
 def summarize(run: dict, items: list[dict], judgments: list[dict]) -> dict[str, Any]:
     """The results of a run: per criterion and pair, wins / ties / losses with a test;
-    agreement between judges; position bias; each system's standing; counts.
+    agreement between judges; position bias; each system's standing; per criterion a
+    Bradley–Terry leaderboard (`leaderboard.leaderboard`, seeded: the same judgments give
+    the same board); counts.
 
     Judgments of items not in `items` (onboarding, say) are left out.
     """
@@ -59,6 +65,7 @@ def summarize(run: dict, items: list[dict], judgments: list[dict]) -> dict[str, 
         "agreement": {c: _agreement(c, by_id, judged, order) for c in criteria},
         "position": _position(criteria, judged),
         "standings": {c: _standings(run["systems"], comparisons[c]) for c in criteria},
+        "leaderboard": {c: from_comparisons(run["systems"], comparisons[c]) for c in criteria},
     }
 
 
@@ -244,3 +251,33 @@ def _counts(run: dict, items: list[dict], judged: list[dict]) -> dict[str, int]:
         "judgments_per_item": wanted,
         "items_short": sum(per_item[item["id"]] < wanted for item in items),
     }
+
+
+POWER_RATES = (0.55, 0.60, 0.65)
+POWER = 0.8
+TURN_TIES = 0.25
+"""The share of ties a turn-mode run is planned for (DialoGPT's tables had 15-40%);
+conversation mode is a forced choice, with none."""
+
+
+def power_plan(items: int, pairs: int, judgments_per_item: int, mode: str) -> dict[str, Any]:
+    """Whether a run as created can detect a 55%, 60% or 65% win rate against 50% on a
+    pair of systems at 80% power (two-sided alpha 0.05, normal approximation).
+
+    The report's test counts decisive votes only, so the judgments a pair gets (its
+    fewest items, as pairs go round-robin, times the judgments per item) are discounted
+    by the ties expected (`TURN_TIES` in turn mode, none in conversation mode).
+    """
+    per_pair = items // pairs * judgments_per_item
+    ties = TURN_TIES if mode == "turn" else 0.0
+    decisive = per_pair * (1 - ties)
+    rows = []
+    for rate in POWER_RATES:
+        needed = judgments_needed(rate, ALPHA, POWER)
+        judgments = math.ceil(needed / (1 - ties))
+        power = power_of(decisive, rate, ALPHA)
+        rows.append({"rate": rate, "decisive": needed, "judgments": judgments,
+                     "enough": per_pair >= judgments, "power": power})  # fmt: skip
+    return {"items": items // pairs, "judgments_per_item": judgments_per_item,
+            "per_pair": per_pair, "ties": ties, "decisive": decisive, "power": POWER,
+            "alpha": ALPHA, "rates": rows}  # fmt: skip

@@ -1,6 +1,6 @@
-"""A human evaluation run's report: report.md, results.json, winrate.png and acute.jsonl
-(ParlAI's ACUTE-Eval pairings with each judgment attached, for whoever analyses there),
-from `human.summarize`'s results."""
+"""A human evaluation run's report: report.md, results.json, winrate.png, leaderboard.png
+and acute.jsonl (ParlAI's ACUTE-Eval pairings with each judgment attached, for whoever
+analyses there), from `human.summarize`'s results."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from rejoinder.evaluation.human import CONTEXT_SPEAKER, TIE, pair_of
 def write_human_report(
     results: dict, items: list[dict], judgments: list[dict], out: str | Path, force: bool = False
 ) -> Path:
-    """report.md, results.json, winrate.png and acute.jsonl, written whole or not at all."""
+    """report.md, results.json, winrate.png, leaderboard.png and acute.jsonl, written
+    whole or not at all."""
     out = check_out(out, force)
     with atomic_directory(out) as tmp:
         (tmp / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
@@ -25,9 +26,10 @@ def write_human_report(
         )
         try:
             plot = plot_winrates(results, tmp).name
+            board = plot_leaderboards(results, tmp).name
         except ImportError:  # the serve extra alone has no matplotlib; the tables suffice
-            plot = None
-        (tmp / "report.md").write_text(markdown(results, plot))
+            plot = board = None
+        (tmp / "report.md").write_text(markdown(results, plot, board))
     return out
 
 
@@ -139,6 +141,8 @@ def _criterion_section(results: dict, criterion: str) -> list[str]:
         lines += [f"> {escape(question)}", ""]
     rows = results["comparisons"][criterion]
     lines += [comparison_table(rows), ""]
+    if criterion in results.get("leaderboard", {}):
+        lines += _leaderboard_lines(results["leaderboard"][criterion])
     for r in rows:
         if r.get("reasons"):
             lines += [f"Reasons, {escape(r['first'])} vs {escape(r['second'])}:", ""]
@@ -211,9 +215,39 @@ def _judges_section(results: dict) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(results: dict, plot: str | None) -> str:
-    """report.md: the run's facts, a table per criterion, standings, agreement, position
-    bias, judges and the plot."""
+def leaderboard_table(board: dict) -> str:
+    """One leaderboard's table: rank, system, score with its bootstrap interval, votes."""
+    level = round(100 * board.get("level", 0.95))
+    out = [
+        f"| rank | system | score [{level}% CI] | log-strength | votes |",
+        "|---|---|---|---|---|",
+    ]
+    for r in board["systems"]:
+        out.append(
+            f"| {r['rank']} | {_cell(r['system'])} | {r['score']:.0f} "
+            f"[{r['low']:.0f}, {r['high']:.0f}] | {r['strength']:+.3f} | {r['votes']} |"
+        )
+    return "\n".join(out)
+
+
+def _leaderboard_lines(result: dict) -> list[str]:
+    lines = [
+        f"Bradley–Terry leaderboard (ties as half a win; score 1000 + 400·log10(strength); "
+        f"{result['level']:.0%} bootstrap intervals over {result['rounds']} rounds; a rank is "
+        "1 + the systems whose interval lies wholly above):",
+        "",
+    ]
+    for k, board in enumerate(result["boards"]):
+        if len(result["boards"]) > 1:
+            lines += [f"Group {k + 1}:", ""]
+        lines += [leaderboard_table({**board, "level": result["level"]}), ""]
+    lines += [f"Note: {escape(note)}." for note in result["notes"]]
+    return [*lines, ""] if result["notes"] else lines
+
+
+def markdown(results: dict, plot: str | None, board: str | None = None) -> str:
+    """report.md: the run's facts, a table and a leaderboard per criterion, standings,
+    agreement, position bias, judges and the plots."""
     lines = [f"# Human evaluation: {escape(results['name'])}", "", *_facts(results), ""]
     for criterion in results["criteria"]:
         lines += _criterion_section(results, criterion)
@@ -222,6 +256,8 @@ def markdown(results: dict, plot: str | None) -> str:
     lines += _judges_section(results)
     lines += ["## Win rates", ""]
     lines += [f"![win rates]({plot})"] if plot else ["(no plot: `pip install matplotlib`)"]
+    if board:
+        lines += ["", "## Leaderboards", "", f"![leaderboards]({board})"]
     return "\n".join(lines) + "\n"
 
 
@@ -269,3 +305,32 @@ def _panel(ax, criterion: str, rows: list[dict]) -> None:
     ax.set_xlim(0, 1)
     ax.set_title(criterion)
     ax.set_xlabel("win rate of the first system on decisive votes")
+
+
+def plot_leaderboards(results: dict, out: Path) -> Path:
+    """leaderboard.png: each system's Bradley–Terry score with its bootstrap interval, a
+    panel per criterion (groups never compared with each other in separate colours)."""
+    plt = _pyplot()
+    criteria = results["criteria"]
+    boards = results["leaderboard"]
+    heights = [max(1, sum(len(b["systems"]) for b in boards[c]["boards"])) for c in criteria]
+    fig, axes = plt.subplots(
+        len(criteria), 1, figsize=(8, 1.2 * len(criteria) + 0.4 * sum(heights)),
+        height_ratios=heights, squeeze=False,
+    )  # fmt: skip
+    for ax, criterion in zip(axes[:, 0], criteria, strict=True):
+        rows = [(k, r) for k, b in enumerate(boards[criterion]["boards"]) for r in b["systems"]]
+        for y, (k, r) in enumerate(rows):
+            # max(0, ...): bootstrap fits that all equal the point fit differ by rounding
+            below, above = max(0.0, r["score"] - r["low"]), max(0.0, r["high"] - r["score"])
+            ax.errorbar(r["score"], y, xerr=[[below], [above]], fmt="o", capsize=4, color=f"C{k}")
+        ax.axvline(1000, color="C7", linestyle="--")
+        ax.set_yticks(range(len(rows)), [f"{r['rank']}. {r['system']}" for _, r in rows])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_title(criterion)
+        ax.set_xlabel("Bradley–Terry score (1000 + 400 log10 strength)")
+    fig.tight_layout()
+    path = out / "leaderboard.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

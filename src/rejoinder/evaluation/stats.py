@@ -1,4 +1,5 @@
-"""Statistics for pairwise judgments: intervals, exact tests, multiple comparisons, agreement.
+"""Statistics for pairwise judgments: intervals, exact tests, multiple comparisons, agreement,
+the size a run needs.
 
 Pure functions on counts and labels, standard library only, so that a report can be
 rebuilt anywhere from its judgments (scipy is not a dependency).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from statistics import NormalDist
 
 # scipy.stats.binomtest's tolerance: outcomes within this relative distance of the
 # observed one's probability count as "no more likely", so rounding cannot drop them.
@@ -126,3 +128,36 @@ def percent_agreement(ratings: Sequence[Sequence[Hashable]]) -> float | None:
     if not pairs:
         return None
     return sum(math.comb(c, 2) for counts in items for c in counts.values()) / pairs
+
+
+def _z(q: float) -> float:
+    return NormalDist().inv_cdf(q)
+
+
+def judgments_needed(rate: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Decisive votes needed for a two-sided test against one half to detect `rate` with
+    the given power, by the normal approximation to the binomial.
+
+    n = ((z(1 - alpha/2) * sqrt(0.25) + z(power) * sqrt(rate * (1 - rate))) / (rate - 0.5))^2
+
+    >>> judgments_needed(0.6)
+    194
+    """
+    if not 0 < rate < 1 or rate == 0.5:
+        raise ValueError(f"rate={rate} must be in (0, 1) and not 0.5")
+    spread = _z(1 - alpha / 2) * 0.5 + _z(power) * math.sqrt(rate * (1 - rate))
+    return math.ceil((spread / (rate - 0.5)) ** 2)
+
+
+def power_of(n: float, rate: float, alpha: float = 0.05) -> float:
+    """The chance that n decisive votes, each won with probability `rate`, make the
+    two-sided test against one half significant (normal approximation, the far tail
+    ignored as `judgments_needed` ignores it).
+
+    >>> round(power_of(194, 0.6), 3)
+    0.8
+    """
+    if n <= 0:
+        return 0.0
+    shift = abs(rate - 0.5) * math.sqrt(n) - _z(1 - alpha / 2) * 0.5
+    return NormalDist().cdf(shift / math.sqrt(rate * (1 - rate)))

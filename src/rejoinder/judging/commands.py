@@ -15,7 +15,8 @@ def cmd_create(args) -> int:
     """Makes a judging run: items (contexts or conversations) and every system's replies."""
     from rejoinder.judging.create import create_run
 
-    made = create_run(from_args(CreateOptions, args, name=args.name))
+    options = from_args(CreateOptions, args, name=args.name)
+    made = create_run(options)
     pairs = ", ".join(" vs ".join(p) for p in made["pairs"])
     print(
         f"run {made['name']}: {made['items']} items ({pairs}) and {made['onboarding']} "
@@ -23,7 +24,34 @@ def cmd_create(args) -> int:
         f"judges open /judge/{made['name']} on `rejoinder serve --db {args.db}` or "
         f"`rejoinder judge serve {made['name']} --db {args.db}`"
     )
+    print("\n".join(power_lines(made, options)))
     return 0
+
+
+def power_lines(made: dict, options: CreateOptions) -> list[str]:
+    """What a run as created can detect: the judgments a 55%, 60% and 65% win rate need."""
+    from rejoinder.evaluation.human import power_plan
+
+    plan = power_plan(made["items"], len(made["pairs"]), options.judgments_per_item, options.mode)
+    each = "each pair gets at least" if len(made["pairs"]) > 1 else "the pair gets"
+    ties = (
+        f"ties ({plan['ties']:.0%} planned for in turn mode) are dropped by the report's test"
+        if plan["ties"]
+        else "conversation mode has no ties"
+    )
+    lines = [
+        f"power ({plan['power']:.0%}, two-sided alpha {plan['alpha']}, normal approximation "
+        f"to the binomial test against 50%): {each} {plan['items']} items x "
+        f"{plan['judgments_per_item']} judgments = {plan['per_pair']} judgments; {ties}, "
+        f"leaving about {plan['decisive']:.0f} decisive votes"
+    ]
+    for r in plan["rates"]:
+        verdict = "enough" if r["enough"] else "too few"
+        lines.append(
+            f"  a {r['rate']:.0%} win rate needs {r['decisive']} decisive votes "
+            f"({r['judgments']} judgments) per pair: {verdict} (power {r['power']:.0%})"
+        )
+    return lines
 
 
 def cmd_serve(args) -> int:
