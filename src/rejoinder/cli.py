@@ -20,6 +20,8 @@ from collections.abc import Callable
 from rejoinder.arguments import quiet_libraries
 from rejoinder.errors import RejoinderError
 from rejoinder.evaluation.commands import (
+    ab_args,
+    cmd_ab,
     cmd_eval,
     cmd_eval_ranker,
     cmd_eval_safety,
@@ -85,6 +87,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]]
     "chat": (cmd_chat, chat_args),
     "safety": (cmd_safety, safety_verb_args),
     "serve": (cmd_serve, serve_args),
+    "ab": (cmd_ab, ab_args),
     "judge": "Human evaluation: pairwise judging runs, the judging page, their report.",
 }
 """Each verb: (the function that runs it, the one that declares its arguments); a verb

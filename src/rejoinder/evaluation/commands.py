@@ -1,4 +1,4 @@
-"""The evaluation verbs: `rejoinder eval` and `eval-ranker`."""
+"""The evaluation verbs: `rejoinder eval`, `eval-ranker`, `eval-safety` and `ab`."""
 
 from __future__ import annotations
 
@@ -173,3 +173,54 @@ def eval_safety_args(p: argparse.ArgumentParser) -> None:
     keep = {"safety_words", "safety_default_words", "safety_unsafe_labels"}
     skip = {f for f in SafetyConfig.__dataclass_fields__ if f not in keep}
     add_options(p.add_argument_group("word list and labels"), SafetyConfig, skip=skip)
+
+
+def cmd_ab(args) -> int:
+    """A/B arms compared: `ab report` reads what users said of each arm's replies."""
+    from datetime import UTC, datetime
+
+    from rejoinder.atomic import check_out
+    from rejoinder.evaluation.ab import summarize, write_ab_report
+    from rejoinder.stores.arms import ab_rows
+    from rejoinder.stores.sessions import SessionStore
+
+    out = check_out(args.out, args.force)
+    since = None
+    if args.since:
+        try:
+            when = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise RejoinderError(
+                f"--since {args.since!r}: write an ISO date, e.g. 2026-12-01 or 2026-12-01T09:30"
+            ) from None
+        since = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    store = SessionStore(args.db)
+    try:
+        result = summarize(ab_rows(store, since), args.since)
+    finally:
+        store.close()
+    write_ab_report(result, out)
+    if not result["arms"]:
+        print("no session has an arm (serve with --arm to run an A/B test)", file=sys.stderr)
+    for arm, a in result["arms"].items():
+        up = a["rates"]["thumbs_up"]
+        rate = (
+            "–" if up["rate"] is None else f"{up['rate']:.1%} [{up['low']:.1%}, {up['high']:.1%}]"
+        )
+        print(f"{arm}: {a['sessions']} sessions, {a['replies']} replies, thumbs-up {rate}")
+    for decision in result["decisions"]:
+        print(decision)
+    print(f"wrote {out}/report.md and metrics.json", file=sys.stderr)
+    return 0
+
+
+def ab_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.db import DEFAULT_DB
+
+    p.add_argument("action", choices=["report"], help="report: the arms' figures and tests")
+    p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"the sessions ({DEFAULT_DB})")
+    p.add_argument(
+        "--since", metavar="ISO-DATE", help="only sessions made from then on (UTC unless it says)"
+    )
+    p.add_argument("--out", required=True, metavar="REPORT", help="report directory to write")
+    p.add_argument("--force", action="store_true", help="replace REPORT if it exists")

@@ -133,6 +133,33 @@ class CreateOptions:
         return out
 
 
+SPEC_VALUES = {"reverse": "DIR", "preset": "P", "backend": "B", "ranker": "DIR"}
+"""What each key of a model spec takes, as its usage line shows it."""
+
+
+def model_spec(flag: str, text: str, keys: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """NAME=DIR[,key=value...] (a judged system, a served arm) as (NAME, {"dir": DIR, ...}),
+    each key one of `keys`; a RejoinderError naming `flag` and the usage otherwise.
+
+    >>> model_spec("--arm", "b=runs/b,preset=greedy", ("reverse", "preset"))
+    ('b', {'dir': 'runs/b', 'preset': 'greedy'})
+    """
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        usage = "".join(f",{k}={SPEC_VALUES.get(k, 'VALUE')}" for k in keys)
+        raise RejoinderError(f"{flag} {text!r}: write NAME=DIR[{usage}]")
+    path, *options = rest.split(",")
+    spec = {"dir": path}
+    for part in options:
+        key, sep, value = part.partition("=")
+        if not sep or key not in keys:
+            raise RejoinderError(
+                f"{flag} {name}: {part!r} is not one of {', '.join(k + '=' for k in keys)}"
+            )
+        spec[key] = value
+    return name, spec
+
+
 @dataclass
 class System:
     """One system of a run: a loaded model and its decoding, or stored conversations."""
@@ -142,25 +169,12 @@ class System:
 
     @classmethod
     def parse(cls, text: str) -> System:
-        name, sep, rest = text.partition("=")
-        if not sep or not name or not rest:
-            raise RejoinderError(
-                f"--system {text!r}: write NAME=DIR[,reverse=DIR,preset=P,backend=B,ranker=DIR]"
-            )
+        name, _, rest = text.partition("=")
         if name == HUMAN:
             raise RejoinderError('--system: "human" is the name of --human\'s system')
-        if rest.startswith("sessions:"):
+        if name and rest.startswith("sessions:"):
             return cls(name, {"sessions": rest[len("sessions:") :]})
-        path, *options = rest.split(",")
-        spec = {"dir": path}
-        for part in options:
-            key, sep, value = part.partition("=")
-            if not sep or key not in ("reverse", "preset", "backend", "ranker"):
-                raise RejoinderError(
-                    f"--system {name}: {part!r} is not one of reverse=, preset=, backend=, ranker="
-                )
-            spec[key] = value
-        return cls(name, spec)
+        return cls(*model_spec("--system", text, ("reverse", "preset", "backend", "ranker")))
 
     def load(self):
         from rejoinder.generation import ConversationModel

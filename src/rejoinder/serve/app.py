@@ -1,8 +1,9 @@
 """The HTTP app: OpenAI's chat completions, sessions, health, and the chat page.
 
-`create_app(model, settings)` builds it around a loaded `ConversationModel`; `serve`
-runs it with uvicorn. Every reply goes through the `Server`'s one `Batcher`, so
-concurrent users share generate calls.
+`create_app(model, settings)` builds it around a loaded `ConversationModel`, or A/B
+arms ({name: model}, `serve.arms`); `serve` runs it with uvicorn. Every reply goes
+through its model's `Server` and that one's batcher, so concurrent users share
+generate calls.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -22,6 +25,7 @@ from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import Finish
 from rejoinder.judging.api import add_judge_routes
 from rejoinder.safety import SafetyConfig
+from rejoinder.serve.arms import Arms, load_arms, parse_arms
 from rejoinder.serve.http import BodyLimit, add_error_handlers, authorizer, run_server
 from rejoinder.serve.schemas import (
     ChatCompletionRequest,
@@ -50,20 +54,29 @@ log = logging.getLogger("rejoinder.serve")
 
 
 def create_app(model, settings: Settings | None = None, store: SessionStore | None = None):
-    """The FastAPI app serving `model` (a loaded ConversationModel)."""
+    """The FastAPI app serving `model` (a loaded ConversationModel), or A/B arms: a
+    mapping from each arm's name to its loaded model (`serve.arms`)."""
     settings = settings or Settings()
     store = store or SessionStore(settings.db)
-    server = Server(model, settings, store)
+    ab = isinstance(model, Mapping)
+    models = dict(model) if ab else {"": model}
+    name = settings.model_name or ("rejoinder" if ab else None)
+    presets = {spec.name: spec.preset for spec in parse_arms(settings.arms)}
+    servers = {arm: Server(m, settings, store, name, presets.get(arm)) for arm, m in models.items()}
+    arms = Arms(servers, store, settings.split if ab else None, ab)
+    server = arms.first
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app):
-        server.batcher.start()
+        for s in servers.values():
+            s.batcher.start()
         try:
             yield
         finally:  # requests in flight have finished: uvicorn waits for them first
-            await run_in_threadpool(server.batcher.stop)
+            for s in servers.values():
+                await run_in_threadpool(s.batcher.stop)
             store.close()
 
     app = FastAPI(
@@ -73,7 +86,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
         "completions, and persistent chat sessions.",
         lifespan=lifespan,
     )
-    app.state.server = server
+    app.state.server, app.state.arms = server, arms
 
     auth = [Depends(authorizer(settings))]
     add_error_handlers(app)
@@ -94,7 +107,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
             {
                 "status": "ok" if ok else "database unreachable",
                 "model": server.name,
-                "reverse": model.reverse is not None,
+                "reverse": server.model.reverse is not None,
                 "waiting": b.waiting,
                 "scheduler": b.scheduler,
                 # gather: generate calls and requests per call; continuous: decoding steps
@@ -103,6 +116,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
                 "mean_batch": round(b.batched_jobs / b.batches, 2) if b.batches else None,
                 **b.facts(),
                 "safety": await _safety_facts(server),
+                **arms.facts(),
             },
             200 if ok else 503,
         )
@@ -121,6 +135,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(body: ChatCompletionRequest):
+        server = arms.for_user(body.user)
         said = [(m.role, m.text()) for m in body.messages]
         check_messages(said)
         server.check_length([text for _, text in said])
@@ -175,8 +190,9 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     async def create_session(body: SessionCreate | None = None):
         options = body.model_dump(exclude_none=True) if body else {}
         server.check_length([options.get("system", ""), options.get("persona", "")])
-        server.config(**session_options(options))  # refuse bad options now, not later
-        sid = await run_in_threadpool(store.create, options)
+        arm = arms.draw()
+        arms.server(arm).config(**session_options(options))  # refuse bad options now
+        sid = await run_in_threadpool(store.create, options, arm)
         return {"id": sid, "options": options}
 
     @app.get("/v1/sessions/{sid}", dependencies=auth)
@@ -194,6 +210,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
 
     @app.post("/v1/sessions/{sid}/messages", dependencies=auth)
     async def send_message(sid: str, body: SessionMessage):
+        server = await arms.for_session(sid)
         server.check_length([body.content])
         session = await session_or_404(server, sid)
         asked = body.model_dump(exclude_none=True, exclude={"content", "stream"})
@@ -214,6 +231,7 @@ def create_app(model, settings: Settings | None = None, store: SessionStore | No
     )
     async def regenerate(sid: str, body: SessionDecoding | None = None):
         body = body or SessionDecoding()
+        server = await arms.for_session(sid)
         session = await session_or_404(server, sid)
         last_reply(session)  # a 409 now rather than inside a stream
         asked = body.model_dump(exclude_none=True, exclude={"stream"})
@@ -366,7 +384,7 @@ def _version() -> str:
 
 
 def serve(
-    model_dir: str,
+    model_dir: str | None,
     reverse: str | None = None,
     settings: Settings | None = None,
     backend: str = "torch",
@@ -374,24 +392,17 @@ def serve(
     rankers: dict[str, str] | None = None,
     safety: SafetyConfig | None = None,
 ) -> None:
-    """Loads the model(s) and the safety policy (`safety`, else the model directory's)
+    """Loads the model(s), or the A/B arms (`settings.arms`, the positional model one of
+    them if given), each with the safety policy (`safety`, else the model directory's),
     and serves them until SIGINT or SIGTERM."""
-    from rejoinder.generation import ConversationModel
-
     settings = settings or Settings()
-    model = ConversationModel.from_pretrained(
-        model_dir,
-        reverse=reverse,
-        backend=backend,
-        compute_type=compute_type,
-        rankers=rankers,
-        safety=safety,
-    )
+    model = load_arms(model_dir, reverse, settings, backend, compute_type, rankers, safety)
     store = SessionStore(settings.db)
     app = create_app(model, settings, store)
     where = f"http://{settings.host}:{settings.port}"
+    what = ", ".join(model) if isinstance(model, Mapping) else Path(str(model_dir)).name
     run_server(
         app,
         settings,
-        f"serving {model_dir} at {where}/ (API: {where}/docs; sessions in {settings.db})",
+        f"serving {what} at {where}/ (API: {where}/docs; sessions in {settings.db})",
     )

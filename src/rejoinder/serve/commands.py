@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from rejoinder.arguments import model_args, rankers_of, safety_args, safety_of
+from rejoinder.arguments import (
+    backend_args,
+    rankers_of,
+    reranker_args,
+    safety_args,
+    safety_of,
+)
 from rejoinder.errors import RejoinderError
 
 
 def cmd_serve(args) -> int:
-    """Serves a checkpoint over HTTP: OpenAI's chat completions, sessions and a chat page."""
+    """Serves a checkpoint over HTTP: OpenAI's chat completions, sessions and a chat page.
+
+    With --arm, several models are served side by side as A/B arms (`rejoinder ab
+    report` compares them)."""
     from rejoinder.options import from_args
     from rejoinder.serve.server import Settings
 
@@ -36,6 +45,14 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     from rejoinder.options import add_options
     from rejoinder.serve.server import Settings  # plain Python: no serving library needed
 
-    model_args(p)
+    p.add_argument(
+        "model",
+        metavar="DIR",
+        nargs="?",
+        help="checkpoint directory (or hub name); optional with --arm, where it is the arm "
+        '"control"',
+    )
+    reranker_args(p)
+    backend_args(p)
     add_options(p, Settings)
     safety_args(p)

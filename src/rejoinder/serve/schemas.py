@@ -81,6 +81,9 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    user: str | None = Field(
+        None, max_length=256, description="the end user's id: the same id meets the same model"
+    )
     rejoinder: RejoinderOptions | None = None
 
 

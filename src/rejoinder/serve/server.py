@@ -24,6 +24,7 @@ from rejoinder.generation.config import PRESETS, DecodingConfig, decoding_config
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.options import option
 from rejoinder.safety import SafetyError
+from rejoinder.serve.arms import parse_arms
 from rejoinder.serve.batching import Batcher, Worker
 from rejoinder.serve.continuous import ContinuousBatcher
 from rejoinder.stores.sessions import SessionStore
@@ -84,6 +85,17 @@ class Settings:
     """A web origin allowed to call the API."""
     shutdown_seconds: float = option(30.0, flag="--shutdown-timeout")
     """On SIGTERM or Ctrl-C: how long requests in flight may take to finish."""
+    arms: list[str] = option(
+        default_factory=list, flag="--arm", metavar="NAME=DIR[,reverse=DIR,preset=P,ranker=DIR]"
+    )
+    """An A/B arm: a model served beside the others. With --arm the positional
+    DIR is optional; given, it is one more arm, named "control" (with --reverse, --ranker
+    and --preset). Each new session gets an arm (--split) and keeps it; a chat completion
+    gets one by its `user` field, else at random. Clients never see which; `rejoinder ab
+    report` compares them."""
+    split: str | None = option(None, metavar="NAME=PERCENT,...")
+    """The arms' shares of new sessions, in percent, summing to 100 (default: equal); an
+    arm left out gets no new sessions."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -93,6 +105,7 @@ class Settings:
             raise RejoinderError(
                 f"--max-self-overlap {self.max_self_overlap}: use a share in [0, 1] (0: off)"
             )
+        parse_arms(self.arms)  # refused before any model loads
 
     @property
     def max_body_bytes(self) -> int:
@@ -161,12 +174,23 @@ def unavailable(e: SafetyError) -> ApiError:
 
 
 class Server:
-    """What the routes share: the model, its batcher, the session store, the settings."""
+    """What the routes share: the model, its batcher, the session store, the settings.
 
-    def __init__(self, model, settings: Settings, store: SessionStore):
+    A/B arms (`serve.arms`) are a Server each, sharing the settings and the store; `name`
+    is then the one the clients see, `preset` the arm's default."""
+
+    def __init__(
+        self,
+        model,
+        settings: Settings,
+        store: SessionStore,
+        name: str | None = None,
+        preset: str | None = None,
+    ):
         self.model, self.settings, self.store = model, settings, store
         self.batcher = make_batcher(model, settings)
-        self.name = settings.model_name or Path(str(model.checkpoint.path)).name
+        self.name = name or settings.model_name or Path(str(model.checkpoint.path)).name
+        self.preset = preset or settings.preset
         self.created = int(time.time())
         self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -214,7 +238,7 @@ class Server:
         if stop:
             values["stop"] = [stop] if isinstance(stop, str) else list(stop)
         try:
-            config = decoding_config(preset or s.preset, **values)
+            config = decoding_config(preset or self.preset, **values)
             if mmi is not None:
                 config = config.with_mmi(mmi)
             self.model.check(config)

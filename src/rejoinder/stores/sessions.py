@@ -11,7 +11,7 @@ the user wrote, and the replies that "regenerate" replaced. The highest variant 
 current reply, whose text `messages` holds too. A reply gets its row when it is first
 rated or replaced, so sessions from before this table need nothing done to them.
 `feedback_rows` exports them as plain rows, which `data.chat_feedback` pairs for rankers
-and DPO.
+and DPO. A session's A/B arm, when a server with arms made it, is in `stores.arms`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from itertools import groupby
 from typing import Any
 
 from rejoinder.db import DEFAULT_DB, Database
+from rejoinder.stores.arms import ArmStore
 from rejoinder.stores.flags import FlagStore
 
 __all__ = [
@@ -104,6 +105,7 @@ class SessionStore:
             sa.Column("rated", sa.Float, nullable=True),
         )
         self.flags = FlagStore(self.db)
+        self.arms = ArmStore(self.db)
         self.db.create_tables()
 
     def close(self) -> None:
@@ -112,10 +114,17 @@ class SessionStore:
     def ping(self) -> bool:
         return self.db.ping()
 
-    def create(self, options: dict[str, Any] | None = None) -> str:
+    def create(self, options: dict[str, Any] | None = None, arm: str | None = None) -> str:
+        """A new session's id; `arm`: the A/B arm it is given, stored with it (`arms`)."""
         sid = uuid.uuid4().hex
         row = dict(id=sid, created=time.time(), options=json.dumps(options or {}))
-        self.db.write(lambda c: c.execute(self.sessions.insert().values(**row)))
+
+        def work(c):
+            c.execute(self.sessions.insert().values(**row))
+            if arm is not None:
+                self.arms.add(c, sid, arm)
+
+        self.db.write(work)
         return sid
 
     def ids(self) -> list[str]:
@@ -227,6 +236,7 @@ class SessionStore:
     def delete(self, sid: str) -> bool:
         def work(c):
             self.flags.delete_session(c, sid)
+            self.arms.delete_session(c, sid)
             c.execute(self.replies.delete().where(self.replies.c.session_id == sid))
             c.execute(self.messages.delete().where(self.messages.c.session_id == sid))
             return c.execute(self.sessions.delete().where(self.sessions.c.id == sid)).rowcount

@@ -1,0 +1,139 @@
+"""`rejoinder ab report`: its figures against a hand count of a database written
+through the stores, its tests, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from rejoinder.evaluation.ab import summarize, z_test
+from rejoinder.evaluation.stats import holm
+from tests.serve.test_postgres import postgres_url  # noqa: F401  (a fixture)
+
+
+def fill(store) -> dict[str, str]:
+    """Two arms. a: 3 sessions, 5 replies (2 up, 1 down, 1 regenerated, 1 rewritten);
+    b: 2 sessions, 3 replies (0 up, 2 down); a session with no arm (left out)."""
+    a1 = store.create({}, arm="a")
+    store.append(a1, ("user", "hi"), ("assistant", "r1"), ("user", "more"), ("assistant", "r2"))
+    store.feedback(a1, 1, rating="up")
+    store.feedback(a1, 3, rating="down")
+    store.replace_last_reply(a1, 3, "r2 again")  # regenerated; the new reply is not rated
+    store.feedback(a1, 3, rating="up")  # ... until now: the current reply's rating counts
+    a2 = store.create({}, arm="a")
+    store.append(a2, ("user", "hi"), ("assistant", "r3"), ("user", "so"), ("assistant", "r4"))
+    store.feedback(a2, 1, better="a better reply")
+    a3 = store.create({}, arm="a")
+    store.append(a3, ("user", "hey"), ("assistant", "r5"))
+    b1 = store.create({}, arm="b")
+    store.append(b1, ("user", "hi"), ("assistant", "s1"), ("user", "x"), ("assistant", "s2"))
+    store.feedback(b1, 1, rating="down")
+    store.feedback(b1, 3, rating="down")
+    b2 = store.create({}, arm="b")
+    store.append(b2, ("user", "hi"), ("assistant", "s3"))
+    store.create({})  # a single-model server's session
+    return {"a1": a1, "b1": b1}
+
+
+def check(result):
+    a, b = result["arms"]["a"], result["arms"]["b"]
+    assert list(result["arms"]) == ["a", "b"]
+    assert (a["sessions"], a["replies"], a["rated"], a["up"], a["down"]) == (3, 5, 2, 2, 0)
+    assert (a["regenerated"], a["regenerations"], a["rewritten"], a["turns"]) == (1, 1, 1, 5)
+    assert (b["sessions"], b["replies"], b["rated"], b["up"], b["down"]) == (2, 3, 2, 0, 2)
+    assert a["rates"]["thumbs_up"]["rate"] == 1.0 and b["rates"]["thumbs_up"]["rate"] == 0.0
+    assert a["rates"]["thumbs_up_per_reply"]["rate"] == pytest.approx(2 / 5)
+    assert a["rates"]["rewritten"]["rate"] == pytest.approx(1 / 5)
+    assert a["regenerations_per_reply"] == pytest.approx(1 / 5)
+    assert a["turns_per_session"]["mean"] == pytest.approx(5 / 3)
+    assert b["turns_per_session"]["mean"] == pytest.approx(3 / 2)
+    low, high = a["rates"]["thumbs_up"]["low"], a["rates"]["thumbs_up"]["high"]
+    assert 0 < low < 1 == high
+    (test,) = result["tests"]["thumbs_up"]
+    assert (test["a"], test["b"]) == ("a", "b")
+    assert test["p"] == pytest.approx(z_test(2, 2, 0, 2)[1])
+    assert test["p"] == test["p_holm"] == pytest.approx(0.0455, abs=1e-4)  # one pair: as it is
+    assert result["decisions"] == ["a vs b: no decision"]
+
+
+def test_the_report_counts_what_the_stores_hold(tmp_path):
+    from rejoinder.cli import main
+    from rejoinder.stores.sessions import SessionStore
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    store = SessionStore(db)
+    fill(store)
+    store.close()
+    assert main(["ab", "report", "--db", db, "--out", str(tmp_path / "r")]) == 0
+    result = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    check(result)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Holm-adjusted p < 0.05" in report and "**(headline)**" in report
+    assert (tmp_path / "r" / "rates.png").stat().st_size > 0
+    assert main(["ab", "report", "--db", db, "--out", str(tmp_path / "r")]) == 2  # no --force
+    later = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 3600))
+    assert main(["ab", "report", "--db", db, "--since", later, "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["arms"] == {}
+
+
+def test_clear_differences_are_decided_with_holm_over_pairs():
+    rows = {"sessions": [], "replies": []}
+    for arm, ups in (("a", 80), ("b", 40), ("c", 45)):
+        rows["sessions"].append(
+            {"session": arm, "arm": arm, "created": 0, "turns": 100, "replies": 100}
+        )
+        for i in range(100):
+            rating = "up" if i < ups else "down"
+            rows["replies"].append(
+                {
+                    "session": arm,
+                    "arm": arm,
+                    "seq": i,
+                    "rating": rating,
+                    "regenerations": 0,
+                    "rewritten": False,
+                }
+            )
+    result = summarize(rows)
+    assert result["decisions"] == [
+        "a vs b: a is better",
+        "a vs c: a is better",
+        "b vs c: no decision",
+    ]
+    down = {(t["a"], t["b"]): t["better"] for t in result["tests"]["thumbs_down"]}
+    assert down[("a", "b")] == "a"  # fewer thumbs down is better
+    tests = result["tests"]["thumbs_up"]
+    assert [t["p_holm"] for t in tests] == holm([t["p"] for t in tests])
+
+
+def test_z_test_edges():
+    assert z_test(0, 0, 3, 5) == (None, 1.0)
+    assert z_test(5, 5, 5, 5) == (None, 1.0)
+    z, p = z_test(60, 100, 40, 100)
+    assert z == pytest.approx(2.8284, abs=1e-4) and p == pytest.approx(0.00468, abs=1e-5)
+
+
+def test_a_bad_since_is_refused(tmp_path, capsys):
+    from rejoinder.cli import main
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert (
+        main(["ab", "report", "--db", db, "--since", "last week", "--out", str(tmp_path / "r")])
+        == 2
+    )
+    assert "--since 'last week': write an ISO date" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not __import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"), reason="no PostgreSQL"
+)
+def test_the_report_on_postgres(postgres_url):  # noqa: F811
+    from rejoinder.stores.arms import ab_rows
+    from rejoinder.stores.sessions import SessionStore
+
+    store = SessionStore(postgres_url)
+    fill(store)
+    check(summarize(ab_rows(store)))
+    store.close()
