@@ -466,6 +466,7 @@ def test_registry_names_every_reader():
         "pairs",
         "feedback",
         "labels",
+        "unpaired",
     }
     assert [name for name, kind in SOURCES.items() if kind.pairs] == ["pairs", "feedback"]
     assert [name for name, kind in SOURCES.items() if kind.labels] == ["labels"]

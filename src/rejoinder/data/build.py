@@ -1,5 +1,5 @@
-"""`rejoinder data build`: sources -> filtered dialogues (or preference pairs, or
-labelled texts) -> DIR/{train,valid,test}/*.parquet + DIR/manifest.json.
+"""`rejoinder data build`: sources -> filtered dialogues (or preference pairs, labelled
+texts, unpaired rated replies) -> DIR/{train,valid,test}/*.parquet + DIR/manifest.json.
 
 The dataset appears complete or not at all: the engine writes it into a temporary
 directory that is renamed to the output only when the build succeeds, and its work
@@ -53,15 +53,17 @@ def build(config: BuildConfig, load_classifier: LoadScorer | None = None) -> dic
 def summary(manifest: dict, out: Path) -> str:
     """A few lines on what a build wrote and dropped, from its manifest."""
     kind = manifest.get("kind", "dialogues")
-    what = {"pairs": "pairs", "labels": "texts"}.get(kind, "dialogues")
+    what = {"pairs": "pairs", "labels": "texts", "unpaired": "replies"}.get(kind, "dialogues")
     d = manifest[what]
+    said = {"labels": "labelled texts", "unpaired": "rated replies"}.get(kind, what)
     lines = [
-        f"wrote {d['total']} {'labelled texts' if kind == 'labels' else what} to {out} "
+        f"wrote {d['total']} {said} to {out} "
         f"(train {d['train']}, valid {d['valid']}, test {d['test']}) in {manifest['seconds']} s"
     ]
-    per = manifest.get("labels" if kind == "labels" else "kinds") or {}
+    labelled = kind in ("labels", "unpaired")
+    per = manifest.get("labels" if labelled else "kinds") or {}
     for name, n in per.items():
-        shown = "".join(f", {s} {n[s]}" for s in SPLITS) if kind == "labels" else ""
+        shown = "".join(f", {s} {n[s]}" for s in SPLITS) if labelled else ""
         lines.append(f"  {name:<16} {n['total']:>10}{shown}")
     for kind, why in (manifest.get("notes") or {}).items():
         lines.append(f"no {kind} pairs: {why}")
@@ -93,7 +95,15 @@ def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], start
     if config.makes_pairs and not config.makes_labels:
         options["pairs"] = list(config.pair_kinds)
         options["pair_options"] = asdict(config.pair_options)
-    kind = "labels" if config.makes_labels else "pairs" if config.makes_pairs else "dialogues"
+    kind = (
+        "labels"
+        if config.makes_labels
+        else "unpaired"
+        if config.makes_unpaired
+        else "pairs"
+        if config.makes_pairs
+        else "dialogues"
+    )
     manifest = {
         "kind": kind,
         "rejoinder_version": __version__,
@@ -114,12 +124,14 @@ def _manifest(config: BuildConfig, report: Report, splits: dict[str, int], start
 def _counted(counts: dict[str, int], config: BuildConfig) -> dict[str, Any]:
     """What the engine counted, as the manifest says it: dialogues per split, pairs per
     split and per kind (the engine counts pairs as "split/kind"; every kind asked of
-    Reddit is listed, made or not), or labelled texts per split and per label ("split/label")."""
-    if not (config.makes_pairs or config.makes_labels):
+    Reddit is listed, made or not), or labelled texts per split and per label ("split/label"),
+    or unpaired replies per split and as desirable or undesirable (the same way)."""
+    labelled = config.makes_labels or config.makes_unpaired
+    if not (config.makes_pairs or labelled):
         return {"dialogues": {**counts, "total": sum(counts.values())}}
     splits = dict.fromkeys(SPLITS, 0)
     kinds: dict[str, dict[str, int]] = {}
-    for kind in () if config.makes_labels else config.pair_kinds:
+    for kind in () if labelled else config.pair_kinds:
         kinds[kind] = {**dict.fromkeys(SPLITS, 0), "total": 0}
     for key, n in sorted(counts.items()):
         split, _, kind = key.partition("/")
@@ -128,6 +140,8 @@ def _counted(counts: dict[str, int], config: BuildConfig) -> dict[str, Any]:
         per[split] += n
         per["total"] += n
     total = {**splits, "total": sum(splits.values())}
+    if config.makes_unpaired:
+        return {"replies": total, "labels": kinds}
     if config.makes_labels:
         return {"texts": total, "labels": kinds}
     return {"pairs": total, "kinds": kinds}

@@ -1,7 +1,8 @@
 """Preference pairs from what people said of replies in a session database: chat users'
 thumbs, better replies and regenerated replies (`reply_pairs`), replies the safety
-policy stopped (`flagged_pairs`), and turn-mode human judgments (`judged_pairs`). They
-read the plain rows the stores export (`SessionStore.feedback_rows`, `FlagStore.rows`,
+policy stopped (`flagged_pairs`), and turn-mode human judgments (`judged_pairs`); or
+the same feedback as unpaired rows, for KTO (`reply_rows`, `flagged_rows`). They read
+the plain rows the stores export (`SessionStore.feedback_rows`, `FlagStore.rows`,
 `JudgeStore.export`), so this module needs no store."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 
 from rejoinder.data.pairs import RawPair
 from rejoinder.data.report import Report
+from rejoinder.data.unpaired import RawUnpaired
 
 
 def reply_pairs(sid: str, seq: int, replies: list, context: list[str], report: Report):
@@ -125,3 +127,46 @@ def judged_pairs(runs, report) -> Iterator[RawPair]:
                 rejected_feedback=float(second),
                 source="judging",
             )
+
+
+def reply_rows(sid: str, seq: int, replies: list, context: list[str], report: Report):
+    """The unpaired rows of one assistant message's replies (as `reply_pairs` takes
+    them), for KTO: each rated reply (`thumbs`: up desirable, down undesirable), each
+    reply replaced by regenerating and not liked (`regenerated`, undesirable) and each
+    better reply a user wrote (`rewrite`, desirable; none when it is the bot's own,
+    counted in `report.not_made`). Rows of one session share its id as their group."""
+
+    def row(kind, text, desirable, suffix):
+        return RawUnpaired(
+            id=f"{sid}-{seq}-{suffix}-{kind}", kind=kind, group=sid, context=context,
+            reply=text.strip(), desirable=desirable, source="feedback",
+        )  # fmt: skip
+
+    current = replies[-1].variant
+    for v in replies:
+        if v.rating in (1, -1):
+            yield row("thumbs", v.content, v.rating == 1, str(v.variant))
+        elif v.variant < current:
+            yield row("regenerated", v.content, False, str(v.variant))
+        if v.better is None:
+            continue
+        if v.better.strip() == v.content.strip():
+            report.not_made("rewrite", "the better reply is the bot's own")
+            continue
+        yield row("rewrite", v.better, True, f"{v.variant}b")
+
+
+def flagged_rows(rows, report: Report) -> Iterator[RawUnpaired]:
+    """Replies the safety policy flagged, as undesirable rows (kind `flagged`), from the
+    rows `FlagStore.rows` gives; a flagged user message is no reply, and is counted in
+    `report.not_made`."""
+    for row in rows:
+        if row["who"] != "reply":
+            report.not_made("flagged", "a user's message, not a reply")
+            continue
+        group = row["session_id"] or f"flag-{row['id']}"
+        yield RawUnpaired(
+            id=f"{group}-{row['seq']}-flag{row['id']}", kind="flagged", group=group,
+            context=[t for t in row["context"] if t.strip()], reply=row["text"].strip(),
+            desirable=False, source="feedback",
+        )  # fmt: skip

@@ -20,6 +20,7 @@ from rejoinder.data.feedback import PairOptions
 from rejoinder.data.filters import FILTERS, FilterConfig, Scorer
 from rejoinder.data.pairs import iter_pairs
 from rejoinder.data.readers import SOURCES, SourceKind
+from rejoinder.data.readers.feedback import FEEDBACK_KINDS
 from rejoinder.data.records import SPLITS, iter_dialogues
 from rejoinder.data.reddit import RedditOptions
 from rejoinder.errors import RejoinderError
@@ -43,12 +44,23 @@ SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "language": {"metavar": "NAME", "help": "chatterbot corpus language, e.g. chinese"},
     "db": {"metavar": "URL", "help": "a session database: sqlite:///FILE or postgresql://…"},
+    "makes": {
+        "flag": "--kind",
+        "choices": list(FEEDBACK_KINDS),
+        "default": "pairs",
+        "metavar": "KIND",
+        "help": "what feedback makes: pairs (a liked reply against a disliked or regenerated "
+        "one, for DPO and rankers; the default) or unpaired (every rated, regenerated, "
+        "rewritten or flagged reply alone, desirable or not, for KTO)",
+    },
 }
-"""The options that sources take (`SourceKind.needs` and `.takes` name them by dest)."""
+"""The options that sources take (`SourceKind.needs` and `.takes` name them by dest; the
+flag is --DEST unless "flag" says otherwise)."""
 
 
 def _flag(dest: str) -> str:
-    return f"--{dest.replace('_', '-')} {SOURCE_OPTIONS[dest]['metavar']}"
+    option = SOURCE_OPTIONS[dest]
+    return f"{option.get('flag') or '--' + dest.replace('_', '-')} {option['metavar']}"
 
 
 def usage(kind: SourceKind) -> str:
@@ -181,6 +193,15 @@ def cmd_show(args) -> int:
                 shown = "" if value is None else f"  [{value:g}]"
                 print(f"  {label:>12}: {text}{shown}")
         return 0
+    if manifest.get("kind") == "unpaired":
+        from rejoinder.data.unpaired import iter_unpaired
+
+        for row in iter_unpaired(root, args.split, limit=max(args.n, 0)):
+            print(f"\n[{args.split}] {row.id} ({row.kind})")
+            for turn in row.context:
+                print(f"  {'context':>12}: {turn}")
+            print(f"  {'desirable' if row.desirable else 'undesirable':>12}: {row.reply}")
+        return 0
     if manifest.get("kind") == "labels":
         from itertools import islice
 
@@ -279,7 +300,8 @@ def add_data_verbs(parser: argparse.ArgumentParser) -> None:
     for dest, kw in SOURCE_OPTIONS.items():
         users = [k.name for k in SOURCES.values() if dest in k.needs + k.takes]
         kw = {**kw, "help": f"{kw['help']} ({', '.join(users)})"}
-        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, **kw)
+        flag = kw.pop("flag", None) or f"--{dest.replace('_', '-')}"
+        p.add_argument(flag, dest=dest, **kw)
     g = _filters_group(p)
     add_options(g, BuildConfig, skip=_only(BuildConfig, "filters"))
     # Only the parameters given are recorded (and override FilterConfig's defaults).

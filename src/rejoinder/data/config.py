@@ -79,12 +79,17 @@ class BuildConfig:
     @property
     def makes_pairs(self) -> bool:
         """Whether the build writes a pairs dataset (and not dialogues)."""
-        return self.pairs is not None or any(source_kind(s.kind).pairs for s in self.sources)
+        return self.pairs is not None or any(_makes(s) == "pairs" for s in self.sources)
 
     @property
     def makes_labels(self) -> bool:
         """Whether the build writes a labels dataset (labelled texts, for classifiers)."""
         return any(source_kind(s.kind).labels for s in self.sources)
+
+    @property
+    def makes_unpaired(self) -> bool:
+        """Whether the build writes an unpaired dataset (rated replies, for KTO)."""
+        return any(_makes(s) == "unpaired" for s in self.sources)
 
     def _check_output_kind(self) -> None:
         """Every source must make what the build writes: pairs, labelled texts or
@@ -92,6 +97,8 @@ class BuildConfig:
         self.pair_kinds  # noqa: B018 (refuses unknown kinds now, before anything runs)
         if self.makes_labels:
             return self._check_labels()
+        if self.makes_unpaired:
+            return self._check_unpaired()
         for source in self.sources:
             kind = source_kind(source.kind)
             if self.pairs is not None and not (kind.threads or kind.pairs):
@@ -130,3 +137,24 @@ class BuildConfig:
                 "filters would drop the very texts a safety classifier must learn); leave "
                 "--filters out"
             )
+
+    def _check_unpaired(self) -> None:
+        others = [s for s in self.sources if _makes(s) != "unpaired"]
+        if others or self.pairs is not None:
+            made = (
+                f"{others[0].kind} makes {_makes(others[0])}" if others else "--pairs makes pairs"
+            )
+            raise RejoinderError(
+                f"an unpaired dataset (rated replies, for KTO) is being built, but {made}; "
+                "build them in another run"
+            )
+        if self.filters not in (None, "auto", "none"):
+            raise RejoinderError(
+                f"--filters {self.filters}: an unpaired dataset keeps every rated reply (the "
+                "filters would drop the very replies people marked undesirable); leave "
+                "--filters out"
+            )
+
+
+def _makes(source: Source) -> str:
+    return source_kind(source.kind).makes(source.args)

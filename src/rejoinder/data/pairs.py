@@ -106,7 +106,8 @@ class Pair:
 
 
 def dataset_kind(path: str | Path) -> str:
-    """ "dialogues", "pairs" or "labels": what a `rejoinder data build` directory holds."""
+    """ "dialogues", "pairs", "labels" or "unpaired": what a `rejoinder data build`
+    directory holds."""
     root = Path(path)
     manifest = root / "manifest.json"
     if not manifest.is_file():
@@ -131,11 +132,16 @@ def require_kind(path: str | Path, kind: str, use: str) -> None:
         "dialogues": "build one with `rejoinder data build` without --pairs",
         "labels": "build one from a JSONL of context/text/label "
         "(`rejoinder data build labels PATH --out DIR`)",
+        "unpaired": "build one from a JSONL of context/reply/label (`rejoinder data build "
+        "unpaired PATH --out DIR`) or from a session database (`rejoinder data build "
+        "feedback --db URL --kind unpaired`)",
     }[kind]
-    used = " (labelled texts train classifiers: --model.objective classify)"
-    raise RejoinderError(
-        f"{path} holds {found}{used if found == 'labels' else ''}, but {use} needs {kind}; {how}"
-    )
+    used = {
+        "labels": " (labelled texts train classifiers: --model.objective classify)",
+        "unpaired": " (unpaired feedback, one rated reply a row: --model.objective kto "
+        "learns from it)",
+    }.get(found, "")
+    raise RejoinderError(f"{path} holds {found}{used}, but {use} needs {kind}; {how}")
 
 
 def iter_pairs(path: str | Path, split: str, limit: int | None = None) -> Iterator[Pair]:

@@ -192,3 +192,51 @@ def dpo_loss(model, batch: dict[str, torch.Tensor], reference: torch.Tensor, bet
     )
     # The value is DPO's loss; the gradient is the weighted loss's, which equals DPO's.
     return value + (weighted - weighted.detach()), policy, ref
+
+
+def kto_loss(
+    model,
+    batch: dict[str, torch.Tensor],
+    reference: torch.Tensor,
+    kl: torch.Tensor,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+):
+    """Kahneman-Tversky Optimization's loss (Ethayarajh et al., 2024) on a batch of
+    replies, each labelled on the reply only, `batch["desirable"]` (B,) saying which are
+    desirable; `reference` holds each row's log-likelihood under the frozen reference
+    and `kl` the reference point z0 (the policy's KL from the reference, estimated on
+    mismatched rows without gradient and clamped at 0: `kto_kl`). Returns (loss, r), r
+    being each row's log-ratio log πθ(y|x) - log πref(y|x), summed over its tokens.
+
+    A desirable row's loss is w_d (1 - sigmoid(beta (r - z0))), an undesirable one's
+    w_u (1 - sigmoid(beta (z0 - r))); the loss is their mean over the batch's rows (TRL's
+    KTOTrainer's normalisation, not a mean per class). As for DPO (`dpo_loss`), the
+    gradient is a weighted sum of the rows' token losses, the weights computed in a first
+    pass without gradients, then the fused chunked loss runs once with them.
+    """
+    hidden, targets, row = _labelled(model, batch)
+    layer = model.get_output_embeddings()
+    n = batch["labels"].shape[0]
+    losses = token_losses(hidden.detach(), layer.weight, layer.bias, targets)
+    logps = -torch.zeros(n, dtype=losses.dtype, device=losses.device).index_add_(0, row, losses)
+    r = logps - reference.to(logps.dtype)
+    desirable = batch["desirable"].to(torch.bool)
+    sign = desirable.to(logps.dtype) * 2 - 1  # +1 desirable, -1 undesirable
+    weight = torch.where(desirable, desirable_weight, undesirable_weight).to(logps.dtype)
+    s = torch.sigmoid(sign * beta * (r - kl.to(logps.dtype)))
+    value = (weight * (1 - s)).mean()
+    # d value / d (a row's token loss) = -(d value / d r): r rises as token losses fall.
+    g = weight * s * (1 - s) * sign * beta / n
+    weighted = _LinearCrossEntropy.apply(
+        hidden, layer.weight, layer.bias, targets, CHUNK_ROWS, g[row]
+    )
+    return value + (weighted - weighted.detach()), r
+
+
+def kto_kl(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z0 from mismatched rows' log-likelihoods under the policy and
+    the reference (each prompt with another row's completion): the mean log-ratio,
+    clamped at 0 and without gradient, as TRL estimates it per batch."""
+    return (policy - reference.to(policy.dtype)).mean().clamp(min=0).detach()

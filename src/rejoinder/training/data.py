@@ -23,6 +23,7 @@ import torch
 from rejoinder.data.labels import iter_labels, labels_of
 from rejoinder.data.pairs import dataset_kind, iter_pairs, require_kind
 from rejoinder.data.records import iter_dialogues
+from rejoinder.data.unpaired import iter_unpaired
 from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
 from rejoinder.formats import IGNORE, Format
@@ -38,6 +39,7 @@ from rejoinder.training.examples import (
     pair_example,
 )
 from rejoinder.training.objectives import OBJECTIVES
+from rejoinder.training.unpaired import collate_unpaired, unpaired_examples
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ class DialogueData(L.LightningDataModule):
         """
         Args:
             path: a dataset directory made by `rejoinder data build` (dialogues; pairs
-                for rank and dpo; labels for classify).
+                for rank and dpo; unpaired or pairs for kto; labels for classify).
             batch_tokens: tokens per batch, padding included (the budget of a batch).
             max_dialogues: use at most this many dialogues (pairs, texts) of each split
                 (for quick runs).
@@ -199,10 +201,13 @@ class DialogueData(L.LightningDataModule):
         self._resume_epoch: int | None = None
         self._train_order: BatchOrder | None = None
         self.routing: HeadRouting | None = None
+        self._max_tokens = 0
         self.pairs = False
         """Whether the examples are PairExamples (objectives rank and dpo)."""
         self.labelled = False
         """Whether the examples are LabelledExamples (objective classify)."""
+        self.unpaired = False
+        """Whether the examples are UnpairedExamples (objective kto)."""
         self.skipped: dict[str, int] = {}
         """Dialogues the format could not lay out, by reason."""
 
@@ -213,6 +218,9 @@ class DialogueData(L.LightningDataModule):
         if kind == "pairs":
             pairs = iter_pairs(self.path, "train", self.max_dialogues)
             return [t for p in pairs for t in (*p.context, p.chosen, p.rejected)]
+        if kind == "unpaired":
+            rows = iter_unpaired(self.path, "train", self.max_dialogues)
+            return [t for x in rows for t in (*x.context, x.reply)]
         if kind == "labels":
             items = self._labelled("train")
             return [t for x in items for t in (*(c.text for c in x.context), x.text)]
@@ -229,21 +237,24 @@ class DialogueData(L.LightningDataModule):
     ) -> None:
         """Turns the dialogues into examples with the model's format (and routes heads);
         for the objectives that learn from pairs (rank, dpo), the pairs into PairExamples."""
-        self.format = fmt
+        self.format, self._max_tokens = fmt, max_tokens
         kind = OBJECTIVES[objective].data
         if self.kinds and kind != "pairs":
             raise RejoinderError(
                 "--data.kinds picks kinds of pairs, for the objectives rank and dpo"
             )
         if objective != "lm":
-            require_kind(self.path, kind, f"--model.objective {objective}")
+            if kind != "unpaired" or dataset_kind(self.path) != "pairs":  # KTO reads pairs too
+                require_kind(self.path, kind, f"--model.objective {objective}")
             if heads:
                 raise RejoinderError("extra heads train with --model.objective lm only")
+            if kind == "unpaired":
+                return self._attach_unpaired(fmt, max_tokens)
             if kind == "labels":
                 return self._attach_labels(fmt, max_tokens)
             return self._attach_pairs(fmt, max_tokens)
         require_kind(self.path, "dialogues", "--model.objective lm (a generator)")
-        self.pairs = False
+        self.pairs = self.unpaired = False
         self.train, read = [], 0
         for d in iter_dialogues(self.path, "train", self.max_dialogues):
             read += 1
@@ -273,12 +284,7 @@ class DialogueData(L.LightningDataModule):
             self.valid = [e for d in val for e in self._examples(d, fmt, loss_on, max_tokens)]
             self.valid = [e for e in self.valid if (e.labels != IGNORE).any()]
         self.routing = HeadRouting(heads, self.train) if heads else None
-        longest = max(len(e) for e in self.train)
-        if longest > self.batch_tokens:
-            raise RejoinderError(
-                f"batch_tokens={self.batch_tokens} is below the longest example ({longest} "
-                "tokens); raise --data.batch_tokens or lower --model.max_tokens"
-            )
+        self._check_budget(max(len(e) for e in self.train), "example")
 
     def _examples(self, d: Dialogue, fmt: Format, loss_on: str, max_tokens: int) -> list:
         """`examples_of`, or none for a dialogue the format cannot lay out (a chat template
@@ -314,11 +320,26 @@ class DialogueData(L.LightningDataModule):
         self.valid = examples(self.val_split) if self.val_split != "none" else []
         if skipped:
             log.warning("%d pairs with an empty reply were skipped", skipped)
-        longest = 2 * max(len(e) for e in self.train)
+        self._check_budget(2 * max(len(e) for e in self.train), "pair (its two rows)")
+
+    def _attach_unpaired(self, fmt: Format, max_tokens: int) -> None:
+        self.pairs, self.unpaired, self.routing = False, True, None
+        self.train, skipped = unpaired_examples(self.path, "train", fmt, max_tokens,
+                                                self.max_dialogues)  # fmt: skip
+        if not self.train:
+            raise RejoinderError(f"the dataset {self.path} has no training replies for KTO")
+        if self.val_split != "none":
+            self.valid = unpaired_examples(self.path, self.val_split, fmt, max_tokens,
+                                           self.max_dialogues)[0]  # fmt: skip
+        if skipped:
+            log.warning("%d rows with an empty reply were skipped", skipped)
+        self._check_budget(2 * max(len(e) for e in self.train), "row and its mismatched row")
+
+    def _check_budget(self, longest: int, what: str) -> None:
         if longest > self.batch_tokens:
             raise RejoinderError(
-                f"batch_tokens={self.batch_tokens} is below the longest pair ({longest} tokens "
-                "for its two rows); raise --data.batch_tokens or lower --model.max_tokens"
+                f"batch_tokens={self.batch_tokens} is below the longest {what} ({longest} "
+                "tokens); raise --data.batch_tokens or lower --model.max_tokens"
             )
 
     def classes(self) -> list[str]:
@@ -351,12 +372,7 @@ class DialogueData(L.LightningDataModule):
             log.warning("no training text is labelled %s: the classifier cannot learn it",
                         ", ".join(classes[i] for i in sorted(missing)))  # fmt: skip
         self.valid = examples(self.val_split) if self.val_split != "none" else []
-        longest = max(len(e) for e in self.train)
-        if longest > self.batch_tokens:
-            raise RejoinderError(
-                f"batch_tokens={self.batch_tokens} is below the longest example ({longest} "
-                "tokens); raise --data.batch_tokens or lower --model.max_tokens"
-            )
+        self._check_budget(max(len(e) for e in self.train), "example")
 
     @property
     def head_specs(self) -> list:
@@ -368,8 +384,9 @@ class DialogueData(L.LightningDataModule):
     ) -> torch.utils.data.DataLoader:
         """Batches of `examples` within the token budget, in the run's order for `seed`."""
         assert self.format is not None, "attach() a format first"
-        # A pair is two rows of its longer reply's length.
-        lengths = np.asarray([len(e) for e in examples]) * (2 if self.pairs else 1)
+        # A pair is two rows of its longer reply's length; a rated reply for KTO is two
+        # rows too (its own, and its context with another reply: about as long).
+        lengths = np.asarray([len(e) for e in examples]) * (2 if self.pairs or self.unpaired else 1)
         batches = make_batches(lengths, self.batch_tokens, seed)
         trainer = getattr(self, "trainer", None)
         rank = trainer.global_rank if trainer is not None else 0
@@ -378,6 +395,9 @@ class DialogueData(L.LightningDataModule):
         pad, routing = self.format.tokenizer.pad_token_id, self.routing
         if self.pairs:
             rows = lambda b: collate_pairs(b, pad)  # noqa: E731
+        elif self.unpaired:
+            fmt, most = self.format, self._max_tokens
+            rows = lambda b: collate_unpaired(b, pad, fmt, most)  # noqa: E731
         elif self.labelled:
             rows = lambda b: collate_labelled(b, pad)  # noqa: E731
         else:

@@ -1,5 +1,5 @@
 """The model a run trains, made in one place: from a size or a checkpoint, for any
-objective, with LoRA and DPO's frozen reference (`build_model`)."""
+objective, with LoRA and DPO's (and KTO's) frozen reference (`build_model`)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def build_model(
         )
     if lora is not None:
         _with_lora(built, h, lora)
-    if h.objective == "dpo" and not (lora and h.reference in (None, h.init)):
+    if h.objective in ("dpo", "kto") and not (lora and h.reference in (None, h.init)):
         from rejoinder.modeling.checkpoint import load_checkpoint
 
         reference = load_checkpoint(h.reference or h.init, device="cpu").model
@@ -87,9 +87,10 @@ def _from_size(h, texts_for_tokenizer, run_dir: Path | None, labels=None) -> Bui
         eos_token_id=tok.eos_token_id,
     )
     check_token_types(fmt, config)
-    if h.objective == "dpo":
+    if h.objective in ("dpo", "kto"):
         raise RejoinderError(
-            "DPO tunes a trained generator: give --model.init a checkpoint directory"
+            f"{h.objective.upper()} tunes a trained generator: give --model.init a "
+            "checkpoint directory"
         )
     torch.manual_seed(0)
     if h.objective == "rank":

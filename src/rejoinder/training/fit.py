@@ -12,6 +12,7 @@ function; the quickstart calls it directly.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from rejoinder.errors import RejoinderError
 from rejoinder.training.data import DialogueData
 from rejoinder.training.module import DialogueLM
+
+log = logging.getLogger(__name__)
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_steps": 1000,
@@ -184,6 +187,14 @@ def fit(
     h = model.hparams
     data.attach(fmt, h.loss_on, h.max_tokens, model.head_specs, h.get("objective", "lm"))
     model.attach_heads(data.head_specs)
+    if data.unpaired and lightning.is_global_zero:
+        from rejoinder.training.unpaired import balance_advice
+
+        good = sum(e.desirable for e in data.train)
+        advice = balance_advice(good, len(data.train) - good, h.desirable_weight,
+                                h.undesirable_weight)  # fmt: skip
+        if advice:
+            log.warning(advice)
     last = run / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
     if resume and lightning.is_global_zero:

@@ -46,6 +46,8 @@ class DialogueLM(L.LightningModule):
         objective: str = "lm",
         beta: float = 0.1,
         reference: str | None = None,
+        desirable_weight: float = 1.0,
+        undesirable_weight: float = 1.0,
     ):
         """
         Args:
@@ -89,14 +91,24 @@ class DialogueLM(L.LightningModule):
             objective: lm (learn the dialogues' replies), rank (a reply ranker learnt
                 from a pairs dataset: the chosen reply should outscore the rejected one),
                 dpo (tune a generator on a pairs dataset with Direct Preference
-                Optimization against a frozen reference) or classify (a text classifier,
+                Optimization against a frozen reference), kto (tune a generator on
+                unpaired feedback, each reply desirable or not: `data build unpaired`,
+                `data build feedback --kind unpaired`, or a pairs dataset read as such;
+                Kahneman-Tversky Optimization against the same reference) or classify (a
+                text classifier,
                 a safety classifier say, learnt from a labels dataset: `data build
                 labels`; one output per label, read at the text's last token).
-            beta: dpo only: how far the policy may move from the reference (DPO's beta;
-                smaller lets it move further).
-            reference: dpo only: the frozen reference model (default: the checkpoint
+            beta: dpo and kto: how far the policy may move from the reference (DPO's and
+                KTO's beta; smaller lets it move further).
+            reference: dpo and kto: the frozen reference model (default: the checkpoint
                 given as init; with LoRA, that checkpoint is the trunk with the
                 adapters switched off, so no second copy is loaded).
+            desirable_weight: kto only: the weight of desirable replies' losses (KTO's
+                lambda_D). The paper advises desirable_weight * desirable replies between
+                1 and 4/3 times undesirable_weight * undesirable replies; training warns
+                at its start when the data falls outside, saying what to set.
+            undesirable_weight: kto only: the weight of undesirable replies' losses
+                (KTO's lambda_U).
         """
         super().__init__()
         if loss_on not in LOSS_ON:
@@ -115,8 +127,14 @@ class DialogueLM(L.LightningModule):
                 f"{what} trains without --model.heads and --model.lora (its whole trunk "
                 "and its score layer learn)"
             )
-        if reference is not None and objective != "dpo":
-            raise RejoinderError("--model.reference is the reference of --model.objective dpo")
+        if reference is not None and objective not in ("dpo", "kto"):
+            raise RejoinderError(
+                "--model.reference is the reference of --model.objective dpo or kto"
+            )
+        if not (desirable_weight > 0 and undesirable_weight > 0):
+            raise RejoinderError(
+                "--model.desirable_weight and --model.undesirable_weight must be positive"
+            )
         from rejoinder.modeling.heads import HeadSpec
 
         self.head_specs = HeadSpec.parse(heads)  # checked now, before any data is read
@@ -136,7 +154,7 @@ class DialogueLM(L.LightningModule):
         self._train_seconds = 0.0
         """Training time so far (resumed runs included), for anneal_minutes."""
         self._reference = None
-        """DPO's frozen reference model, kept out of the module's parameters and state."""
+        """DPO's and KTO's frozen reference model, kept out of the module's parameters and state."""
 
     # -- building the model --------------------------------------------------------
 
@@ -183,7 +201,7 @@ class DialogueLM(L.LightningModule):
         return loss
 
     def reference_logprobs(self, batch) -> torch.Tensor:
-        """Each row's log-likelihood under DPO's frozen reference."""
+        """Each row's log-likelihood under DPO's (or KTO's) frozen reference."""
         if self._reference is None:  # LoRA: the trunk without its adapters is the reference
             with self.model.disable_adapter():
                 return sequence_logprobs(unwrap(self.model), batch)

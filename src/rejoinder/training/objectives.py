@@ -7,6 +7,8 @@
   chosen reply outscores the rejected one;
 - `dpo`: Direct Preference Optimization of a generator on a pairs dataset, against a
   frozen reference (`DialogueLM.reference_logprobs`);
+- `kto`: Kahneman-Tversky Optimization of a generator on unpaired feedback (a pairs
+  dataset is read as unpaired rows too), against the same frozen reference as dpo;
 - `classify`: a text classifier on a labels dataset (a safety classifier, say): the
   cross-entropy of its logits, read at the text's last token, against the text's label.
 
@@ -19,12 +21,13 @@ import torch
 
 from rejoinder.formats import IGNORE
 from rejoinder.modeling.lora import unwrap
-from rejoinder.modeling.loss import dpo_loss, mean_lm_loss
+from rejoinder.modeling.loss import dpo_loss, kto_kl, kto_loss, mean_lm_loss, sequence_logprobs
 
 
 class Objective:
     """How a batch becomes a loss; `data`: the kind of dataset it learns from (dialogues,
-    pairs: chosen rows, then rejected rows, or labels)."""
+    pairs: chosen rows, then rejected rows, labels, or unpaired: the rated replies, then
+    as many mismatched rows)."""
 
     name = ""
     data = "dialogues"
@@ -38,7 +41,7 @@ class Objective:
 
     def count(self, batch: dict) -> int:
         """What a batch's loss and figures are the mean of: labelled tokens, pairs or texts."""
-        if self.data == "pairs":
+        if self.data in ("pairs", "unpaired"):
             return batch["input_ids"].shape[0] // 2
         if self.data == "labels":
             return batch["input_ids"].shape[0]
@@ -80,6 +83,39 @@ class DPO(Objective):
         return loss, {"acc": (policy > ref).float().mean(), "margin": (policy - ref).mean()}
 
 
+class KTO(Objective):
+    """KTO (Ethayarajh et al., 2024), as TRL's KTOTrainer computes it: each reply's
+    log-ratio r to the reference against z0, the batch's KL estimate from its mismatched
+    rows (no gradient, clamped at 0); see `modeling.loss.kto_loss`. Figures: the mean
+    reward beta·r of desirable and of undesirable replies (where the batch has them),
+    their margin, and kl (z0)."""
+
+    name = "kto"
+    data = "unpaired"
+
+    def loss(self, module, batch):
+        h = module.hparams
+        n = batch["input_ids"].shape[0] // 2
+        rows = {k: v[:n] for k, v in batch.items() if k != "desirable"}
+        shifted = {k: v[n:] for k, v in batch.items() if k != "desirable"}
+        policy = unwrap(module.model)
+        kl = kto_kl(sequence_logprobs(policy, shifted), module.reference_logprobs(shifted))
+        reference = module.reference_logprobs(rows)
+        rows["desirable"] = batch["desirable"]
+        loss, r = kto_loss(
+            policy, rows, reference, kl, h.beta, h.desirable_weight, h.undesirable_weight
+        )
+        good, rewards = batch["desirable"], h.beta * r
+        figures = {"kl": kl}
+        if good.any():
+            figures["rewards_desirable"] = rewards[good].mean()
+        if not good.all():
+            figures["rewards_undesirable"] = rewards[~good].mean()
+        if len(figures) == 3:
+            figures["margin"] = figures["rewards_desirable"] - figures["rewards_undesirable"]
+        return loss, figures
+
+
 class Classify(Objective):
     name = "classify"
     data = "labels"
@@ -93,4 +129,6 @@ class Classify(Objective):
         return loss, {"acc": (logits.argmax(-1) == target).float().mean()}
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (LanguageModel(), Rank(), DPO(), Classify())}
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o for o in (LanguageModel(), Rank(), DPO(), KTO(), Classify())
+}

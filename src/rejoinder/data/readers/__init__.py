@@ -14,8 +14,9 @@ directory without the expected files) raises `RejoinderError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from rejoinder.data.labels import RawLabel
 from rejoinder.data.pairs import RawPair
@@ -27,6 +28,8 @@ from rejoinder.data.readers.jsonl import read_jsonl
 from rejoinder.data.readers.labels import read_labels_jsonl
 from rejoinder.data.readers.pairs import read_pairs_jsonl
 from rejoinder.data.readers.qa import read_qa
+from rejoinder.data.readers.unpaired import read_unpaired_jsonl
+from rejoinder.data.unpaired import RawUnpaired
 from rejoinder.dialogue import Dialogue
 from rejoinder.errors import RejoinderError
 
@@ -38,9 +41,9 @@ class SourceKind:
     name: str
     description: str
     """One line, for the command line's help."""
-    read: Callable[..., Iterator[Dialogue] | Iterator[RawPair] | Iterator[RawLabel]] | None = None
-    """`read(**source.args, report=report)` yields its dialogues (or pairs, or labelled
-    texts); None for threads."""
+    read: Callable[..., Iterator[Dialogue | RawPair | RawLabel | RawUnpaired]] | None = None
+    """`read(**source.args, report=report)` yields its dialogues (or pairs, labelled
+    texts, unpaired rows); None for threads."""
     path: bool = False
     """On the command line, a PATH follows its name (`jsonl FILE`); source.args["path"]."""
     needs: tuple[str, ...] = ()
@@ -57,6 +60,19 @@ class SourceKind:
     labels: bool = False
     """Its reader yields labelled texts (`RawLabel`s), so a build of it writes a labels
     dataset."""
+    unpaired: bool = False
+    """Its reader yields unpaired rows (`RawUnpaired`s), so a build of it writes an
+    unpaired dataset."""
+
+    def makes(self, args: Mapping[str, Any]) -> str:
+        """What a build of it writes given its arguments: "labels", "unpaired", "pairs" or
+        "dialogues" (the feedback source makes pairs, or unpaired rows with --kind
+        unpaired)."""
+        if self.labels:
+            return "labels"
+        if self.unpaired or (self.pairs and args.get("makes") == "unpaired"):
+            return "unpaired"
+        return "pairs" if self.pairs else "dialogues"
 
 
 SOURCES: dict[str, SourceKind] = {
@@ -95,11 +111,19 @@ SOURCES: dict[str, SourceKind] = {
             pairs=True,
         ),
         SourceKind(
+            "unpaired",
+            'unpaired feedback, one a line: {"context": [...], "reply": "...", "label": true}',
+            read=read_unpaired_jsonl,
+            path=True,
+            unpaired=True,
+        ),
+        SourceKind(
             "feedback",
-            "preference pairs from chat sessions' thumbs up/down, better replies and "
-            "regenerated replies",
+            "preference pairs (or with --kind unpaired, rated replies) from chat sessions' "
+            "thumbs up/down, better replies and regenerated replies",
             read=read_feedback,
             needs=("db",),
+            takes=("makes",),
             pairs=True,
         ),
         SourceKind(
