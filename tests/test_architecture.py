@@ -105,7 +105,7 @@ def test_the_checker_sees_a_cycle():
 ORDER = [
     "errors", "version", "options", "progress", "atomic", "db", "stores", "dialogue", "tokenizers",
     "formats", "padding", "data", "modeling", "safety", "generation", "training", "evaluation",
-    "export", "chat", "judging", "serve", "quickstart", "rejoinder", "arguments", "cli",
+    "export", "chat", "judging", "serve", "quickstart", "improve", "rejoinder", "arguments", "cli",
     "__main__",
     "testing",
 ]  # fmt: skip

@@ -69,6 +69,27 @@ def quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-chat", action="store_true", help="exit after the samples")
 
 
+def cmd_improve(args) -> int:
+    """From a serving database's feedback to a trained, measured candidate and a decision."""
+    from rejoinder.improve import ImproveOptions, improve
+    from rejoinder.options import from_args
+
+    quiet_libraries()
+    options = from_args(ImproveOptions, args)
+    improve(options)
+    return 0
+
+
+def improve_args(p: argparse.ArgumentParser) -> None:
+    from rejoinder.improve import ImproveOptions
+    from rejoinder.options import add_options
+
+    p.add_argument("model", metavar="DIR", help="the serving model (the candidate starts from it)")
+    p.add_argument("--db", required=True, metavar="URL", help="the serving database")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the stages' outputs go")
+    add_options(p, ImproveOptions)
+
+
 VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]] | str] = {
     "init": (cmd_init, init_args),
     "import-dialogpt": (cmd_import_dialogpt, import_dialogpt_args),
@@ -88,6 +109,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., None]]
     "safety": (cmd_safety, safety_verb_args),
     "serve": (cmd_serve, serve_args),
     "ab": (cmd_ab, ab_args),
+    "improve": (cmd_improve, improve_args),
     "judge": "Human evaluation: pairwise judging runs, the judging page, their report.",
 }
 """Each verb: (the function that runs it, the one that declares its arguments); a verb
