@@ -58,6 +58,12 @@ class ImproveOptions:
     """The candidate's learning rate."""
     batch_tokens: int = 4096
     """Tokens per training batch."""
+    desirable_weight: float | None = None
+    """KTO's weight of liked replies (default: set from the training split's counts so
+    that liked and disliked weigh alike, as the KTO paper advises; users dislike more
+    often than they like)."""
+    undesirable_weight: float | None = None
+    """KTO's weight of disliked replies (default: as for --desirable-weight)."""
     test: float = 0.2
     """The share of feedback held out for the offline figures and the judging items."""
     items: int = 100
@@ -102,10 +108,13 @@ def build_feedback(o: ImproveOptions, out: Path) -> Path:
 
 
 def held_out(data: Path, objective: str) -> list:
-    """The held-out feedback as unpaired rows (pairs read as rows: chosen liked)."""
+    """The held-out feedback as unpaired rows (pairs read as rows: chosen liked); empty
+    replies (a model may end its turn at once) are left out, as training leaves them:
+    there is nothing to score."""
     from rejoinder.data.unpaired import read_unpaired
 
-    return read_unpaired(data, "test", from_pairs=objective == "dpo")
+    rows = read_unpaired(data, "test", from_pairs=objective == "dpo")
+    return [r for r in rows if r.reply.strip()]
 
 
 def build_contexts(rows: list, out: Path) -> Path:
@@ -144,9 +153,15 @@ def train_candidate(o: ImproveOptions, data: Path, out: Path) -> Path:
     from rejoinder.training.module import DialogueLM
 
     _say("3/6", f"training the candidate: {o.objective}, {o.steps} steps from {o.model}")
+    weights = {}
+    if o.objective == "kto":
+        weights = balanced_weights(data, o.desirable_weight, o.undesirable_weight)
+        _say("3/6", f"KTO weights: desirable {weights['desirable_weight']:.2f}, "
+             f"undesirable {weights['undesirable_weight']:.2f}")  # fmt: skip
     model = DialogueLM(
         init=o.model,
         objective=o.objective,
+        **weights,
         lora=LoraOptions() if o.lora else None,
         lr=o.lr,
         warmup_steps=min(20, o.steps // 10),
@@ -156,6 +171,28 @@ def train_candidate(o: ImproveOptions, data: Path, out: Path) -> Path:
     options = FitOptions(str(candidate), run=str(out / "candidate.run"), checkpoint_every=100)
     print(fit(model, batches, options, trainer))
     return candidate
+
+
+def balanced_weights(data: Path, desirable: float | None, undesirable: float | None) -> dict:
+    """KTO's weights: those given, else the ones that make the weighted counts of liked
+    and disliked training replies equal (the paper's 1:1 to 4:3 range; the larger class
+    keeps weight 1)."""
+    from rejoinder.data.unpaired import read_unpaired
+
+    rows = [r for r in read_unpaired(data, "train") if r.reply.strip()]
+    liked = sum(r.desirable for r in rows)
+    disliked = len(rows) - liked
+    if not liked or not disliked:
+        raise RejoinderError(
+            f"the training feedback has {liked} liked and {disliked} disliked replies; KTO "
+            "needs both (more ratings, or --objective dpo on pairs)"
+        )
+    auto_d = max(1.0, disliked / liked)
+    auto_u = max(1.0, liked / disliked)
+    return {
+        "desirable_weight": desirable if desirable is not None else auto_d,
+        "undesirable_weight": undesirable if undesirable is not None else auto_u,
+    }
 
 
 def offline(o: ImproveOptions, rows: list, candidate: Path, out: Path) -> dict[str, Any]:
