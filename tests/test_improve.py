@@ -57,16 +57,27 @@ def test_the_stages_from_a_database_to_a_report_and_a_resumed_run(tmp_path, parr
         if i % 4 >= 2:
             store.replace_last_reply(sid, 1, f"something else {i}")
     store.close()
+    from rejoinder.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from rejoinder.modeling.ranker import ranker_model
+
+    base = load_checkpoint(parrot_dir, device="cpu")  # a ranker on the parrot's trunk
+    ranker = save_checkpoint(
+        ranker_model(str(parrot_dir)), base.tokenizer, base.format, tmp_path / "r", ranks=True
+    )
     out = tmp_path / "improve"
     argv = ["improve", str(parrot_dir), "--db", db, "--out", str(out), "--steps", "3",
-            "--items", "4", "--judgments-per-item", "1", "--test", "0.3"]  # fmt: skip
+            "--items", "4", "--judgments-per-item", "1", "--test", "0.3",
+            "--ranker", f"updown={ranker}"]  # fmt: skip
     assert main(argv) == 0
     for made in ("unpaired/manifest.json", "contexts/manifest.json", "candidate/rejoinder.json"):
         assert (out / made).is_file(), made
     figures = json.loads((out / "offline.json").read_text())
     assert figures["rows"] > 0 and figures["liked"] > 0
     for model in (SERVING, CANDIDATE):
-        assert figures[model]["margin"] is not None
+        m = figures[model]
+        assert m["margin"] is not None and m["liked_perplexity"] >= 1
+        assert set(m["metrics"]) >= {"bleu2", "dist2", "f1"}
+        assert 0 <= m["rankers"]["updown"] <= 1
     decision = json.loads((out / "decision.json").read_text())
     assert decision["decision"] == MORE  # nobody has judged yet
     report = (out / "report.md").read_text()

@@ -70,6 +70,8 @@ class ImproveOptions:
     """Judging items (at most the held-out contexts)."""
     judgments_per_item: int = 3
     """Judges per item."""
+    rankers: list[str] = option(default_factory=list, flag="--ranker", metavar="NAME=DIR")
+    """A reply ranker whose mean score of each model's replies the offline figures show."""
     seed: int = 0
 
     def __post_init__(self):
@@ -196,26 +198,53 @@ def balanced_weights(data: Path, desirable: float | None, undesirable: float | N
 
 
 def offline(o: ImproveOptions, rows: list, candidate: Path, out: Path) -> dict[str, Any]:
-    """Each model's mean log-likelihood per token of liked and of disliked held-out
-    replies, and the margin between them (higher: closer to what users like)."""
+    """Each model on the held-out feedback: the perplexity of the replies users liked
+    and of those they did not, and the margin between their mean log-likelihoods per
+    token (higher: closer to what users like); the DSTC-7 metrics of its replies (greedy)
+    to the held-out contexts against the liked replies; and each --ranker's mean score of
+    those replies."""
     path = out / "offline.json"
     if path.is_file():
         return json.loads(path.read_text())
+    import math
+
+    from rejoinder.evaluation.metrics import score_replies
     from rejoinder.generation import ConversationModel
     from rejoinder.safety import SafetyConfig
 
     _say("4/6", f"offline figures on {len(rows)} held-out replies")
     pairs = [(list(r.context), r.reply) for r in rows]
+    liked_refs: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r.desirable:
+            liked_refs.setdefault(tuple(r.context), []).append(r.reply)
+    contexts = [list(c) for c in liked_refs]
+    rankers = {}
+    for item in o.rankers:  # NAME=DIR, or DIR named after its folder
+        name, sep, where = item.partition("=")
+        rankers[name if sep else Path(item).name] = where if sep else item
     figures: dict[str, Any] = {"rows": len(rows), "liked": sum(r.desirable for r in rows)}
     for name, where in ((SERVING, o.model), (CANDIDATE, candidate)):
-        bot = ConversationModel.from_pretrained(where, safety=SafetyConfig(no_safety=True))
+        bot = ConversationModel.from_pretrained(
+            where, rankers=rankers, safety=SafetyConfig(no_safety=True)
+        )
         scores = bot.loglikelihood(pairs)
-        liked = [s.mean for s, r in zip(scores, rows, strict=True) if r.desirable]
-        disliked = [s.mean for s, r in zip(scores, rows, strict=True) if not r.desirable]
-        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-        m = {"liked": mean(liked), "disliked": mean(disliked)}
+        m: dict[str, Any] = {}
+        for side, wanted in (("liked", True), ("disliked", False)):
+            mine = [s for s, r in zip(scores, rows, strict=True) if r.desirable == wanted]
+            tokens = sum(len(s.token_logprobs) for s in mine)
+            m[side] = sum(s.mean for s in mine) / len(mine) if mine else None
+            m[f"{side}_perplexity"] = (
+                math.exp(-sum(s.total for s in mine) / tokens) if tokens else None
+            )
         both = m["liked"] is not None and m["disliked"] is not None
         m["margin"] = m["liked"] - m["disliked"] if both else None
+        if contexts:
+            replies = bot.generate_batch(contexts, preset="greedy", max_new_tokens=40)
+            m["metrics"] = score_replies(replies, list(liked_refs.values()))
+            for ranker_name, ranker in bot.rankers.items():
+                said = ranker.score_pairs(list(zip(contexts, replies, strict=True)))
+                m.setdefault("rankers", {})[ranker_name] = sum(said) / len(said)
         figures[name] = m
     path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
@@ -302,11 +331,21 @@ def report(o: ImproveOptions, out: Path, name: str, figures: dict) -> dict:
     decision = decide(results["comparisons"], figures)
     lines = [f"# rejoinder improve: {o.model} -> {out / CANDIDATE}", ""]
     lines += ["## Offline, on the held-out feedback", ""]
-    lines += ["| model | liked (log-lik/token) | disliked | margin |", "|---|---|---|---|"]
+    lines += [
+        "| model | liked (log-lik/token) | disliked | margin | liked ppl | BLEU-2 | dist-2 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     for model in (SERVING, CANDIDATE):
         m = figures[model]
-        lines.append(f"| {model} | {fmt(m['liked'])} | {fmt(m['disliked'])} | {fmt(m['margin'])} |")
+        metrics = m.get("metrics") or {}
+        lines.append(
+            f"| {model} | {fmt(m['liked'])} | {fmt(m['disliked'])} | {fmt(m['margin'])} | "
+            f"{fmt(m['liked_perplexity'])} | {fmt(metrics.get('bleu2'))} | "
+            f"{fmt(metrics.get('dist2'))} |"
+        )
+        for ranker_name, score in (m.get("rankers") or {}).items():
+            lines.append(f"|  {ranker_name} ranker's mean score: {score:.3f} | | | | | | |")
     lines += ["", f"## Judging run `{name}`", ""]
     for criterion, rows in results["comparisons"].items():
         for r in rows:
