@@ -121,7 +121,7 @@ def test_users_like_the_improved_arm_better(base_dir, tmp_path):
     db1 = f"sqlite:///{tmp_path / 'round1.db'}"
     running = serve({"A": base, "B": candidate}, db1)
     running.server.config.app.state.arms.rng = random.Random(0)
-    chat(running.url, sessions=160, seed=2)
+    chat(running.url, sessions=100, seed=2)
     running.stop()
     store = SessionStore(db1)
     result = summarize(ab_rows(store))
