@@ -28,6 +28,11 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def main() -> None:
+    from rejoinder.arguments import quiet_libraries
+    from rejoinder.training.fit import quiet_lightning
+
+    quiet_libraries()  # the table is what matters: no loading bars between rounds
+    quiet_lightning()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=100)
