@@ -17,7 +17,7 @@ from typing import Any
 
 from rejoinder.atomic import atomic_directory, check_out
 from rejoinder.data.config import BuildConfig, Source
-from rejoinder.data.engines import engine
+from rejoinder.data.engines import engine_for
 from rejoinder.data.filters import LoadScorer
 from rejoinder.data.records import SPLITS
 from rejoinder.data.report import Report
@@ -32,7 +32,7 @@ def build(config: BuildConfig, load_classifier: LoadScorer | None = None) -> dic
     `load_classifier` loads the offensive filter's `--offensive-classifier` (see
     `filters.LoadScorer`; the command line passes `commands.offensive_scorer`)."""
     out = check_out(config.out, config.force)
-    run = engine(config.engine)
+    run = engine_for(config)
     classifier = classifier_pass(config, load_classifier)  # bad settings fail now
     report = Report(explain=config.explain)
     started = datetime.datetime.now(datetime.UTC)

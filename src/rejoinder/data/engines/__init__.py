@@ -37,6 +37,12 @@ ENGINES: dict[str, Callable[[], Run]] = {"local": _local, "spark": _spark}
 """Each engine by name (`BuildConfig.engine`), as a function that imports it."""
 
 
-def engine(name: str) -> Run:
-    """The engine called `name` (BuildConfig checks the name)."""
-    return ENGINES[name]()
+def engine_for(config: BuildConfig) -> Run:
+    """The engine a build runs on: `config.engine`'s (BuildConfig checks the name), but
+    a labels or unpaired build (a file people labelled or rated: small, no filters) runs
+    in one process on either (engines/labels.py)."""
+    if config.makes_labels or config.makes_unpaired:
+        from rejoinder.data.engines import labels
+
+        return labels.run
+    return ENGINES[config.engine]()

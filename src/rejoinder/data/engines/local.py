@@ -69,10 +69,6 @@ def run(
     classifier: ClassifierPass | None = None,
 ) -> dict[str, int]:
     """Builds the dataset's splits into `data_dir`; buckets and spools go in `work_dir`."""
-    if config.makes_labels or config.makes_unpaired:
-        from rejoinder.data.engines import labels
-
-        return labels.run(config, data_dir, work_dir, report)
     if config.makes_pairs:
         return run_pairs(config, data_dir, work_dir, report, classifier)
     workers = os.cpu_count() or 1

@@ -61,11 +61,6 @@ def run(
     classifier: ClassifierPass | None = None,
 ) -> dict[str, int]:
     """Builds the dataset's splits into `data_dir` on Spark (`config.master`)."""
-    # A file people labelled or rated: no cluster needed (engines/labels.py).
-    if config.makes_labels or config.makes_unpaired:
-        from rejoinder.data.engines import labels
-
-        return labels.run(config, data_dir, work_dir, report)
     spark = _session(config.master)
     try:
         with StageProgress(spark.sparkContext):

@@ -99,3 +99,36 @@ def json_lines(path: str | Path, report: Report, what: str) -> Iterator[tuple[in
             yield number, sample, load_json(line, report)
         except (ValueError, RecursionError):
             report.bad("malformed json", sample)
+
+
+def turn_text(value: Any, name: str) -> str:
+    """A line's turn or reply, stripped: a string, or an object with "text" (or OpenAI's
+    "content"); Skip("wrong type: NAME") for anything else."""
+    if isinstance(value, Mapping):
+        value = value.get("text", value.get("content"))
+    if not isinstance(value, str):
+        raise Skip(f"wrong type: {name}")
+    return value.strip()
+
+
+def context_texts(context: Any) -> list[str]:
+    """A line's context (one string or a list of turns) as its non-empty turn texts."""
+    turns = [context] if isinstance(context, str) else context
+    if not isinstance(turns, list):
+        raise Skip("wrong type: context")
+    return [t for t in (turn_text(t, "context") for t in turns) if t]
+
+
+def optional_strings(obj: Mapping[str, Any], names: Iterable[str]) -> dict[str, str | None]:
+    """A line's optional string fields (`id`, `group`, `kind`, …): None where missing;
+    an integer id or group becomes its string; Skip("wrong type: NAME") for an empty
+    string or anything else."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and name != "kind":
+            value = str(value)
+        if value is not None and not (isinstance(value, str) and value):
+            raise Skip(f"wrong type: {name}")
+        out[name] = value
+    return out

@@ -38,45 +38,32 @@ def read_feedback(
     """
     if makes not in FEEDBACK_KINDS:
         raise RejoinderError(f"--kind {makes}: choose {' or '.join(FEEDBACK_KINDS)}")
+    from rejoinder.data import chat_feedback as made
+
+    # What each kind makes of the stores' rows: reply feedback, flagged replies, judgments.
+    if makes == "unpaired":
+        of_replies, of_flags, of_runs = made.reply_rows, made.flagged_rows, None
+    else:
+        of_replies, of_flags, of_runs = made.reply_pairs, made.flagged_pairs, made.judged_pairs
     database, tables = _feedback_database(db)
     try:
-        if makes == "unpaired":
-            yield from _rows(database, tables, report)
-        else:
-            yield from _pairs(database, tables, report)
+        # Each from the store that keeps it (and only where its tables are).
+        if SESSIONS in tables:
+            from rejoinder.stores.sessions import SessionStore
+
+            sessions = SessionStore(database)
+            for sid, seq, replies, context in sessions.feedback_rows():
+                report.count("feedback: bot messages read")
+                yield from of_replies(sid, seq, replies, context, report)
+            if FLAGS in tables:
+                yield from of_flags(sessions.flags.rows(), report)
+        if RUNS in tables and of_runs is not None:
+            from rejoinder.stores.judgments import JudgeStore
+
+            judges = JudgeStore(database)
+            yield from of_runs((judges.export(n) for n in judges.run_names()), report)
     finally:
         database.close()
-
-
-def _rows(database, tables: set[str], report: Report) -> Iterator[RawUnpaired]:
-    from rejoinder.data.chat_feedback import flagged_rows, reply_rows
-    from rejoinder.stores.sessions import SessionStore
-
-    if SESSIONS in tables:
-        sessions = SessionStore(database)
-        for sid, seq, replies, context in sessions.feedback_rows():
-            report.count("feedback: bot messages read")
-            yield from reply_rows(sid, seq, replies, context, report)
-        if FLAGS in tables:
-            yield from flagged_rows(sessions.flags.rows(), report)
-
-
-def _pairs(database, tables: set[str], report: Report) -> Iterator[RawPair]:
-    from rejoinder.data.chat_feedback import flagged_pairs, judged_pairs, reply_pairs
-    from rejoinder.stores.judgments import JudgeStore
-    from rejoinder.stores.sessions import SessionStore
-
-    # Each kind of pair, from the store that keeps it (and only where its tables are).
-    if SESSIONS in tables:
-        sessions = SessionStore(database)
-        for sid, seq, replies, context in sessions.feedback_rows():
-            report.count("feedback: bot messages read")
-            yield from reply_pairs(sid, seq, replies, context, report)
-        if FLAGS in tables:
-            yield from flagged_pairs(sessions.flags.rows(), report)
-    if RUNS in tables:
-        judges = JudgeStore(database)
-        yield from judged_pairs((judges.export(n) for n in judges.run_names()), report)
 
 
 SESSIONS, RUNS, FLAGS = "rejoinder_sessions", "rejoinder_judge_runs", "rejoinder_flags"

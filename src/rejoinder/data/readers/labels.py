@@ -8,7 +8,7 @@ from typing import Any
 
 from rejoinder.data.io import file_stem
 from rejoinder.data.labels import RawLabel
-from rejoinder.data.readers.common import Skip, json_lines
+from rejoinder.data.readers.common import Skip, json_lines, optional_strings
 from rejoinder.data.report import Report
 from rejoinder.dialogue import as_context
 from rejoinder.errors import RejoinderError
@@ -46,14 +46,7 @@ def _labelled(obj: Any, default_id: str) -> RawLabel:
         turns = as_context(obj.get("context"))
     except RejoinderError:  # a turn that is no text, or a context that is no list
         raise Skip("wrong type: context") from None
-    ids = {}
-    for name in ("id", "group"):
-        value = obj.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if value is not None and not (isinstance(value, str) and value):
-            raise Skip(f"wrong type: {name}")
-        ids[name] = value
+    ids = optional_strings(obj, ("id", "group"))
     label_id = ids["id"] or default_id
     return RawLabel(
         id=label_id,

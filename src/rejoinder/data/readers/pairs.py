@@ -8,7 +8,13 @@ from typing import Any
 
 from rejoinder.data.io import file_stem
 from rejoinder.data.pairs import RawPair
-from rejoinder.data.readers.common import Skip, json_lines
+from rejoinder.data.readers.common import (
+    Skip,
+    context_texts,
+    json_lines,
+    optional_strings,
+    turn_text,
+)
 from rejoinder.data.report import Report
 
 
@@ -29,38 +35,19 @@ def read_pairs_jsonl(path: str | Path, *, report: Report) -> Iterator[RawPair]:
             report.bad(e.reason, sample)
 
 
-def _text(value: Any, name: str) -> str:
-    if isinstance(value, Mapping):
-        value = value.get("text", value.get("content"))
-    if not isinstance(value, str):
-        raise Skip(f"wrong type: {name}")
-    return value.strip()
-
-
 def _pair(obj: Any, default_id: str) -> RawPair:
     if not isinstance(obj, Mapping):
         raise Skip("wrong type: line")
     for name in ("context", "chosen", "rejected"):
         if name not in obj:
             raise Skip(f"missing field: {name}")
-    context = obj["context"]
-    turns = [context] if isinstance(context, str) else context
-    if not isinstance(turns, list):
-        raise Skip("wrong type: context")
-    texts = [t for t in (_text(t, "context") for t in turns) if t]
-    chosen, rejected = _text(obj["chosen"], "chosen"), _text(obj["rejected"], "rejected")
+    texts = context_texts(obj["context"])
+    chosen, rejected = turn_text(obj["chosen"], "chosen"), turn_text(obj["rejected"], "rejected")
     if not chosen or not rejected:
         raise Skip("empty chosen or rejected")
     if chosen == rejected:
         raise Skip("chosen and rejected are the same")
-    fields = {}
-    for name in ("kind", "id", "group", "subreddit"):
-        value = obj.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and name != "kind":
-            value = str(value)
-        if value is not None and not (isinstance(value, str) and value):
-            raise Skip(f"wrong type: {name}")
-        fields[name] = value
+    fields = optional_strings(obj, ("kind", "id", "group", "subreddit"))
     feedback = {}
     for name in ("chosen_feedback", "rejected_feedback"):
         value = obj.get(name)

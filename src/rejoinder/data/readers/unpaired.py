@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from rejoinder.data.io import file_stem
-from rejoinder.data.readers.common import Skip, json_lines
+from rejoinder.data.readers.common import (
+    Skip,
+    context_texts,
+    json_lines,
+    optional_strings,
+    turn_text,
+)
 from rejoinder.data.report import Report
 from rejoinder.data.unpaired import RawUnpaired
 
@@ -51,14 +57,6 @@ def desirable_of(value: Any) -> bool:
     raise Skip("unknown label")
 
 
-def _text(value: Any, name: str) -> str:
-    if isinstance(value, Mapping):
-        value = value.get("text", value.get("content"))
-    if not isinstance(value, str):
-        raise Skip(f"wrong type: {name}")
-    return value.strip()
-
-
 def _row(obj: Any, default_id: str) -> RawUnpaired:
     if not isinstance(obj, Mapping):
         raise Skip("wrong type: line")
@@ -66,22 +64,11 @@ def _row(obj: Any, default_id: str) -> RawUnpaired:
         if name not in obj:
             raise Skip(f"missing field: {name}")
     desirable = desirable_of(obj["label"])
-    context = obj.get("context") or []
-    turns = [context] if isinstance(context, str) else context
-    if not isinstance(turns, list):
-        raise Skip("wrong type: context")
-    texts = [t for t in (_text(t, "context") for t in turns) if t]
-    reply = _text(obj["reply"], "reply")
+    texts = context_texts(obj.get("context") or [])
+    reply = turn_text(obj["reply"], "reply")
     if not reply:
         raise Skip("empty reply")
-    fields = {}
-    for name in ("kind", "id", "group"):
-        value = obj.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and name != "kind":
-            value = str(value)
-        if value is not None and not (isinstance(value, str) and value):
-            raise Skip(f"wrong type: {name}")
-        fields[name] = value
+    fields = optional_strings(obj, ("kind", "id", "group"))
     row_id = fields["id"] or default_id
     return RawUnpaired(
         id=row_id,
