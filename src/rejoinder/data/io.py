@@ -228,3 +228,17 @@ def load_json(text: str | bytes, report: Report) -> Any:
     if has_surrogate_escape(text):
         value = repair_surrogates(value, report)
     return value
+
+
+def write_part(out: Path, split: str, rows: list[tuple], schema, part: int = 0) -> None:
+    """Writes rows (tuples in `schema`'s order) as one parquet file of a split: what
+    `write_pairs`, `write_labels` and `write_unpaired` do for tests and small tools (the
+    builds write their own)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = out / split
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(zip(*rows, strict=True)) or [[] for _ in schema]
+    arrays = [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{part:05d}.parquet")

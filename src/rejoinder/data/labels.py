@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rejoinder.data.io import write_part
 from rejoinder.data.pairs import require_kind
 from rejoinder.dialogue import Turn
 from rejoinder.errors import RejoinderError
@@ -105,12 +106,4 @@ def labels_of(path: str | Path) -> list[str]:
 def write_labels(out: Path, split: str, rows: list[RawLabel], part: int = 0) -> None:
     """Writes one parquet file of labelled texts (the build writes its own; tests and
     small tools use this)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = out / split
-    folder.mkdir(parents=True, exist_ok=True)
-    schema = label_schema()
-    columns = list(zip(*(r.to_row() for r in rows), strict=True)) or [[] for _ in schema]
-    arrays = [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{part:05d}.parquet")
+    write_part(out, split, [r.to_row() for r in rows], label_schema(), part)

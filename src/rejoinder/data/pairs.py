@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rejoinder.data.io import write_part
 from rejoinder.errors import RejoinderError
 
 FEEDBACK_KINDS = ("updown", "width", "depth")
@@ -185,16 +186,4 @@ def read_pairs(path: str | Path, split: str, limit: int | None = None) -> list[P
 def write_pairs(out: Path, split: str, pairs: list[RawPair], part: int = 0) -> None:
     """Writes one parquet file of pairs (the engines write theirs; tests and small tools
     use this)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = out / split
-    folder.mkdir(parents=True, exist_ok=True)
-    schema = pair_schema()
-    columns = list(zip(*(p.to_row() for p in pairs), strict=True)) if pairs else []
-    arrays = (
-        [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
-        if pairs
-        else [pa.array([], type=f.type) for f in schema]
-    )
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{part:05d}.parquet")
+    write_part(out, split, [r.to_row() for r in pairs], pair_schema(), part)

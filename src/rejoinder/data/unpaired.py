@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rejoinder.data.io import write_part
 from rejoinder.data.pairs import dataset_kind, iter_pairs, require_kind
 
 KIND = "unpaired"
@@ -137,12 +138,4 @@ def _from_pairs(path: str | Path, split: str) -> Iterator[Unpaired]:
 def write_unpaired(out: Path, split: str, rows: list[RawUnpaired], part: int = 0) -> None:
     """Writes one parquet file of unpaired rows (the build writes its own; tests and
     small tools use this)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = out / split
-    folder.mkdir(parents=True, exist_ok=True)
-    schema = unpaired_schema()
-    columns = list(zip(*(r.to_row() for r in rows), strict=True)) or [[] for _ in schema]
-    arrays = [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{part:05d}.parquet")
+    write_part(out, split, [r.to_row() for r in rows], unpaired_schema(), part)
