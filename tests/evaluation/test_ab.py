@@ -78,6 +78,61 @@ def test_the_report_counts_what_the_stores_hold(tmp_path):
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["arms"] == {}
 
 
+def test_judged_conversations_of_each_arm_join_the_report_as_a_leaderboard(tmp_path, capsys):
+    """judge create draws each arm's own sessions (sessions:URL,arm=ARM); ab report --run
+    fits the Bradley-Terry board on what judges chose, with each system's arm."""
+    from rejoinder.cli import main
+    from rejoinder.stores.judgments import JudgeStore
+    from rejoinder.stores.sessions import SessionStore
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    store = SessionStore(db)
+    fill(store)
+    store.close()
+    make = ["judge", "create", "--db", db, "--mode", "conversation", "--items", "10"]
+    make += ["--onboarding", "0", "--turns", "2", "--judgments-per-item", "2"]
+    arms = ["--system", f"A=sessions:{db},arm=a", "--system", f"B=sessions:{db},arm=b"]
+    assert main([*make, "--name", "none", "--system", f"A=sessions:{db},arm=c", *arms[2:]]) == 2
+    assert "has no session of arm 'c' (its arms: a, b)" in capsys.readouterr().err
+    assert main([*make, "--name", "ab", *arms]) == 0
+    judges = JudgeStore(db)
+    chose = {"A": 0, "B": 0}
+    for n, judge in enumerate(("j1", "j2")):
+        while (shown := judges.next_item("ab", judge)) is not None:
+            seen = {side: c[1]["text"] for side, c in shown["conversations"].items()}
+            # every reply of arm a is r1..r5 (and "r2 again"), of arm b s1..s3
+            assert sorted(t[0] for t in seen.values()) == ["r", "s"]
+            # j1 always likes arm b's conversation, j2 arm a's in its first two items
+            liked = "r" if n == 1 and chose["A"] < 2 else "s"
+            pick = next(s for s, t in seen.items() if t[0] == liked)
+            chose["A" if liked == "r" else "B"] += 1
+            judges.judge("ab", judge, shown["item"], {"engaging": pick}, shown["left"], "why")
+    judges.close()
+    out = tmp_path / "r"
+    assert main(["ab", "report", "--db", db, "--run", "ab", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    part = json.loads((out / "metrics.json").read_text())["judged"]
+    assert part["arms"] == {"A": "a", "B": "b"}
+    (board,) = part["leaderboard"]["engaging"]["boards"]
+    rows = {r["system"]: r for r in board["systems"]}
+    assert chose == {"A": 2, "B": 18}
+    assert rows["B"]["votes"] == rows["A"]["votes"] == 20
+    # two systems: the fit's strength gap is the log odds of their votes
+    gap = rows["B"]["strength"] - rows["A"]["strength"]
+    assert gap == pytest.approx(__import__("math").log(18 / 2), abs=1e-4)
+    assert rows["B"]["rank"] == 1 and rows["B"]["low"] > rows["A"]["high"]
+    assert "judged, engaging: 1. B" in printed
+    report = (out / "report.md").read_text()
+    assert "## Judged conversations: run ab" in report and "A: arm a, B: arm b" in report
+    assert (out / "leaderboard.png").stat().st_size > 0
+    # a run that draws no arm's sessions belongs to judge report
+    assert main([*make, "--name", "plain", "--system", f"A=sessions:{db}", *arms[2:3],
+                 f"B=sessions:{db}"]) == 0  # fmt: skip
+    assert main(["ab", "report", "--db", db, "--run", "plain", "--out", str(tmp_path / "p")]) == 2
+    assert "none of its systems is the sessions of an arm" in capsys.readouterr().err
+    assert main(["ab", "report", "--db", db, "--run", "nope", "--out", str(tmp_path / "q")]) == 2
+
+
 def test_clear_differences_are_decided_with_holm_over_pairs():
     rows = {"sessions": [], "replies": []}
     for arm, ups in (("a", 80), ("b", 40), ("c", 45)):

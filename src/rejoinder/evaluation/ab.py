@@ -168,6 +168,34 @@ def compare(arms: dict[str, dict], measure: str) -> list[dict[str, Any]]:
     return out
 
 
+def judged(results: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The part of the report a judging run adds (`human.summarize`'s `results` of `run`,
+    conversations drawn from the arms' sessions by `judge create --system
+    NAME=sessions:URL,arm=ARM`): its facts, the arm behind each system, and per criterion
+    the Bradley–Terry leaderboard. Judges compare whole conversations, so this measures
+    what thumbs cannot: which arm people would rather talk to."""
+    specs = (run.get("source") or {}).get("systems") or {}
+    return {
+        **{k: results[k] for k in ("name", "mode", "systems", "criteria", "questions", "counts")},
+        "arms": {s: (specs.get(s) or {}).get("arm") for s in results["systems"]},
+        "leaderboard": results["leaderboard"],
+    }
+
+
+def _judged_lines(part: dict[str, Any]) -> list[str]:
+    from rejoinder.evaluation.human_report import escape, facts, leaderboard_lines
+
+    arms = ", ".join(f"{escape(s)}: arm {escape(a)}" for s, a in part["arms"].items() if a)
+    lines = [f"## Judged conversations: run {escape(part['name'])}", "", *facts(part)]
+    lines += [f"- sessions of {arms}", ""]
+    for criterion in part["criteria"]:
+        question = part["questions"].get(criterion)
+        lines += [f"### {escape(criterion)}", ""]
+        lines += [f"> {escape(question)}", ""] if question else []
+        lines += leaderboard_lines(part["leaderboard"][criterion])
+    return [*lines, "![leaderboards](leaderboard.png)", ""]
+
+
 def _rate(r: dict[str, Any]) -> str:
     if r["rate"] is None:
         return "–"
@@ -234,6 +262,8 @@ def markdown(result: dict[str, Any]) -> str:
         "are somewhat too confident: prefer more sessions to more replies per session.",
         "",
     ]
+    if result.get("judged"):
+        lines += _judged_lines(result["judged"])
     return "\n".join(lines)
 
 
@@ -277,3 +307,7 @@ def write_ab_report(result: dict[str, Any], out: Path) -> None:
         (tmp / "report.md").write_text(markdown(result), encoding="utf-8")
         if result["arms"]:
             plot(result, tmp / "rates.png")
+        if result.get("judged"):
+            from rejoinder.evaluation.human_report import plot_leaderboards
+
+            plot_leaderboards(result["judged"], tmp)

@@ -121,7 +121,7 @@ def comparison_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _facts(results: dict) -> list[str]:
+def facts(results: dict) -> list[str]:
     c = results["counts"]
     what = {"turn": "one context, one reply per system", "conversation": "whole conversations"}
     return [
@@ -142,7 +142,7 @@ def _criterion_section(results: dict, criterion: str) -> list[str]:
     rows = results["comparisons"][criterion]
     lines += [comparison_table(rows), ""]
     if criterion in results.get("leaderboard", {}):
-        lines += _leaderboard_lines(results["leaderboard"][criterion])
+        lines += leaderboard_lines(results["leaderboard"][criterion])
     for r in rows:
         if r.get("reasons"):
             lines += [f"Reasons, {escape(r['first'])} vs {escape(r['second'])}:", ""]
@@ -230,7 +230,7 @@ def leaderboard_table(board: dict) -> str:
     return "\n".join(out)
 
 
-def _leaderboard_lines(result: dict) -> list[str]:
+def leaderboard_lines(result: dict) -> list[str]:
     lines = [
         f"Bradley–Terry leaderboard (ties as half a win; score 1000 + 400·log10(strength); "
         f"{result['level']:.0%} bootstrap intervals over {result['rounds']} rounds; a rank is "
@@ -248,7 +248,7 @@ def _leaderboard_lines(result: dict) -> list[str]:
 def markdown(results: dict, plot: str | None, board: str | None = None) -> str:
     """report.md: the run's facts, a table and a leaderboard per criterion, standings,
     agreement, position bias, judges and the plots."""
-    lines = [f"# Human evaluation: {escape(results['name'])}", "", *_facts(results), ""]
+    lines = [f"# Human evaluation: {escape(results['name'])}", "", *facts(results), ""]
     for criterion in results["criteria"]:
         lines += _criterion_section(results, criterion)
     lines += _standings_section(results) + _agreement_section(results)

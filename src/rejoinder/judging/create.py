@@ -59,7 +59,8 @@ class CreateOptions:
     systems: list[str] = option(default_factory=list, flag="--system", metavar="NAME=SPEC")
     """A system to compare: NAME=DIR[,reverse=DIR][,preset=P][,backend=ctranslate2]
     [,ranker=DIR] (a checkpoint directory and how it decodes), or, in conversation mode,
-    NAME=sessions:URL (the conversations of a session database)."""
+    NAME=sessions:URL[,arm=ARM] (the conversations of a session database; with arm, only
+    the sessions `serve --arm` gave that arm)."""
     data: str | None = option(None, metavar="DIR")
     """The dataset whose contexts (turn mode) or openings (conversation mode) are used."""
     split: str = option("test", choices=("train", "valid", "test"))
@@ -173,7 +174,11 @@ class System:
         if name == HUMAN:
             raise RejoinderError('--system: "human" is the name of --human\'s system')
         if name and rest.startswith("sessions:"):
-            return cls(name, {"sessions": rest[len("sessions:") :]})
+            # the arm is the last key: a database URL may itself hold commas
+            url, sep, arm = rest.removeprefix("sessions:").rpartition(",arm=")
+            if sep and not (url and arm):
+                raise RejoinderError(f"--system {name}: write NAME=sessions:URL[,arm=ARM]")
+            return cls(name, {"sessions": url, "arm": arm} if sep else {"sessions": arm})
         return cls(*model_spec("--system", text, ("reverse", "preset", "backend", "ranker")))
 
     def load(self):
@@ -395,19 +400,24 @@ def _session_conversations(system: System, turns: int, rng: random.Random) -> li
     """Stored chat sessions: the user is speaker 1, the bot speaker 2 (the one judged)."""
     from rejoinder.stores.sessions import SessionStore
 
-    store = SessionStore(system.spec["sessions"])
+    url, arm = system.spec["sessions"], system.spec.get("arm")
+    store = SessionStore(url)
     try:
+        ids = store.ids() if arm is None else store.arms.sessions(arm)
+        if arm is not None and not ids:
+            there = ", ".join(store.arms.names()) or "none: no server with --arm wrote to it"
+            raise RejoinderError(f"--system {system.name}: {url} has no session of arm {arm!r} "
+                                 f"(its arms: {there})")  # fmt: skip
         found = []
-        for sid in store.ids():
+        for sid in ids:
             said = [m for m in store.get(sid)["messages"] if m["role"] in ("user", "assistant")]
             if len(said) >= 2 and said[0]["role"] == "user":
                 found.append(_labelled([m["content"] for m in said[:turns]]))
     finally:
         store.close()
     if not found:
-        raise RejoinderError(
-            f"--system {system.name}: {system.spec['sessions']} holds no session with a reply"
-        )
+        of = f" of arm {arm!r}" if arm else ""
+        raise RejoinderError(f"--system {system.name}: {url} holds no session{of} with a reply")
     rng.shuffle(found)
     return found
 

@@ -63,6 +63,22 @@ class ArmStore:
 
         return self.db.write(work)
 
+    def sessions(self, arm: str) -> list[str]:
+        """The ids of the sessions given `arm`, oldest first."""
+        import sqlalchemy as sa
+
+        t = self.table.c
+        with self.db.read() as c:
+            rows = c.execute(sa.select(t.session_id).where(t.arm == arm).order_by(t.created))
+            return [sid for (sid,) in rows]
+
+    def names(self) -> list[str]:
+        """Every arm some session was given, by name."""
+        import sqlalchemy as sa
+
+        with self.db.read() as c:
+            return sorted(c.execute(sa.select(self.table.c.arm).distinct()).scalars())
+
     def delete_session(self, c, sid: str) -> None:
         c.execute(self.table.delete().where(self.table.c.session_id == sid))
 
