@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,22 +32,10 @@ LONG = 400
 """Tokens of the forced reply that is decoding when the signal comes."""
 
 
-def test_sigterm_finishes_the_request_in_flight(parrot_dir, tmp_path):
+def serving(*args: str) -> tuple[subprocess.Popen, str]:
+    """`rejoinder serve ARGS` on a free port, as a process; (process, its URL)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "rejoinder",
-        "serve",
-        str(parrot_dir),
-        "--port",
-        str(port),
-        "--db",
-        f"sqlite:///{tmp_path / 's.db'}",
-        "--max-tokens-limit",
-        str(LONG),
-    ]
+    command = [sys.executable, "-m", "rejoinder", "serve", *args, "--port", str(port)]
     proc = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -54,6 +43,12 @@ def test_sigterm_finishes_the_request_in_flight(parrot_dir, tmp_path):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_sigterm_finishes_the_request_in_flight(parrot_dir, tmp_path):
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    proc, url = serving(str(parrot_dir), "--db", db, "--max-tokens-limit", str(LONG))
     try:
         wait_until_up(url, proc)
         result = {}
@@ -108,3 +103,43 @@ def test_a_bad_database_url_is_named(parrot_dir):
     )
     assert r.returncode == 2
     assert "nosuch://x" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_ab_server_from_the_command_line_to_the_report(parrot_dir, repeater_dir, tmp_path):
+    """`serve DIR --arm NAME=DIR --split` as users start it: each session is answered by
+    its arm's model, and `ab report` counts each arm's ratings as the clients gave them."""
+    from rejoinder.cli import main
+    from tests.conftest import PARROT, REPEATED
+
+    db = f"sqlite:///{tmp_path / 'ab.db'}"
+    proc, url = serving(str(parrot_dir), "--arm", f"beta={repeater_dir}",
+                        "--split", "control=50,beta=50", "--db", db)  # fmt: skip
+    liked = {"control": 0, "beta": 0}
+    try:
+        wait_until_up(url, proc)
+        assert set(httpx.get(url + "/health").json()["arms"]) == {"control", "beta"}
+        for _ in range(10):
+            sid = httpx.post(f"{url}/v1/sessions", json={"temperature": 0}).json()["id"]
+            r = httpx.post(f"{url}/v1/sessions/{sid}/messages", json={"content": "Hello"},
+                           timeout=60).json()  # fmt: skip
+            assert "arm" not in r and "arm" not in httpx.get(f"{url}/v1/sessions/{sid}").json()
+            arm = "control" if r["reply"] == PARROT["Hello"] else "beta"
+            if arm == "beta":
+                assert r["reply"].startswith(REPEATED.strip())
+            # the user likes the parrot and dislikes the repeater
+            rating = "up" if arm == "control" else "down"
+            f = httpx.post(f"{url}/v1/sessions/{sid}/messages/1/feedback", json={"rating": rating})
+            assert f.status_code == 200, f.text
+            liked[arm] += 1
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    out = tmp_path / "report"
+    assert main(["ab", "report", "--db", db, "--out", str(out)]) == 0
+    arms = json.loads((out / "metrics.json").read_text())["arms"]
+    for arm, n in liked.items():
+        up = n if arm == "control" else 0
+        assert (arms[arm]["sessions"], arms[arm]["up"], arms[arm]["down"]) == (n, up, n - up)
