@@ -248,7 +248,7 @@ class DialogueLM(L.LightningModule):
             self.log(f"val_{name}", value, prog_bar=name == "acc", batch_size=n, sync_dist=True)
         if self.objective.data == "dialogues":
             self.log("val_ppl", torch.exp(loss.detach()), batch_size=n, sync_dist=True)
-        self.log("tokens_seen", float(self.tokens_seen))
+        self.log("tokens_seen", float(self.tokens_seen), batch_size=n)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Everything `rejoinder export` needs to make a checkpoint directory of this one.
