@@ -131,9 +131,9 @@ def margins(model, test) -> torch.Tensor:
     return torch.tensor([g.total - b.total for g, b in zip(good, bad, strict=True)])
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_kto_raises_the_held_out_margin_of_desirable_replies(unpaired, tmp_path, lora):
-    base = init_checkpoint(tmp_path / "base", initializer_range=0.2)
+@pytest.mark.parametrize("arch, lora", [("gpt2", False), ("llama", True)])
+def test_kto_raises_the_held_out_margin_of_desirable_replies(unpaired, tmp_path, arch, lora):
+    base = init_checkpoint(tmp_path / "base", arch=arch, initializer_range=0.2)
     extra = ["--model.beta", "0.5"]
     extra += ["--model.lora.r", "8", "--model.lr", "1e-2"] if lora else []
     out = tmp_path / "tuned"
