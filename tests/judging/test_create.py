@@ -163,6 +163,8 @@ def test_a_name_in_use_is_refused_and_report_writes_the_results(tmp_path, datase
     # 4 items of one pair x 3 judgments, a forced choice: 12 decisive votes
     assert "the pair gets 4 items x 3 judgments = 12 judgments; conversation mode has no " in out
     assert "a 60% win rate needs 194 decisive votes (194 judgments) per pair: too few" in out
+    # 12 judgments at the default quota of 50: the 3 judges an item needs are enough
+    assert "the run's 12 judgments need at least 3 judges (--quota 50 items each" in out
     assert create(db, *args, *conversation) == 2
     assert "already a run named 'r'" in capsys.readouterr().err
     store = JudgeStore(db)
@@ -191,3 +193,13 @@ def test_a_name_in_use_is_refused_and_report_writes_the_results(tmp_path, datase
     assert main(["judge", "list", "--db", db]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert (listed["run"], listed["items"], listed["judgments"]) == ("r", 4, 12)
+
+
+def test_the_judges_a_run_needs_follow_its_quota():
+    from rejoinder.judging.commands import power_lines
+    from rejoinder.judging.create import CreateOptions
+
+    made = {"name": "x", "items": 200, "pairs": [["a", "b"], ["a", "c"], ["b", "c"]]}
+    for quota, judges in ((50, 12), (49, 13), (1000, 3)):
+        options = CreateOptions(name="x", quota=quota, judgments_per_item=3)
+        assert f"600 judgments need at least {judges} judges" in power_lines(made, options)[-1]

@@ -51,6 +51,13 @@ def power_lines(made: dict, options: CreateOptions) -> list[str]:
             f"  a {r['rate']:.0%} win rate needs {r['decisive']} decisive votes "
             f"({r['judgments']} judgments) per pair: {verdict} (power {r['power']:.0%})"
         )
+    # a judge sees an item once and judges at most --quota items
+    total = made["items"] * options.judgments_per_item
+    judges = max(options.judgments_per_item, -(-total // options.quota))
+    lines.append(
+        f"the run's {total} judgments need at least {judges} judges "
+        f"(--quota {options.quota} items each, one judgment per item per judge)"
+    )
     return lines
 
 
