@@ -98,6 +98,9 @@ def test_a_judge_goes_through_a_run_and_every_refusal_is_a_clear_4xx(start, db):
     assert post().status_code == 201
     assert post().status_code == 409  # never counted twice
     assert "already judged" in post().json()["error"]["message"]
+    early = httpx.get(f"{url}/v1/judge/r1/results").json()
+    assert early == httpx.get(f"{url}/v1/judge/r1/results").json()  # nothing new: the same
+    assert early["comparisons"]["relevance"][0]["votes"] == 1
     seen = judge_all(url, "r1", "ann", lambda: True)
     assert len(seen) == 2  # the rest: two real items
     assert httpx.get(f"{url}/v1/judge/r1/next", params={"judge": "ann"}).status_code == 204

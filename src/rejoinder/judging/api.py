@@ -47,6 +47,7 @@ async def _call(fn, *args):
 
 def add_judge_routes(app, store: JudgeStore, auth: list) -> None:
     """The judging page (public HTML, as the chat page is) and the API under it."""
+    answered: dict[str, tuple[tuple, dict]] = {}  # run: (what it was computed from, results)
 
     @app.get("/judge/{run}", response_class=HTMLResponse, include_in_schema=False)
     async def judge_page(run: str):
@@ -100,4 +101,12 @@ def add_judge_routes(app, store: JudgeStore, auth: list) -> None:
         from rejoinder.evaluation.human import summarize
 
         run_, items, judgments = await _call(store.export, run)
-        return summarize(run_, items, judgments)
+        # The leaderboard's bootstrap refits every criterion a thousand times; a page
+        # polling results between judgments gets the last answer while nothing changed.
+        # Judgments are only ever added, so their count and the judges' standing say so.
+        key = (len(items), len(judgments), judgments[-1]["created"] if judgments else None,
+               repr(run_["judges"]))  # fmt: skip
+        held = answered.get(run)
+        if held is None or held[0] != key:
+            held = answered[run] = (key, await run_in_threadpool(summarize, run_, items, judgments))
+        return held[1]
