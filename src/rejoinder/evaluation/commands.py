@@ -84,41 +84,8 @@ def cmd_eval_ranker(args) -> int:
     )
     write_ranker_report(result, out, force=args.force)
     print(table(result))
-    if args.run:
-        for criterion, board in result["judged"]["leaderboard"].items():
-            ranks = "; ".join(
-                f"{r['rank']}. {r['system']} {r['score']:.0f} [{r['low']:.0f}, {r['high']:.0f}]"
-                for b in board["boards"]
-                for r in b["systems"]
-            )
-            print(f"judged, {criterion}: {ranks}")
     print(f"wrote {out}/report.md and metrics.json", file=sys.stderr)
     return 0
-
-
-def _judged_run(name: str, db: str) -> dict:
-    """`ab report --run`: the run's leaderboard, refused unless some system is an arm's
-    sessions (a run of anything else belongs to `judge report`)."""
-    from rejoinder.evaluation.ab import judged
-    from rejoinder.evaluation.human import summarize
-    from rejoinder.stores.judgments import JudgeStore
-    from rejoinder.stores.runs import JudgeError
-
-    store = JudgeStore(db)
-    try:
-        run, items, judgments = store.export(name)
-    except JudgeError as e:
-        raise RejoinderError(f"--run: {e.message} in {db}") from None
-    finally:
-        store.close()
-    part = judged(summarize(run, items, judgments), run)
-    if not any(part["arms"].values()):
-        raise RejoinderError(
-            f"--run {name}: none of its systems is the sessions of an arm; make such a run "
-            "with judge create --mode conversation --system A=sessions:URL,arm=A "
-            "--system B=sessions:URL,arm=B"
-        )
-    return part
 
 
 def eval_ranker_args(p: argparse.ArgumentParser) -> None:
