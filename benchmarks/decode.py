@@ -12,9 +12,15 @@ a 64-token context and exactly 64 new tokens (min_new_tokens forces the length):
    sampling, one padded scoring pass per model, ctranslate2 int8) vs DialoGPT's
    interactive algorithm re-implemented faithfully (one sampled candidate at a time
    with a KV cache, then one reverse-model loss per candidate), seconds;
-3. peak RSS of each child (its own VmHWM, not the parent's carried over).
+3. peak RSS of each child (its own VmHWM, not the parent's carried over);
+4. side by side in one process, calls interleaved (so both sides see the same machine
+   at the same moment), at batch 1 and 8, top-k 50 and pure top-p: rejoinder's
+   CTranslate2 backend against raw CTranslate2 (the same Generator, the same prompt
+   ids and sampling options, called directly), and rejoinder's torch backend against
+   plain `generate` on the same weights.
 Targets: fastest backend >= 2.5x transformers; MMI >= 5x faster; int8 <= half the
-memory of float32 torch.
+memory of float32 torch; rejoinder's CTranslate2 >= 0.97x raw CTranslate2 and torch
+>= 1.0x plain generate, at batch 1 and 8.
 """
 
 from __future__ import annotations
@@ -128,6 +134,72 @@ print(json.dumps({"seconds": dt, "peak": peak()}))
 """
 
 
+SIDE = r"""
+import json, statistics, sys, time
+kind, fwd, text = sys.argv[1], sys.argv[2], sys.argv[6]
+top_k, batch, rounds = (int(x) for x in sys.argv[3:6])
+NEW = 64
+from rejoinder import ConversationModel
+bot = ConversationModel.from_pretrained(fwd, backend=kind, compute_type="int8")
+prompt = bot.encode([text], NEW).input_ids
+contexts = [[text]] * batch
+kw = dict(preset="nucleus", max_new_tokens=NEW, min_new_tokens=NEW, top_k=top_k or None)
+def ours():
+    bot.generate_batch(contexts, **kw)
+if kind == "ctranslate2":
+    gen, tok = bot._ct2.generator, bot.tokenizer
+    start = [tok.convert_ids_to_tokens(prompt)] * batch
+    end = tok.convert_ids_to_tokens(bot.format.stop_ids)
+    def theirs():
+        gen.generate_batch(start, max_length=NEW, min_length=NEW, end_token=end,
+                           include_prompt_in_result=False, sampling_topk=top_k,
+                           sampling_topp=0.9)
+else:
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.set_num_threads(2)
+    plain = AutoModelForCausalLM.from_pretrained(fwd).eval()
+    ids = torch.tensor([prompt] * batch)
+    gkw = dict(do_sample=True, top_p=0.9, top_k=top_k, max_new_tokens=NEW, min_new_tokens=NEW,
+               pad_token_id=50256, attention_mask=torch.ones_like(ids))
+    def theirs():
+        with torch.inference_mode():
+            plain.generate(ids, **gkw)
+ours(); theirs()  # warm-up
+times = {"ours": [], "theirs": []}
+order = [("ours", ours), ("theirs", theirs)]
+for r in range(rounds):
+    for name, fn in order if r % 2 == 0 else order[::-1]:  # each goes first half the time
+        t = time.perf_counter(); fn(); times[name].append(time.perf_counter() - t)
+print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
+"""
+
+
+def side_by_side(kind: str, top_k: int, batch: int, rounds: int, fwd: Path, text: str) -> dict:
+    """Median seconds of rejoinder's `kind` backend and its raw baseline, interleaved."""
+    cmd = [sys.executable, "-c", SIDE, kind, str(fwd), str(top_k), str(batch), str(rounds), text]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"side by side {kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def context_text(fwd: Path) -> str:
+    """The CONTEXT-token text the children build (the same picking, run here)."""
+    import random
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(fwd / "tokenizer.json"))
+    words = sorted(t[1:] for t in tok.get_vocab() if t[:1] == "\u0120" and t[1:].isalpha())
+    rng, picked = random.Random(0), []
+    while True:
+        n = len(tok.encode(" ".join(picked)).ids) if picked else 0
+        if n == CONTEXT - 1:
+            return " ".join(picked)
+        picked = picked[:-1] if n > CONTEXT - 1 else picked + [rng.choice(words)]
+
+
 def measure(mode: str, top_k: int, fwd: Path, rev: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(fwd), str(rev), str(top_k)],
@@ -163,8 +235,28 @@ MMI = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved calls a side (5)")
+    ap.add_argument("--batches", default="1,8", help="batch sizes side by side (1,8)")
+    ap.add_argument("--only-side", action="store_true", help="only the side-by-side table")
     args = ap.parse_args()
     fwd, rev = checkpoints()
+    if not args.only_side:
+        separate(args, fwd, rev)
+    text = context_text(fwd)
+    print(f"\nside by side, interleaved, median of {args.rounds} calls a side, {NEW} new tokens")
+    print(f"{'backend':<14} {'batch':>5} {'top_k':>5} {'rejoinder s':>11} {'raw s':>8} "
+          f"{'ratio':>6}  target")  # fmt: skip
+    for kind, target in (("ctranslate2", 0.97), ("torch", 1.0)):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            for top_k in (50, 0):
+                r = side_by_side(kind, top_k, batch, args.rounds, fwd, text)
+                ratio = r["theirs"] / r["ours"]
+                print(f"{kind:<14} {batch:>5} {top_k:>5} {r['ours']:>11.3f} {r['theirs']:>8.3f} "
+                      f"{ratio:>5.2f}x  >= {target}x")  # fmt: skip
+
+
+def separate(args, fwd: Path, rev: Path) -> None:
+    """Each backend alone in its own process: speed and peak memory."""
     results = {}
     for mode, top_k, _ in [*SINGLE[0], *SINGLE[1], *MMI]:
         runs = [measure(mode, top_k, fwd, rev) for _ in range(args.repeats)]
