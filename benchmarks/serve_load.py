@@ -2,7 +2,7 @@
 scheduler, side by side in one run.
 
     python benchmarks/serve_load.py [--engines continuous,gather,ct2] [--tokens 32] [--mmi 16]
-                                    [--rates 1,2,3] [--soak 1000] [--repeats 3]
+                                    [--rates 1,2,3] [--soak 1000] [--repeats 3] [--size tiny]
 
 For each engine a real server starts (a child process, its own SQLite file):
 `continuous` (torch, rows join and leave the batch per token: the default), `gather`
@@ -25,8 +25,10 @@ the baseline) and `ct2` (CTranslate2 int8, which gathers). From this process:
 
 Targets (issue 17): at concurrency 32, continuous p99 <= 2x its p50 and >= 1.3x the
 throughput of gather (the closed loop and the mixed one); TTFT at concurrency 8 <= 1/3
-of gather's. A random model seldom ends a turn, so every reply is as long as its
-request asks and the engines compare like with like.
+of gather's. Issue 28: a continuous step's host time (outside the model's forward
+passes, the scheduler's work around the step included: `+serve`, from `/health`) at 32
+rows of the tiny model (`--size tiny`) <= 5 ms. A random model seldom ends a turn, so
+every reply is as long as its request asks and the engines compare like with like.
 """
 
 from __future__ import annotations
@@ -47,14 +49,14 @@ import httpx
 HERE = Path(__file__).resolve().parent
 
 
-def checkpoint(reverse: bool = False) -> Path:
+def checkpoint(reverse: bool = False, size: str = "124M") -> Path:
     from rejoinder.modeling import init_checkpoint
 
-    path = HERE / ".cache" / ("gpt2-124M-rev" if reverse else "gpt2-124M-fwd")
+    path = HERE / ".cache" / f"gpt2-{size}-{'rev' if reverse else 'fwd'}"
     if not (path / "config.json").exists():
         settings = {"reverse": True} if reverse else None
         init_checkpoint(
-            path, size="124M", seed=int(reverse), format_settings=settings, overwrite=True
+            path, size=size, seed=int(reverse), format_settings=settings, overwrite=True
         )
     return path
 
@@ -255,6 +257,9 @@ def start_server(
         time.sleep(0.5)
 
 
+STEP_FIGURES = ("rows", "forward_ms", "host_ms", "serving_host_ms")
+
+
 def measure(url: str, args, counter) -> list[dict]:
     asyncio.run(closed(url, 2, 4, args.tokens, counter))  # warm-up
     rows = []
@@ -268,7 +273,10 @@ def measure(url: str, args, counter) -> list[dict]:
             ),
             key=lambda r: r["replies_s"],
         )
-        rows.append(runs[len(runs) // 2])
+        # The continuous scheduler's own clock over its last steps (those of this level's
+        # last run): time in the model's forward passes and outside them, rows per step.
+        step = httpx.get(url + "/health", timeout=10).json().get("step") or {}
+        rows.append({**runs[len(runs) // 2], **{k: step.get(k) for k in STEP_FIGURES}})
     for rate in args.rates:
         rows.append(asyncio.run(open_loop(url, rate, args.open_requests, args.tokens, counter)))
     if args.mmi:
@@ -285,7 +293,8 @@ def table(results: dict[str, list[dict]]) -> None:
     base = {r["load"]: r for r in results.get("gather", [])}
     print(
         f"{'engine':<11} {'load':<11} {'req':>4} {'err':>3} {'replies/s':>9} {'tokens/s':>8} "
-        f"{'p50 s':>6} {'p95 s':>6} {'p99 s':>6} {'TTFT50':>6} {'TTFT99':>6} {'x gather':>8}"
+        f"{'p50 s':>6} {'p95 s':>6} {'p99 s':>6} {'TTFT50':>6} {'TTFT99':>6} {'x gather':>8} "
+        f"{'rows':>5} {'fwd ms':>6} {'host ms':>7} {'+serve':>6}"
     )
     for engine, rows in results.items():
         for r in rows:
@@ -294,7 +303,11 @@ def table(results: dict[str, list[dict]]) -> None:
             print(
                 f"{engine:<11} {r['load']:<11} {r['requests']:>4} {r['errors']:>3} "
                 f"{r['replies_s']:>9.2f} {r['tokens_s']:>8.1f} {r['p50']:>6.2f} {r['p95']:>6.2f} "
-                f"{r['p99']:>6.2f} {r['ttft50']:>6.2f} {r['ttft99']:>6.2f} {ratio:>8}"
+                f"{r['p99']:>6.2f} {r['ttft50']:>6.2f} {r['ttft99']:>6.2f} {ratio:>8} "
+                + " ".join(
+                    f"{'-' if r.get(k) is None else r[k]:>{w}}"
+                    for k, w in zip(STEP_FIGURES, (5, 6, 7, 6), strict=True)
+                )
             )
 
 
@@ -311,6 +324,8 @@ def targets(results: dict[str, list[dict]]) -> None:
         ("... with mixed lengths and temperatures",
          cont["mixed 32"]["replies_s"] / gath["mixed 32"]["replies_s"], 1.3, "ge"),
         ("continuous TTFT <= 1/3 gather's at 8", c8["ttft50"] / g8["ttft50"], 1 / 3, "le"),
+        (f"continuous host time a step at 32 ({c32['rows']} rows a step), ms",
+         c32["serving_host_ms"] or float("nan"), 5.0, "le"),
     ]  # fmt: skip
     print()
     for name, value, bound, how in checks:
@@ -330,12 +345,13 @@ def main() -> int:
     ap.add_argument("--mmi", type=int, default=16, help="MMI requests at concurrency 8 (0: skip)")
     ap.add_argument("--mmi-candidates", type=int, default=8, help="candidates per MMI reply (8)")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--size", default="124M", help="the model: 124M (default) or tiny")
     args = ap.parse_args()
     args.rates = [float(x) for x in args.rates.split(",") if x]
     from tokenizers import Tokenizer
 
-    model = checkpoint()
-    reverse = checkpoint(reverse=True) if args.mmi else None
+    model = checkpoint(size=args.size)
+    reverse = checkpoint(reverse=True, size=args.size) if args.mmi else None
     counter = Tokenizer.from_file(str(model / "tokenizer.json"))
     tmp = tempfile.mkdtemp(prefix="serve-load-")
     url = f"http://127.0.0.1:{args.port}"
@@ -351,7 +367,7 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=120)
     print(
-        f"GPT-2 124M (random), {args.tokens} new tokens a reply, streamed, {os.cpu_count()} "
+        f"GPT-2 {args.size} (random), {args.tokens} new tokens a reply, streamed, {os.cpu_count()} "
         f"cores; closed loops: the median of {args.repeats} runs"
     )
     table(results)

@@ -31,6 +31,9 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(start):
         time.sleep(0.05)
     facts = health(server)
     assert facts["running"] == 0 and facts["steps"] < 256
+    step = facts["step"]  # the recent steps' time in and outside the model
+    assert step["steps"] == facts["steps"] and step["rows"] == 1
+    assert step["forward_ms"] > 0 and 0 <= step["host_ms"] <= step["serving_host_ms"] + 1
 
 
 def test_sessions_reuse_their_kept_prefix_within_its_memory(start):

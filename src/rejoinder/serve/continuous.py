@@ -65,6 +65,7 @@ class ContinuousBatcher(Worker):
         return {
             "running": len(d.rows),
             "row_steps": d.row_steps,
+            "step": d.clock.summary(),
             "prefix_cache": {
                 "sessions": len(d.prefixes.entries),
                 "mb": round(d.prefixes.bytes / (1 << 20), 2),
@@ -99,6 +100,8 @@ class ContinuousBatcher(Worker):
                     break
                 if not job.cancelled:
                     taken.append(job)
+            clock = self.decoder.clock
+            started = clock.start()  # the scheduler's work from here on is host time
             self._take_all(taken)
             if not self.decoder.busy:
                 if stopping and self.jobs.empty():
@@ -118,6 +121,8 @@ class ContinuousBatcher(Worker):
             self.batched_jobs = self.decoder.row_steps
             for row, token in events:
                 self._deliver(row, token)
+            # (reranking and the safety pass run other models: not the step's host time)
+            clock.stop(started, clock.steps[-1][2] if clock.steps else 0, clock.iterations)
             if self.ranking:
                 self._rerank()
             if self.checking:

@@ -35,6 +35,7 @@ from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.continuous import sampling
 from rejoinder.generation.continuous.admission import Admission
 from rejoinder.generation.continuous.batch import Batch
+from rejoinder.generation.continuous.clock import StepClock
 from rejoinder.generation.continuous.prefix import PrefixCache
 from rejoinder.generation.continuous.rows import Row, supports
 from rejoinder.generation.replies import LENGTH, STOP
@@ -55,8 +56,11 @@ class StepDecoder:
         self.lm = model.model
         self.tokenizer = model.tokenizer
         self.stop_ids = set(model.format.stop_ids)
-        self.batch = Batch(self.lm)
-        self.admission = Admission(self.lm, max_rows, prefill_chunk)
+        self.clock = StepClock()
+        """Each step's time in and outside the model (`/health`'s `step`)."""
+        timed = self.clock.timed(self.lm)
+        self.batch = Batch(timed)
+        self.admission = Admission(timed, max_rows, prefill_chunk)
         self.prefixes = PrefixCache(prefix_bytes)
         self.steps = 0
         self.reused_tokens = 0
@@ -159,6 +163,7 @@ class StepDecoder:
         The forward pass for the tokens handed out last time runs at the start of the
         next step, not the end of this one: a token reaches its client a forward pass
         sooner, and a row cancelled in between is cut before it costs one."""
+        started = self.clock.start()
         events: list[tuple[Row, int | None]] = []
         if self.rows:  # each step ends with the rows' next logits still to compute
             self._cut(events)  # cancelled since the last step
@@ -187,8 +192,10 @@ class StepDecoder:
                 events.append((row, None))
         self.steps += 1
         self.row_steps += len(self.rows)
+        rows = len(self.rows)
         self._cut([])  # ended: their events are out
         self.batch.logits = None  # the rows' next logits: the next step's forward pass
+        self.clock.stop(started, rows)
         return events
 
     def _cut(self, events: list) -> None:
