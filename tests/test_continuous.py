@@ -160,3 +160,116 @@ def test_kept_prefixes_stay_within_their_memory(make_checkpoint):
     finish(decoder, model)
     assert decoder.prefixes.bytes <= decoder.prefixes.limit
     assert list(decoder.prefixes.entries) == ["s4", "s5"]  # the most recent two
+
+
+def test_the_step_clock_splits_each_step_into_the_model_and_the_rest(make_checkpoint):
+    import time
+
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    decoder = StepDecoder(model, max_rows=2)
+    slow = model.model.forward
+
+    def forward(*args, **kwargs):  # a model that takes at least 20 ms a call
+        time.sleep(0.02)
+        return slow(*args, **kwargs)
+
+    model.model.forward = forward
+    config = decoding_config("greedy", max_new_tokens=3, min_new_tokens=3)
+    decoder.submit("a", model.encode(["Hello"]), config)
+    decoder.submit("b", model.encode(["Bye"]), config)
+    while decoder.busy:
+        decoder.step()
+    figures = decoder.clock.summary()
+    # 3 steps of 2 rows: the prefill, then a forward pass per step after it
+    assert figures["steps"] == decoder.steps == 3 and figures["rows"] == 2
+    assert figures["forward_ms"] >= 20 and figures["host_ms"] >= 0
+    for wall, forward, _ in decoder.clock.steps:
+        assert 0.02 <= forward <= wall
+
+
+def warped_probs(logits, config):
+    """What transformers' own warpers make of `logits` for `config`, as probabilities."""
+    from transformers.generation import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    out = logits
+    if config.temperature != 1.0:
+        out = TemperatureLogitsWarper(config.temperature)(None, out)
+    if config.top_k:
+        out = TopKLogitsWarper(config.top_k)(None, out)
+    if config.top_p is not None and config.top_p < 1.0:
+        out = TopPLogitsWarper(config.top_p)(None, out)
+    return out.softmax(-1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"top_p": 0.9}, {"top_p": 0.5, "temperature": 0.7}, {"top_k": 3, "top_p": 0.8},
+     {"top_k": 4}, {"top_p": 0.3, "temperature": 1.6}],
+)  # fmt: skip
+def test_unseeded_draws_have_the_warped_distribution(options, monkeypatch):
+    """draw_nucleus never leaves the nucleus transformers' warpers keep, and draws each
+    token of it as often as the warped distribution says (within 4 standard deviations);
+    so does its fallback, the warper itself, for rows that miss too often."""
+    import torch
+
+    from rejoinder.generation.continuous import sampling
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 12) * 2  # three distributions, from peaked to flat
+    config = decoding_config(None, do_sample=True, **options)
+    want = warped_probs(logits, config)
+    draws = 4000
+    for redraws in (sampling.REDRAWS, 0):
+        monkeypatch.setattr(sampling, "REDRAWS", redraws)
+        rows = logits.repeat_interleave(draws, 0)
+        tokens = torch.tensor(sampling.draw_nucleus(rows, config)).view(3, draws)
+        for row in range(3):
+            counts = torch.bincount(tokens[row], minlength=12).double()
+            assert (counts[want[row] == 0] == 0).all()  # nothing outside the nucleus
+            expected = want[row].double() * draws
+            spread = (expected * (1 - want[row].double())).sqrt()
+            assert ((counts - expected).abs() <= 4 * spread + 1).all(), (counts, expected)
+
+
+def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint):
+    """The minimum lengths and repetition penalties `choose` applies to all rows at once,
+    then each row's other processors, give the scores that row's whole list of
+    transformers processors gives it alone: rows of different lengths, some still too
+    short, penalties above and below 1, n-gram blocking and bad words beside them."""
+    import torch
+
+    from rejoinder.generation.continuous import sampling
+
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    decoder = StepDecoder(model, max_rows=8)
+    configs = [
+        decoding_config("greedy", repetition_penalty=1.3, min_new_tokens=4),
+        decoding_config("greedy", repetition_penalty=0.8),
+        decoding_config("greedy", min_new_tokens=2, no_repeat_ngram_size=2),
+        decoding_config("greedy", repetition_penalty=2.0, bad_words=["there"]),
+        decoding_config("greedy"),
+    ]
+    rng = random.Random(0)
+    rows = []
+    for k, config in enumerate(configs):
+        row = decoder.submit(k, model.encode([CONTEXTS[k % len(CONTEXTS)][0]]), config)
+        row.new = [rng.randrange(50) for _ in range(k)]  # 0..4 tokens made so far
+        rows.append(row)
+    torch.manual_seed(0)
+    logits = torch.randn(len(rows), model.model.config.vocab_size) * 3
+    scores = logits.clone()
+    sampling._shared(rows, scores)
+    stop, pad = decoder.stop_ids, model.tokenizer.pad_token_id
+    for i, row in enumerate(rows):
+        ids = torch.tensor([row.ids])
+        if row.processors:
+            scores[i : i + 1] = row.processors(ids, scores[i : i + 1])
+        alone, _ = sampling.split(sampling.built_processors(model.model, row, stop, pad))
+        expected = alone(ids, logits[i : i + 1].clone())
+        assert torch.equal(scores[i : i + 1], expected), i
+    assert rows[0].shared["min_new"][1] == 4 and rows[3].shared["penalty"] == 2.0
+    assert not torch.equal(scores, logits)  # there was something to do

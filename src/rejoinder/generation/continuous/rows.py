@@ -32,6 +32,9 @@ class Row:
     generator: torch.Generator | None = None
     processors: Any = None
     """The row's processors that read its ids (repetition, n-grams, bad words, lengths)."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """What `sampling.choose` applies to all rows at once (minimum length, repetition
+    penalty): the rest of its processors that read its ids."""
     warpers: Any = None
     """The rest (temperature, top-k, top-p, …): the same for rows of one `group`, which
     are warped together."""
