@@ -164,3 +164,29 @@ print(sorted(m for m in ("torch", "transformers.modeling_utils") if m in sys.mod
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+def test_rows_of_one_stream_stop_at_their_own_lengths(checkpoint, backend):
+    """stream_batch(limits=...): each row ends at its own max_new_tokens with the tokens
+    it would have alone with that limit (greedy), "length" as its reason; a limit above
+    the config's is refused."""
+    from rejoinder.errors import RejoinderError
+
+    bot = ConversationModel.from_pretrained(checkpoint, backend=backend, compute_type="float32")
+    contexts = [["Hello"], ["Hello"], ["x y z"], ["How are you today, my friend?"]]
+    limits = [3, 9, 5, 1]
+    kw = dict(preset="greedy", max_new_tokens=max(limits), min_new_tokens=1)
+    texts, ends = {row: "" for row in range(4)}, {}
+    for row, piece in bot.stream_batch(contexts, limits=limits, **kw):
+        if isinstance(piece, Finish):
+            ends[row] = piece
+        else:
+            texts[row] += piece
+    for row, (context, n) in enumerate(zip(contexts, limits, strict=True)):
+        alone = bot.reply_batch([context], preset="greedy", max_new_tokens=n, min_new_tokens=1)
+        [[reply]] = alone
+        assert texts[row] == reply.text and ends[row] == reply.finish, row
+        assert ends[row].tokens <= n
+    with pytest.raises(RejoinderError, match="none above the config's"):
+        list(bot.stream_batch(contexts, limits=[20, 1, 1, 1], **kw))

@@ -79,3 +79,39 @@ def test_ctranslate2_streams_concurrent_requests_batched(start, parrot_dir, tmp_
     with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
         assert list(pool.map(ask, asks)) == [PARROT[a] for a in asks]
     assert health(server)["mean_batch"] > 1
+
+
+def test_ctranslate2_streams_of_different_lengths_share_a_call(start, parrot_dir, tmp_path):
+    """On CTranslate2, streams that differ only in max_tokens are one group: one call,
+    each row stopped at its own length."""
+    import concurrent.futures
+    import json
+    import shutil
+
+    from rejoinder.generation import ConversationModel
+
+    copy = shutil.copytree(parrot_dir, tmp_path / "parrot")
+    fast = ConversationModel.from_pretrained(copy, backend="ctranslate2", compute_type="float32")
+    server = start(model=fast, batch_wait_ms=300)
+
+    def ask(tokens: int) -> tuple[str, dict]:
+        body = {"messages": [{"role": "user", "content": "Hello"}], "stream": True,
+                "temperature": 0, "max_tokens": tokens,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        pieces, usage = [], None
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    event = json.loads(line[6:])
+                    usage = event.get("usage") or usage
+                    if event["choices"]:
+                        pieces.append(event["choices"][0]["delta"].get("content"))
+        return "".join(p for p in pieces if p), usage
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        (short, used), (whole, _), (again, _) = pool.map(ask, [2, 40, 40])
+    assert whole == again == PARROT["Hello"]
+    assert PARROT["Hello"].startswith(short) and short != whole
+    assert used["completion_tokens"] == 2
+    facts = health(server)
+    assert facts["generate_calls"] == 1 and facts["mean_batch"] == 3

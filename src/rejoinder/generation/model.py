@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rejoinder.dialogue import as_context
@@ -213,9 +214,13 @@ class ConversationModel:
             self._torch[key] = TorchBackend(model, self.tokenizer, self.format.stop_ids)
         return self._torch[key]
 
-    def _job(self, contexts: Sequence[Any], config: DecodingConfig) -> Job:
-        prompts = [self.encode(c, config.max_new_tokens) for c in contexts]
-        return Job.of(self.format, prompts, config)
+    def _job(self, contexts: Sequence[Any], config: DecodingConfig, limits=None) -> Job:
+        limits = limits or [config.max_new_tokens] * len(contexts)
+        prompts = [self.encode(c, n) for c, n in zip(contexts, limits, strict=True)]
+        job = Job.of(self.format, prompts, config)
+        if len(set(limits)) > 1:
+            job.limits = list(limits)
+        return job
 
     def generate(self, context=None, config: Config = None, *, preset=None, **options):
         """The reply to `context`; a list of replies when num_return_sequences > 1.
@@ -310,26 +315,42 @@ class ConversationModel:
             if isinstance(piece, str):
                 yield piece
 
-    def stream_batch(self, contexts, config: Config = None, *, preset=None, **options) -> Iterator:
+    def stream_batch(
+        self, contexts, config: Config = None, *, preset=None, limits=None, **options
+    ) -> Iterator:
         """Streams the replies to many contexts, generated as one batch.
 
         Yields (row, text) as each row's text arrives and (row, Finish) once that row's
         reply is complete (which may be long before the others'): the tokens it
         generated and why it stopped. A reply the repetition guard checks
         (`max_self_overlap`, where the bot spoke before) or the safety policy checks
-        comes whole, once checked.
+        comes whole, once checked. `limits`: each context's own max_new_tokens (none
+        above the config's), for rows that differ only in it.
         """
         config = decoding_config(preset, config, **options)
+        if limits is not None and (
+            len(limits) != len(contexts) or not all(0 < n <= config.max_new_tokens for n in limits)
+        ):
+            raise RejoinderError("limits: one max_new_tokens per context, none above the config's")
         if not config.streamable:
             raise RejoinderError("stream one reply: MMI, beams and several sequences can't stream")
         self.check(config)
         if self.safety is not None or any(replies.guarded(config, c) for c in contexts):
-            for row, [reply] in enumerate(self.reply_batch(contexts, config)):
-                if reply.text:
-                    yield row, reply.text
-                yield row, reply.finish
+            by_limit: dict[int, list[int]] = {}  # whole replies: a batch per limit
+            for row in range(len(contexts)):
+                by_limit.setdefault(limits[row] if limits else config.max_new_tokens, []).append(
+                    row
+                )
+            for n, rows in by_limit.items():
+                batch = self.reply_batch(
+                    [contexts[r] for r in rows], replace(config, max_new_tokens=n)
+                )
+                for row, [reply] in zip(rows, batch, strict=True):
+                    if reply.text:
+                        yield row, reply.text
+                    yield row, reply.finish
             return
-        job = self._job(contexts, config)
+        job = self._job(contexts, config, limits)
         events = self._backend(config.head).stream(job)
         yield from text_stream(events, len(job.prompts), self.tokenizer, job.stops)
 

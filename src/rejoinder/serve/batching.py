@@ -66,11 +66,14 @@ class Job:
     user_flag: Flag | None = None
     """Continuous: the safety policy's flag on the user's message (answered as usual)."""
 
-    def key(self) -> tuple:
-        """Jobs with equal keys can share a generate call."""
+    def key(self, any_length: bool = False) -> tuple:
+        """Jobs with equal keys can share a generate call; `any_length`: whatever their
+        max_new_tokens (a stream whose rows stop at their own lengths)."""
         if self.config.seed is not None:
             return (id(self),)
         options = asdict(replace(self.config, seed=None))
+        if any_length:
+            options.pop("max_new_tokens")
         return (self.stream, *((k, _frozen(v)) for k, v in sorted(options.items())))
 
     # Results are handed to the event loop's thread, where the request waits.
@@ -196,7 +199,12 @@ def run_whole(model, group: list[Job]) -> None:
     contexts = [job.context for job in group]
     try:
         if group[0].stream:
-            for row, piece in model.stream_batch(contexts, config):
+            limits = [job.config.max_new_tokens for job in group]
+            if len(set(limits)) > 1:  # rows of their own lengths (`GatherBatcher.key`)
+                config = replace(config, max_new_tokens=max(limits))
+            else:
+                limits = None
+            for row, piece in model.stream_batch(contexts, config, limits=limits):
                 if not group[row].cancelled:
                     group[row].send(piece)
                     if isinstance(piece, Finish):
@@ -249,7 +257,7 @@ class Batcher(Worker):
             for job in batch:
                 if not job.cancelled:
                     try:
-                        key = job.key()
+                        key = self.key(job)
                     except TypeError:  # an option that cannot be compared: run it alone
                         key = (id(job),)
                     groups.setdefault(key, []).append(job)
@@ -267,6 +275,13 @@ class Batcher(Worker):
                 return
             if job is not STOP_WORKER and not job.cancelled:
                 self._run([job])
+
+    def key(self, job: Job) -> tuple:
+        """The group a job joins. CTranslate2 stops each row of a stream at its own
+        length (its callback), so streams that differ only in their length share a
+        call there: mixed traffic then waits for far fewer calls. On torch a shared call
+        would decode every row to the longest length, so lengths stay apart."""
+        return job.key(any_length=job.stream and self.model.backend == "ctranslate2")
 
     def _run(self, group: list[Job]) -> None:
         self.batches += 1

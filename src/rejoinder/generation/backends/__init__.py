@@ -37,6 +37,13 @@ class Job:
     """Token sequences the replies must not contain."""
     stops: list[str]
     """Strings that end a reply (the format's and the config's)."""
+    limits: list[int] | None = None
+    """Each prompt's own most new tokens, where prompts of one call differ in it (the
+    config then holds the largest); None: the config's for all."""
+
+    def limit(self, row: int) -> int:
+        """The most new tokens of prompt `row`."""
+        return self.limits[row] if self.limits else self.config.max_new_tokens
 
     @classmethod
     def of(cls, fmt: Format, prompts: list[Encoding], config: DecodingConfig) -> Job:

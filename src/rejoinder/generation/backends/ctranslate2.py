@@ -237,6 +237,7 @@ class Ct2Backend:
         tokens = [self._tokens(p.input_ids) for p in job.prompts]
         events: queue.Queue = queue.Queue()
         ended: set[int] = set()
+        made = [0] * len(tokens)
         leaving = threading.Event()
         done = object()
 
@@ -247,7 +248,8 @@ class Ct2Backend:
                     def callback(step, rows=indices) -> bool:
                         row = rows[step.batch_id]
                         events.put((row, step.token_id, step.is_last))
-                        return leaving.is_set() or row in ended  # True: stop this row
+                        made[row] += 1  # a row at its own limit stops here (True)
+                        return leaving.is_set() or row in ended or made[row] >= job.limit(row)
 
                     self.generator.generate_batch(
                         [tokens[i] for i in indices], callback=callback, **kwargs
@@ -261,7 +263,6 @@ class Ct2Backend:
 
         threading.Thread(target=decode, name="ct2-stream", daemon=True).start()
         new: dict[int, list[int]] = {i: [] for i in range(len(tokens))}
-        limit = job.config.max_new_tokens
         try:
             while (event := events.get()) is not done:
                 if isinstance(event, BaseException):
@@ -280,10 +281,11 @@ class Ct2Backend:
                         ended.add(row)
                         yield row, Finish(len(new[row]), STOP)
                         continue
-                    if not last and len(new[row]) < limit:
+                    if not last and len(new[row]) < job.limit(row):
                         continue
                 ended.add(row)
-                yield row, Finish(len(new[row]), LENGTH if len(new[row]) >= limit else STOP)
+                full = len(new[row]) >= job.limit(row)
+                yield row, Finish(len(new[row]), LENGTH if full else STOP)
         finally:
             leaving.set()  # a caller that stops early stops CTranslate2's decoding too
 

@@ -40,7 +40,7 @@ class _TokenEvents:
     def __init__(self, job: Job, stop_ids: set[int], check, events: queue.Queue):
         rows = len(job.prompts)
         self.stop_ids, self.check, self.events = stop_ids, check, events
-        self.limit = job.config.max_new_tokens
+        self.limit = [job.limit(row) for row in range(rows)]
         self.new: list[list[int]] = [[] for _ in range(rows)]
         self.done = [False] * rows
         self.prompt_seen = False
@@ -64,7 +64,7 @@ class _TokenEvents:
             self.events.put((row, token))
             if self.check is not None and self.check.found([new])[0]:
                 self._finish(row, STOP, len(new))
-            elif len(new) >= self.limit:
+            elif len(new) >= self.limit[row]:
                 self._finish(row, LENGTH, len(new))
 
     def end(self) -> None:
