@@ -212,27 +212,33 @@ def warped_probs(logits, config):
 )  # fmt: skip
 def test_unseeded_draws_have_the_warped_distribution(options, monkeypatch):
     """draw_nucleus never leaves the nucleus transformers' warpers keep, and draws each
-    token of it as often as the warped distribution says (within 4 standard deviations);
-    so does its fallback, the warper itself, for rows that miss too often."""
+    token of it as often as the warped distribution says (within 4 standard deviations),
+    with rows of another config (another temperature, top-k and top-p) drawn in the same
+    call; so does its fallback, the warper itself, for rows that miss too often."""
     import torch
 
     from rejoinder.generation.continuous import sampling
 
     torch.manual_seed(0)
     logits = torch.randn(3, 12) * 2  # three distributions, from peaked to flat
-    config = decoding_config(None, do_sample=True, **options)
-    want = warped_probs(logits, config)
-    draws = 4000
+    configs = [decoding_config(None, do_sample=True, **options),
+               decoding_config(None, do_sample=True, top_k=5, top_p=0.6, temperature=1.3),
+               decoding_config(None, do_sample=True)]  # fmt: skip
+    draws = 3000
     for redraws in (sampling.REDRAWS, 0):
         monkeypatch.setattr(sampling, "REDRAWS", redraws)
-        rows = logits.repeat_interleave(draws, 0)
-        tokens = torch.tensor(sampling.draw_nucleus(rows, config)).view(3, draws)
-        for row in range(3):
-            counts = torch.bincount(tokens[row], minlength=12).double()
-            assert (counts[want[row] == 0] == 0).all()  # nothing outside the nucleus
-            expected = want[row].double() * draws
-            spread = (expected * (1 - want[row].double())).sqrt()
-            assert ((counts - expected).abs() <= 4 * spread + 1).all(), (counts, expected)
+        # every distribution under every config, each row `draws` times, all in one call
+        rows = logits.repeat(len(configs), 1).repeat_interleave(draws, 0)
+        per_row = [c for c in configs for _ in range(3 * draws)]
+        tokens = torch.tensor(sampling.draw_nucleus(rows, per_row)).view(len(configs), 3, draws)
+        for k, config in enumerate(configs):
+            want = warped_probs(logits, config)
+            for row in range(3):
+                counts = torch.bincount(tokens[k, row], minlength=12).double()
+                assert (counts[want[row] == 0] == 0).all()  # nothing outside the nucleus
+                expected = want[row].double() * draws
+                spread = (expected * (1 - want[row].double())).sqrt()
+                assert ((counts - expected).abs() <= 4 * spread + 1).all(), (counts, expected)
 
 
 def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint):

@@ -189,14 +189,24 @@ def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]]
             continue
         groups.setdefault(row.group, []).append(i)
     chosen: list[tuple[Row, int]] = []
+    # Unseeded rows under temperature, top-k and top-p at most: one draw for all of
+    # them, whatever their values (`draw_nucleus`); the others by warp group.
+    fast = [i for i in (i for index in groups.values() for i in index) if _fast(rows[i])]
+    if fast:
+        try:
+            tokens = draw_nucleus(scores[fast], [rows[i].config for i in fast])
+            chosen += zip([rows[i] for i in fast], tokens, strict=True)
+        except Exception as e:
+            failed += [(rows[i], e) for i in fast]
+    taken = set(fast)
     for (sample, *_), index in groups.items():
+        index = [i for i in index if i not in taken]
+        if not index:
+            continue
         group = [rows[i] for i in index]
         try:
-            if sample and nucleus_only(group[0].config):
-                picked = _draw_group(group, scores[index])
-            else:
-                warped = group[0].warpers(None, scores[index])
-                picked = draw(group, warped) if sample else warped.argmax(-1).tolist()
+            warped = group[0].warpers(None, scores[index])
+            picked = draw(group, warped) if sample else warped.argmax(-1).tolist()
         except Exception as e:
             failed += [(row, e) for row in group]
             continue
@@ -204,24 +214,11 @@ def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]]
     return chosen, failed
 
 
-def nucleus_only(config: DecodingConfig) -> bool:
-    """Whether a sampled row's warpers are temperature, top-k and top-p at most."""
-    return config.typical_p is None and config.min_p is None
-
-
-def _draw_group(group: list[Row], scores: torch.Tensor) -> list[int]:
-    """One warp group's draws: unseeded rows by `draw_nucleus`, seeded ones as generate."""
-    picked = [0] * len(group)
-    free = [j for j, row in enumerate(group) if row.generator is None]
-    seeded = [j for j, row in enumerate(group) if row.generator is not None]
-    if free:
-        for j, token in zip(free, draw_nucleus(scores[free], group[0].config), strict=True):
-            picked[j] = token
-    if seeded:
-        warped = group[0].warpers(None, scores[seeded])
-        for j, token in zip(seeded, draw([group[j] for j in seeded], warped), strict=True):
-            picked[j] = token
-    return picked
+def _fast(row: Row) -> bool:
+    """Whether `draw_nucleus` draws the row: sampled, unseeded, and warped by
+    temperature, top-k and top-p at most (seeded rows draw as `generate` does)."""
+    c = row.config
+    return c.do_sample and row.generator is None and c.typical_p is None and c.min_p is None
 
 
 REDRAWS = 16
@@ -229,41 +226,56 @@ REDRAWS = 16
 nucleus with probability >= top_p: 16 misses in a row at 0.9 come once in 10^16)."""
 
 
-def draw_nucleus(scores: torch.Tensor, config: DecodingConfig) -> list[int]:
+def draw_nucleus(scores: torch.Tensor, configs: list[DecodingConfig]) -> list[int]:
     """A token for each row of `scores` (processed, not warped), distributed as
-    transformers' temperature, top-k and top-p warpers and a draw would give it."""
-    logits = scores / config.temperature if config.temperature != 1.0 else scores
-    vocab = logits.shape[-1]
-    if config.top_k and config.top_k < vocab:  # as TopKLogitsWarper: below the k-th out
-        kth = torch.topk(logits, config.top_k).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -float("inf"))
+    transformers' temperature, top-k and top-p warpers for that row's config and a
+    draw would give it; rows of different configs in one pass."""
+    device, vocab = scores.device, scores.shape[-1]
+    logits = scores
+    if any(c.temperature != 1.0 for c in configs):
+        temperature = torch.tensor([[c.temperature] for c in configs], device=device)
+        logits = logits / temperature
+    cut = [(j, c.top_k) for j, c in enumerate(configs) if c.top_k and c.top_k < vocab]
+    if cut:  # as TopKLogitsWarper: what is below the row's k-th largest goes
+        rows = torch.tensor([j for j, _ in cut], device=device)
+        largest = torch.topk(logits[rows], max(k for _, k in cut)).values
+        kth = largest.gather(1, torch.tensor([[k - 1] for _, k in cut], device=device))
+        logits = logits.clone() if logits is scores else logits
+        logits[rows] = logits[rows].masked_fill(logits[rows] < kth, -float("inf"))
     probs = torch.softmax(logits, dim=-1)
     cdf = probs.cumsum(-1)
 
     def pick(rows: torch.Tensor) -> torch.Tensor:
-        u = torch.rand((len(rows), 1), device=cdf.device) * cdf[rows, -1:]
+        u = torch.rand((len(rows), 1), device=device) * cdf[rows, -1:]
         return torch.searchsorted(cdf[rows], u, right=True)[:, 0].clamp_(max=vocab - 1)
 
-    todo = torch.arange(len(probs), device=probs.device)
+    todo = torch.arange(len(probs), device=device)
     tokens = pick(todo)
-    top_p = config.top_p
-    if top_p is None or top_p >= 1.0:
+    # TopPLogitsWarper only runs below 1; a row without it keeps any draw
+    top_p = torch.tensor(
+        [c.top_p if c.top_p is not None and c.top_p < 1.0 else float("inf") for c in configs],
+        device=device,
+    )
+    if torch.isinf(top_p).all():
         return tokens.tolist()
+    whole = bool(torch.isfinite(top_p).all())
+    todo = todo[torch.isfinite(top_p)]
     for attempt in range(REDRAWS):
         # TopPLogitsWarper drops a token when the mass below it, itself included, is
         # <= 1 - top_p: when the mass of the tokens more likely than it is >= top_p.
         # (All rows the first time: no copy of the rows' probabilities.)
-        rows = probs if attempt == 0 else probs[todo]
+        rows = probs if attempt == 0 and whole else probs[todo]
         mine = rows.gather(1, tokens[todo, None])
         above = (rows * (rows > mine)).sum(-1)
-        todo = todo[above >= top_p]
+        todo = todo[above >= top_p[todo]]
         if not len(todo):
             return tokens.tolist()
         tokens[todo] = pick(todo)
     from transformers.generation import TopPLogitsWarper
 
-    warped = TopPLogitsWarper(top_p)(None, logits[todo])
-    tokens[todo] = torch.multinomial(torch.softmax(warped, -1), 1)[:, 0]
+    for j in todo.tolist():  # all but never: each row from its own warper
+        warped = TopPLogitsWarper(configs[j].top_p)(None, logits[j : j + 1])
+        tokens[j] = torch.multinomial(torch.softmax(warped, -1), 1)[0, 0]
     return tokens.tolist()
 
 
