@@ -279,3 +279,20 @@ def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint
         assert torch.equal(scores[i : i + 1], expected), i
     assert rows[0].shared["min_new"][1] == 4 and rows[3].shared["penalty"] == 2.0
     assert not torch.equal(scores, logits)  # there was something to do
+
+
+def test_the_rows_of_one_request_count_as_one_against_the_cap(make_checkpoint):
+    """max_rows counts requests, as the gathering batcher's max_batch does: the four
+    candidates of a reranked request (share=4) take one place together."""
+    model = ConversationModel.from_pretrained(make_checkpoint("dialogpt"))
+    decoder = StepDecoder(model, max_rows=2)
+    config = decoding_config("nucleus", max_new_tokens=5, min_new_tokens=5)
+    prompt = model.encode(["Hello"])
+    asked = [[decoder.submit((k, i), prompt, config, share=4) for i in range(4)] for k in range(3)]
+    alone = decoder.submit("plain", prompt, config)
+    decoder.step()
+    assert decoder.rows == asked[0] + asked[1]  # two requests' eight rows
+    assert list(decoder.waiting) == [*asked[2], alone]
+    while decoder.busy:
+        decoder.step()
+    assert all(len(row.new) == 5 for rows in asked for row in rows)

@@ -194,6 +194,8 @@ class ContinuousBatcher(Worker):
                     config,
                     None if config.seed is None else config.seed + i,
                     prefix_key=reuse,
+                    # a request's rows (candidates, n replies) count as one request
+                    share=job.config.mmi_candidates or job.config.num_return_sequences,
                 )  # fmt: skip
                 for i in which
             ]

@@ -115,11 +115,13 @@ class StepDecoder:
         config: DecodingConfig,
         seed: int | None = None,
         prefix_key: Any = None,
+        share: int = 1,
     ) -> Row:
         """Queues one sequence for `prompt`; returns its Row. `seed` seeds this row alone
         (default: the config's). With `prefix_key` (a session), the keys and values kept
         from that key's last row are reused for the prompt's shared beginning, and this
-        row's are kept in their place when it ends."""
+        row's are kept in their place when it ends. `share`: how many rows the request
+        has; together they count as one against `max_rows`."""
         if not supports(config):
             raise RejoinderError("beam search, extra heads and reranking do not decode in steps")
         job = Job.of(self.cm.format, [prompt], config)
@@ -132,6 +134,7 @@ class StepDecoder:
             config=config,
             stops=StopStrings(self.tokenizer, job.stops) if job.stops else None,
             bad_ids=job.bad_ids,
+            weight=1 / max(1, share),
         )
         seed = config.seed if seed is None else seed
         if config.do_sample and seed is not None:

@@ -19,6 +19,9 @@ from rejoinder.generation.continuous.rows import Row
 
 log = logging.getLogger("rejoinder.generation")
 
+EPSILON = 1e-9
+"""Row weights (1/n) summed in floating point: the cap's comparisons allow for rounding."""
+
 
 class Admission:
     """The waiting rows, and the prefill that brings them into the batch."""
@@ -37,13 +40,16 @@ class Admission:
         those whose whole prompt is in; (row, None) in `events` for each that ends here
         (cancelled before it started, or failed to prefill)."""
         budget = self.prefill_chunk
-        while self.waiting and len(batch.rows) < self.max_rows and budget > 0:
+        while self.waiting and budget > 0:
             row = self.waiting[0]
             if row.done:  # cancelled before it started
                 self.waiting.popleft()
                 events.append((row, None))
                 continue
-            group = self.fresh_group(budget, self.max_rows - len(batch.rows))
+            room = self.max_rows - sum(r.weight for r in batch.rows)
+            if row.weight > room + EPSILON:
+                return
+            group = self.fresh_group(budget, room)
             if group:
                 try:
                     budget -= self.prefill_group(group, batch)
@@ -70,14 +76,17 @@ class Admission:
             batch.join([row], row.cache, None, row.logits)
             row.cache = row.logits = None
 
-    def fresh_group(self, budget: int, room: int) -> list[Row]:
+    def fresh_group(self, budget: int, room: float) -> list[Row]:
         """The waiting rows from the front that can be prefilled together: not started,
         not cancelled, their padded prompts within `budget`, `room` left in the batch. At
         least two, else empty (one goes through `prefill`)."""
         group: list[Row] = []
-        longest = 0
+        longest, used = 0, 0.0
         for row in self.waiting:
-            if row.done or row.alone or row.cache is not None or len(group) == room:
+            if row.done or row.alone or row.cache is not None:
+                break
+            used += row.weight
+            if used > room + EPSILON:
                 break
             width = max(longest, len(row.prompt))
             if width * (len(group) + 1) > budget:

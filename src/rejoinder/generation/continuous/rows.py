@@ -38,6 +38,9 @@ class Row:
     warpers: Any = None
     """The rest (temperature, top-k, top-p, …): the same for rows of one `group`, which
     are warped together."""
+    weight: float = 1.0
+    """Its part of the row cap: the rows of one request (its reranking candidates, its n
+    replies) count as one request together, as they do in the gathering batcher."""
     group: tuple = ()
     """Rows of one group share their warpers (`sampling.warp_key`)."""
     new: list[int] = field(default_factory=list)
