@@ -64,8 +64,8 @@ class Settings:
     gather: requests gathered for --batch-wait-ms run as one generate call (always so
     with CTranslate2, and for models with sliding-window attention)."""
     max_batch: int = 32
-    """The most rows decoded together (continuous), or requests in one generate call
-    (gather)."""
+    """The most requests decoded together (continuous: a request's rows, its reranking
+    candidates or n replies, count as one), or in one generate call (gather)."""
     prefix_cache_mb: float = 256.0
     """continuous: memory for keeping sessions' keys and values, so that a session's next
     message runs only its new tokens (the least recently used go first; 0: off)."""
