@@ -10,9 +10,9 @@ other. Each round serves the current model through the real HTTP API, records th
 users' ratings in that round's SQLite database, runs `rejoinder improve` (KTO, LoRA) on
 it, and serves the candidate next round. Prints the like rate of each round's model.
 
-Known limits (measured): KTO on this data is very sensitive to the learning rate (the
-feedback is ~1 liked to 8 disliked; above ~1e-3 the model collapses into repeated
-tokens); `improve` offers no --desirable-weight to rebalance it.
+Known limit (measured): KTO on this data is sensitive to the learning rate (the feedback
+is ~1 liked to 8 disliked, which `improve` rebalances with KTO's desirable weight; above
+~1e-3 the model can collapse into repeated tokens).
 """
 
 from __future__ import annotations
