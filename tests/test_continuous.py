@@ -268,7 +268,7 @@ def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint
     torch.manual_seed(0)
     logits = torch.randn(len(rows), model.model.config.vocab_size) * 3
     scores = logits.clone()
-    sampling._shared(rows, scores)
+    sampling.apply_shared(rows, scores)
     stop, pad = decoder.stop_ids, model.tokenizer.pad_token_id
     for i, row in enumerate(rows):
         ids = torch.tensor([row.ids])

@@ -127,7 +127,7 @@ def batchable(built) -> tuple[Any, dict[str, Any]]:
     return alone, shared
 
 
-def _shared(rows: list[Row], scores: torch.Tensor) -> None:
+def apply_shared(rows: list[Row], scores: torch.Tensor) -> None:
     """The minimum lengths and repetition penalties of all rows, in place, in a few
     tensor operations instead of a call per row."""
     short = [
@@ -167,13 +167,13 @@ def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]]
     groups: dict[tuple, list[int]] = {}
     failed: list[tuple[Row, Exception]] = []
     try:
-        _shared(rows, scores)
+        apply_shared(rows, scores)
     except Exception as e:  # then each row alone, so that only the failing ones fail
         log.debug("shared processing failed (%s); row by row", e)
         scores = logits.float().clone()
         for i, row in enumerate(rows):
             try:
-                _shared([row], scores[i : i + 1])
+                apply_shared([row], scores[i : i + 1])
             except Exception as e:
                 failed.append((row, e))
     failing = {id(row) for row, _ in failed}
