@@ -1,9 +1,12 @@
 import pickle
+import random
+import re
+import zlib
 
 import pytest
 
 from rejoinder.data.filters import FILTERS, FilterConfig, Filters, TrigramSketch
-from rejoinder.data.text import normalize
+from rejoinder.data.text import normalize, word_hashes, words
 from rejoinder.errors import RejoinderError
 
 CLEAN = ["What did you do today?", "I went to the park with my dog."]
@@ -100,3 +103,39 @@ def test_normalize_like_the_dialogpt_extractor():
     assert normalize("see [the docs](https://x.io/a_(b)) now") == "see the docs now"
     assert normalize("**bold** and ~~gone~~\n\n&gt; quoted") == "bold and gone quoted"
     assert normalize("  lots \t of\n space ") == "lots of space"
+
+
+def test_word_hashes_are_zlibs_crc32_of_each_word():
+    """The sketch hashes a batch of texts at once; what it gets must be, word by word,
+    what zlib gives: texts with any whitespace, letters whose lower case depends on their
+    neighbours (a final sigma), words longer than the hashing tables, newlines in a text."""
+    drop = b'!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'
+    rng = random.Random(7)
+    alphabet = "abcXYZ \u00e9\u4e2d\u03a3\u0130'.,!-_ \t\x0b\x0c\r\x1c\x85\xa0" + "q" * 5
+    cases = [[], [""], ["", "a"], ["line\nbreak", "x"], ["\u0391\u03a3", "\u03a3 b"]]
+    for _ in range(300):
+        texts = [
+            "".join(rng.choices(alphabet, k=rng.randrange(80))) for _ in range(rng.randrange(6))
+        ]
+        cases.append([*texts, "w" * rng.randrange(25, 40) + " " + "y" * rng.randrange(28, 70)])
+    for texts in cases:
+        hashes, owners = word_hashes(texts, drop)
+        expected = [
+            (zlib.crc32(w), i)
+            for i, t in enumerate(texts)
+            for w in t.lower().encode().translate(None, drop).split()
+        ]
+        assert list(zip(hashes.tolist(), owners.tolist(), strict=True)) == expected, texts
+
+
+def test_words_are_the_same_on_the_quick_path_for_ascii_texts():
+    rng = random.Random(3)
+    alphabet = "abcXYZ019 _-.,!?'[]()\t\n\x1c\x7f" + "e" * 5
+    texts = ["".join(rng.choices(alphabet, k=rng.randrange(60))) for _ in range(2000)]
+    texts += ["Don't STOP, no_no", "caf\u00e9 na\u00efve", "x\x1cy", ""]
+    pattern = re.compile(r"[^\W_]+(?:'[^\W_]+)?")  # what a word is
+    quick = 0
+    for text in texts:
+        assert words(text) == pattern.findall(text.lower()), text
+        quick += text.isascii() and "'" not in text
+    assert quick > 500

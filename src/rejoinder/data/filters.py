@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from rejoinder.data.text import words
+from rejoinder.data.text import word_hashes, words
 from rejoinder.errors import RejoinderError
 from rejoinder.options import option
 
@@ -48,6 +48,8 @@ FILTERS = (
 
 _PUNCT = b'!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'  # ASCII punctuation but the apostrophe
 _URL = re.compile(r"https?://|www\.\w|\b\w+\.(?:com|org|net|io|gov|edu)(?:/|\b)", re.IGNORECASE)
+_URL_TLD = re.compile(r"\.(?:com|org|net|io|gov|edu)")
+"""What a lower-cased ASCII text without "://" or "www." must contain for `_URL` to match it."""
 
 
 @dataclass
@@ -191,6 +193,11 @@ class Filters:
             )
             self.offensive_single = frozenset(w for w in listed if " " not in w)
             self.offensive_phrases = tuple(f" {w} " for w in listed if " " in w)
+        # A phrase can only be in a text that has its first word: only those are looked for.
+        self._phrases_by_word: dict[str, tuple[str, ...]] = {}
+        for phrase in self.offensive_phrases:
+            first = phrase[1:].split(" ", 1)[0]
+            self._phrases_by_word[first] = (*self._phrases_by_word.get(first, ()), phrase)
         self.blocked_subreddits = frozenset()
         if "subreddit" in on and config.subreddit_blocklist:
             self.blocked_subreddits = frozenset(
@@ -205,23 +212,21 @@ class Filters:
         on = self.config.enabled
         if not on:
             return None
+        # map() rather than generators: this runs for every dialogue of a corpus.
         targets = self._targets(texts)
-        target_words = [words(t) for t in targets]
+        target_words = list(map(words, targets))
         if "url" in on and any(map(_has_url, texts)):
             return "url"
-        if "repetition" in on and any(
-            _repeats(w, self.config.repetition_run) for w in target_words
-        ):
+        run = itertools.repeat(self.config.repetition_run)
+        if "repetition" in on and any(map(_repeats, target_words, run)):
             return "repetition"
-        if "non_english" in on and any(self.top.isdisjoint(w) for w in target_words):
+        if "non_english" in on and any(map(self.top.isdisjoint, target_words)):
             return "non_english"
-        if "brackets" in on and any("[" in t or "]" in t for t in targets):
+        if "brackets" in on and any(map(_bracketed, targets)):
             return "brackets"
-        if "too_long" in on and sum(len(t.split()) for t in texts) > self.config.max_words:
+        if "too_long" in on and _too_long(texts, self.config.max_words):
             return "too_long"
-        if "offensive" in on and any(
-            self._offensive(t, w) for t, w in zip(targets, target_words, strict=True)
-        ):
+        if "offensive" in on and any(map(self._offensive, targets, target_words)):
             return "offensive"
         if "subreddit" in on and subreddit and subreddit.lower() in self.blocked_subreddits:
             return "subreddit"
@@ -234,9 +239,10 @@ class Filters:
     def _offensive(self, text: str, text_words: list[str]) -> bool:
         if not self.offensive_single.isdisjoint(text_words):
             return True
-        if self.offensive_phrases:
+        by_word = self._phrases_by_word
+        if by_word and not by_word.keys().isdisjoint(text_words):
             padded = f" {' '.join(text_words)} "
-            return any(p in padded for p in self.offensive_phrases)
+            return any(p in padded for w in set(text_words) for p in by_word.get(w, ()))
         return False
 
     def bland_targets(self, texts: Sequence[str]) -> Sequence[str]:
@@ -245,11 +251,31 @@ class Filters:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _has_url(text: str) -> bool:
-    # Cached: a Reddit comment is the source of every path below it.
+    # Cached: a Reddit comment is the source of every path below it. Most texts are
+    # ASCII without any hint of a URL, which plain substring tests rule out faster than
+    # the pattern (on ASCII, ignoring case is lower-casing).
+    if text.isascii():
+        low = text.lower()
+        if not ("://" in low or "www." in low or _URL_TLD.search(low)):
+            return False
     return _URL.search(text) is not None
 
 
+def _bracketed(text: str) -> bool:
+    return "[" in text or "]" in text
+
+
+def _too_long(texts: Sequence[str], max_words: int) -> bool:
+    # A word and the space after it take two characters at least: short dialogues are
+    # let through without splitting their turns.
+    if (sum(map(len, texts)) + len(texts)) // 2 <= max_words:
+        return False
+    return sum(len(t.split()) for t in texts) > max_words
+
+
 def _repeats(ws: list[str], run: int) -> bool:
+    if run > 1 and not any(map(operator.eq, ws, itertools.islice(ws, 1, None))):
+        return False  # no word is followed by itself
     count = 1
     for a, b in itertools.pairwise(ws):
         count = count + 1 if a == b else 1
@@ -272,28 +298,30 @@ class TrigramSketch:
     # FilterConfig's fields, starts without it.
     _MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)
 
-    def __init__(self, width_bits: int = 22, depth: int = 2, batch: int = 20_000):
+    COUNT_EVERY = 1 << 21
+    """Trigrams hashed before they are counted into the table at once: a count passes
+    over the whole table, whatever the number of trigrams."""
+
+    def __init__(self, width_bits: int = 22, depth: int = 2, batch: int = 5_000):
         import numpy as np
 
         self.width_bits, self.depth, self.batch = width_bits, depth, batch
         self._table = np.zeros((depth, 1 << width_bits), dtype=np.uint32)
         self._pending: list[str] = []
+        self._hashed: list[np.ndarray] = []  # table columns (depth x n) not yet counted
+        self._hashed_count = 0
 
     def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Trigram keys of all texts, and for each the index of the text it came from.
 
         Words are lower-cased, ASCII punctuation is dropped, and each word is hashed
-        with CRC-32: all in C, which matters at a billion words.
+        with CRC-32 (`text.word_hashes`): all in C, which matters at a billion words.
         """
         import numpy as np
 
-        crc, drop = zlib.crc32, _PUNCT
-        per_text = [list(map(crc, t.lower().encode().translate(None, drop).split())) for t in texts]
-        lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
-        h = np.fromiter(itertools.chain.from_iterable(per_text), dtype=np.uint64)
+        h, o = word_hashes(list(texts), _PUNCT)
         if len(h) < 3:
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        o = np.repeat(np.arange(len(per_text), dtype=np.int64), lengths)
         same = o[:-2] == o[2:]  # the three words belong to one text
         with np.errstate(over="ignore"):
             keys = (h[:-2] * np.uint64(1_000_003) + h[1:-1]) * np.uint64(1_000_033) + h[2:]
@@ -311,18 +339,34 @@ class TrigramSketch:
         """Counts the trigrams of `texts` (in batches: a count touches the whole table)."""
         self._pending.extend(texts)
         if len(self._pending) >= self.batch:
-            self._flush()
+            self._hash()
+            if self._hashed_count >= self.COUNT_EVERY:
+                self._count()
 
-    def _flush(self) -> None:
+    def _hash(self) -> None:
         import numpy as np
 
-        if not self._pending:
-            return
         keys, _ = self._keys(self._pending)
         self._pending = []
         if len(keys):
-            for r, idx in enumerate(self._rows(keys)):
-                self._table[r] += np.bincount(idx, minlength=self._table.shape[1]).astype(np.uint32)
+            self._hashed.append(self._rows(keys).astype(np.int32))
+            self._hashed_count += len(keys)
+
+    def _count(self) -> None:
+        import numpy as np
+
+        if not self._hashed:
+            return
+        columns = np.concatenate(self._hashed, axis=1)
+        self._hashed, self._hashed_count = [], 0
+        for r, idx in enumerate(columns):
+            counts = np.bincount(idx, minlength=self._table.shape[1])
+            np.add(self._table[r], counts, out=self._table[r], casting="unsafe")
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._hash()
+        self._count()
 
     def merge(self, other: TrigramSketch) -> TrigramSketch:
         """Adds `other`'s counts to this sketch's (workers' sketches add up exactly)."""

@@ -6,6 +6,7 @@ an engine only decides how comments travel to their thread.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,34 @@ def _with_surrogates(line: bytes, report: Report) -> Any:
 
 def parse_comment(line: bytes, report: Report) -> Comment | None:
     """One Pushshift comment line as a Comment tuple, or None (counted in `report`)."""
+    # The common line takes the quick path; anything unusual takes `_parse` and
+    # `_checked_comment`, which say exactly what is wrong with it.
+    try:
+        obj = _loads(line)
+        cid, parent, link, body = obj["id"], obj["parent_id"], obj["link_id"], obj["body"]
+        sub, score, created = obj["subreddit"], obj["score"], obj["created_utc"]
+    except (*_JSONError, KeyError, TypeError, IndexError):
+        obj = _parse(line, report)
+        return None if obj is None else _checked_comment(obj, line, report)
+    if type(obj) is dict and (
+        type(cid) is str
+        and type(parent) is str
+        and type(link) is str
+        and type(body) is str
+        and type(sub) is str
+        and type(score) is int
+        and type(created) is int
+        and parent.startswith(("t1_", "t3_"))
+        and link.startswith("t3_")
+    ):
+        author = obj.get("author")
+        author = author if type(author) is str and author not in DELETED else None
+        return (cid, parent, link, body, author, sub, score, created)
     obj = _parse(line, report)
-    if obj is None:
-        return None
+    return None if obj is None else _checked_comment(obj, line, report)
+
+
+def _checked_comment(obj: dict, line: bytes, report: Report) -> Comment | None:
     for name, kind in _FIELD_TYPES.items():
         value = obj.get(name)
         if value is None:
@@ -236,20 +262,22 @@ def build_thread(
         nodes[c[0]] = c
 
     text: dict[str, str] = {}
+    left_out: Counter[str] = Counter()  # counted once a thread: a thread has many comments
+    min_score, max_words = options.min_score, options.max_turn_words
     for cid, c in nodes.items():
         body = c[3]
-        if body.strip() in DELETED:
-            report.count("comments deleted or removed")
+        if "]" in body and body.strip() in DELETED:
+            left_out["comments deleted or removed"] += 1
             continue
-        if options.min_score is not None and (c[6] or 0) < options.min_score:
-            report.count("comments below min score")
+        if min_score is not None and (c[6] or 0) < min_score:
+            left_out["comments below min score"] += 1
             continue
         clean = normalize(body)
         if not clean:
-            report.count("comments empty after clean-up")
+            left_out["comments empty after clean-up"] += 1
             continue
-        if options.max_turn_words is not None and len(clean.split()) > options.max_turn_words:
-            report.count("comments over max turn words")
+        if max_words is not None and len(clean.split()) > max_words:
+            left_out["comments over max turn words"] += 1
             continue
         text[cid] = clean
 
@@ -258,30 +286,37 @@ def build_thread(
     for cid in text:
         parent = nodes[cid][1]
         pid = parent[3:]
-        if parent.startswith("t1_") and pid in text:
-            children.setdefault(pid, []).append(cid)
+        if pid in text and parent.startswith("t1_"):
+            if pid in children:
+                children[pid].append(cid)
+            else:
+                children[pid] = [cid]
         else:
             if parent.startswith("t1_") and pid not in nodes:
-                report.count("orphan comments")
+                left_out["orphan comments"] += 1
             roots.append(cid)
+    report.counts.update(left_out)
 
     def by_time(ids: list[str]) -> list[str]:
+        if len(ids) < 2:
+            return ids
         return sorted(ids, key=lambda i: (_created(nodes[i]), i))
 
     for kids in children.values():
-        kids[:] = by_time(kids)
+        if len(kids) > 1:
+            kids[:] = by_time(kids)
     roots = by_time(roots)
+    # Each kept comment is in one list, its parent's children or the roots, so the walk
+    # meets it once at most; one caught in a parent cycle is reached by no root.
     order: list[str] = []
-    seen: set[str] = set()
     stack = roots[::-1]
     while stack:
         cid = stack.pop()
-        if cid in seen:  # only possible through a cycle or a duplicate edge
-            continue
-        seen.add(cid)
         order.append(cid)
-        stack.extend(reversed(children.get(cid, ())))
-    for _ in range(len(text) - len(seen)):
+        kids = children.get(cid)
+        if kids:
+            stack.extend(reversed(kids))
+    for _ in range(len(text) - len(order)):
         report.bad("parent cycle")
 
     title: list[tuple[str, str | None]] = []
@@ -296,28 +331,39 @@ def tree_dialogues(thread: Thread, options: RedditOptions, report: Report) -> li
     A path stops at `max_depth` turns: its last comment then ends a dialogue.
     """
     out: list[RawDialogue] = []
+    nodes, text, children = thread.nodes, thread.text, thread.children
+    max_depth, min_depth, leaves_only = options.max_depth, options.min_depth, options.leaves_only
+    # The turns of the path to each comment: its parent's and one, or a root's own (and
+    # the title's); `order` puts every reply after its parent.
+    turns_to: dict[str, int] = {}
+    short = 0
     for cid in thread.order:
-        path = thread.path(cid)
-        prefix = thread.prefix(path[0])
-        turns = len(prefix) + len(path)
-        if options.max_depth is not None and turns > options.max_depth:
+        parent = nodes[cid][1]
+        above = turns_to.get(parent[3:]) if parent.startswith("t1_") else None
+        if above is None:  # a root
+            above = len(thread.prefix(cid))
+        turns = turns_to[cid] = above + 1
+        if max_depth is not None and turns > max_depth:
             continue
-        at_limit = options.max_depth is not None and turns >= options.max_depth
-        is_leaf = not thread.children.get(cid) or at_limit
-        if (is_leaf or not options.leaves_only) and turns >= options.min_depth:
-            nodes = thread.nodes
+        at_limit = max_depth is not None and turns >= max_depth
+        is_leaf = not children.get(cid) or at_limit
+        if (is_leaf or not leaves_only) and turns >= min_depth:
+            path = thread.path(cid)
+            prefix = thread.prefix(path[0])
             out.append(
                 RawDialogue(
                     id=f"reddit-{cid}",
                     source="reddit",
                     group=thread.link_id,
-                    texts=[t for t, _ in prefix] + [thread.text[i] for i in path],
+                    texts=[t for t, _ in prefix] + [text[i] for i in path],
                     speakers=[s for _, s in prefix] + [nodes[i][4] for i in path],
                     subreddit=nodes[cid][5],
                 )
             )
         elif is_leaf:
-            report.count("paths shorter than min depth")
+            short += 1
+    if short:
+        report.count("paths shorter than min depth", short)
     return out
 
 
@@ -359,26 +405,39 @@ def read_reddit_file(
     """(link_id, record) for each readable line of one dump; kind is "comments" or "submissions".
 
     A submission record is (SUB, link_id, title, author, subreddit); a comment is a
-    Comment tuple. Both engines read through this. `on_progress(lines, position)` hears
-    every few thousand lines how many were read and how many bytes of the file.
+    Comment tuple. Both engines read through this (the local one a block of lines at a
+    time: `parse_lines`). `on_progress(lines, position)` hears every few thousand lines
+    how many were read and how many bytes of the file.
     """
     lines = Lines(path, report)
-    for n, line in enumerate(lines, start=1):
-        if on_progress is not None and n % PROGRESS_LINES == 0:
-            on_progress(n, lines.position())
-        if not line.strip():
-            continue
-        if kind == "submissions":
-            s = parse_submission(line, report)
-            if s is not None:
-                report.count("submissions read")
-                yield s[0], (SUB, *s)
-        else:
-            report.count("comment lines read")
-            c = parse_comment(line, report)
-            if c is not None:
-                report.count("comments parsed")
-                yield c[2], c
+
+    def shown() -> Iterator[bytes]:
+        for n, line in enumerate(lines, start=1):
+            if on_progress is not None and n % PROGRESS_LINES == 0:
+                on_progress(n, lines.position())
+            yield line
+
+    return parse_lines(shown(), kind, report)
+
+
+def parse_lines(lines: Iterable[bytes], kind: str, report: Report) -> Iterator[tuple[str, tuple]]:
+    """(link_id, record) for each readable line of a dump's `lines`, as `read_reddit_file`
+    yields them; blank lines are skipped, bad ones counted."""
+    subs = kind == "submissions"
+    parse = parse_submission if subs else parse_comment
+    read = parsed = 0
+    try:
+        for line in lines:
+            if line and not line.isspace():
+                read += 1
+                r = parse(line, report)
+                if r is not None:
+                    parsed += 1
+                    yield (r[0], (SUB, *r)) if subs else (r[2], r)
+    finally:  # counted once, however far the caller read; a count is never 0
+        counts = {"comment lines read": read, "comments parsed": parsed}
+        counts = {"submissions read": parsed} if subs else counts
+        report.counts.update({name: n for name, n in counts.items() if n})
 
 
 def link_of(record: tuple) -> str:

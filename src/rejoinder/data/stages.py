@@ -150,8 +150,10 @@ def process_thread(
     thread = _thread(link_id, records, options, report, sketch)
     if thread is None:
         return
-    for raw in tree_dialogues(thread, options, report):
-        report.count("dialogues in: reddit")
+    dialogues = tree_dialogues(thread, options, report)
+    if dialogues:
+        report.count("dialogues in: reddit", len(dialogues))
+    for raw in dialogues:
         if judge(raw, filters, report):
             yield raw
 

@@ -3,9 +3,10 @@ spools of dialogues between passes, parquet part files per split, and worker pro
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import marshal
 import os
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,14 +42,41 @@ class PairWriter:
         self.writer.close()
 
 
-def in_parallel(fn, tasks: list[tuple], workers: int, phase: str = "working") -> list:
+_SHARED: list[Any] = []
+"""What `in_parallel`'s forked workers inherit instead of receiving it pickled."""
+
+
+def _with_shared(fn, *task):
+    return fn(*task, _SHARED[0])
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector for a pass over records that makes no
+    reference cycles (reference counting frees all it makes): the collector would go
+    over the hundreds of thousands of records the pass holds again and again."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def in_parallel(fn, tasks: list[tuple], workers: int, phase: str = "working", **shared) -> list:
     """Runs fn(*task) for each task, on up to `workers` processes (forked where possible);
-    a terminal shows the phase and how many tasks are done."""
+    a terminal shows the phase and how many tasks are done.
+
+    `shared`, one keyword (`sketch=`), is the same value for every task, passed after the
+    task's own arguments: forked workers inherit it, where pickling it for each would hold
+    a copy in this process and one in each worker (a trigram sketch is 32 MB)."""
+    (value,) = shared.values() if shared else (None,)
     with Progress(phase, total=len(tasks), unit="tasks") as progress:
         if workers <= 1 or len(tasks) <= 1:
             results = []
             for t in tasks:
-                results.append(fn(*t))
+                results.append(fn(*t, *shared.values()))
                 progress.advance()
             return results
         import multiprocessing
@@ -56,15 +84,26 @@ def in_parallel(fn, tasks: list[tuple], workers: int, phase: str = "working") ->
 
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(fn, *t) for t in tasks]
-            for _ in as_completed(futures):
-                progress.advance()
-            return [f.result() for f in futures]
+        inherits = bool(shared) and method == "fork"
+        if inherits:
+            _SHARED[:] = [value]
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = [
+                    pool.submit(_with_shared, fn, *t)
+                    if inherits
+                    else pool.submit(fn, *t, *shared.values())
+                    for t in tasks
+                ]
+                for _ in as_completed(futures):
+                    progress.advance()
+                return [f.result() for f in futures]
+        finally:
+            _SHARED.clear()
 
 
 class Buckets:
-    """Comments and submissions spread over files by thread, marshalled in chunks."""
+    """Records spread over files by key (`human_vs_rand` candidates), marshalled in chunks."""
 
     CHUNK = 2048
 
@@ -73,31 +112,35 @@ class Buckets:
         self.files = [open(p, "wb", buffering=1 << 16) for p in self.paths]  # noqa: SIM115
         self.pending: list[list[tuple]] = [[] for _ in range(n)]
 
-    def put(self, link_id: str, record: tuple) -> None:
-        self.put_keyed(zlib.crc32(link_id.encode()) % len(self.files), record)
-
     def put_keyed(self, i: int, record: tuple) -> None:
         """Puts `record` in bucket `i`."""
         chunk = self.pending[i]
         chunk.append(record)
         if len(chunk) >= self.CHUNK:
-            marshal.dump(chunk, self.files[i])
+            write_chunk(self.files[i], chunk)
             chunk.clear()
 
     def close(self) -> None:
         for chunk, f in zip(self.pending, self.files, strict=True):
             if chunk:
-                marshal.dump(chunk, f)
+                write_chunk(f, chunk)
             f.close()
 
 
-def marshalled_chunks(path: Path) -> Iterator[list]:
+def write_chunk(f, value: Any) -> None:
+    """Writes `value` (plain data) marshalled, after its length: `marshalled_chunks` reads
+    it back. (marshal.load on a file reads it an object at a time, several times slower
+    than marshal.loads on the bytes.)"""
+    data = marshal.dumps(value)
+    f.write(len(data).to_bytes(8, "little"))
+    f.write(data)
+
+
+def marshalled_chunks(path: Path) -> Iterator[Any]:
+    """The values `write_chunk` wrote to a file, in order."""
     with open(path, "rb") as f:
-        while True:
-            try:
-                yield marshal.load(f)
-            except EOFError:
-                return
+        while head := f.read(8):
+            yield marshal.loads(f.read(int.from_bytes(head, "little")))
 
 
 def open_files_allowed() -> int:
@@ -141,7 +184,7 @@ class Spool:
             self._dump()
 
     def _dump(self) -> None:
-        marshal.dump(self.pending, self.file)
+        write_chunk(self.file, self.pending)
         self.pending = []
 
     def close(self) -> None:
@@ -160,18 +203,21 @@ def read_spool(path: Path, make: Callable[..., Any]) -> Iterator[tuple[bool, Any
 
 
 class SplitWriter:
-    """Parquet files per split, written in row groups."""
+    """Parquet files per split, written in row groups. Rows are tuples in the schema's
+    order, or whatever `table` makes a table of `schema` from (`records.dialogue_table`
+    takes RawDialogues)."""
 
-    def __init__(self, root: Path, part: int = 0, schema=None):
+    def __init__(self, root: Path, part: int = 0, schema=None, table=None):
         import pyarrow.parquet as pq
 
         self.schema = schema if schema is not None else arrow_schema()
+        self.table = table
         self.root, self.part = root, part
-        self.rows: dict[str, list[tuple]] = {s: [] for s in SPLITS}
+        self.rows: dict[str, list[Any]] = {s: [] for s in SPLITS}
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.counts = {s: 0 for s in SPLITS}
 
-    def add(self, split: str, row: tuple) -> None:
+    def add(self, split: str, row: Any) -> None:
         self.rows[split].append(row)
         self.counts[split] += 1
         if len(self.rows[split]) >= ROWS_PER_GROUP:
@@ -184,11 +230,12 @@ class SplitWriter:
         rows = self.rows[split]
         if not rows:
             return
-        columns = list(zip(*rows, strict=True))
-        table = pa.Table.from_arrays(
-            [pa.array(col, type=f.type) for col, f in zip(columns, self.schema, strict=True)],
-            schema=self.schema,
-        )
+        if self.table is not None:
+            table = self.table(rows)
+        else:
+            columns = list(zip(*rows, strict=True))
+            arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+            table = pa.Table.from_arrays(arrays, schema=self.schema)
         if split not in self.writers:
             (self.root / split).mkdir(parents=True, exist_ok=True)
             path = self.root / split / f"part-{self.part:05d}.parquet"

@@ -1,7 +1,8 @@
 """The local engine: one machine, bounded memory, one process a core.
 
-Reddit comments are first spread over bucket files by thread (a dump is ordered by
-time, not by thread), then each bucket is read back whole and walked thread by thread:
+Reddit comments are first parsed and spread over bucket files by thread (a dump is
+ordered by time, not by thread; engines/reading.py: reader processes parse blocks of
+lines), then each bucket is read back whole and walked thread by thread:
 peak memory follows the largest bucket, and the number of buckets grows with the dump.
 Dialogues that pass the one-pass filters are spooled to disk while a trigram sketch
 counts the corpus; a second pass drops the bland ones and writes the splits. Both
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import time
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,16 +30,18 @@ from rejoinder.data.engines.files import (
     SplitWriter,
     Spool,
     bucket_count,
+    collector_paused,
     in_parallel,
     marshalled_chunks,
     read_spool,
 )
+from rejoinder.data.engines.reading import bucket_records, read_dumps
 from rejoinder.data.feedback import rand_bucket, rand_buckets, random_pairs
 from rejoinder.data.filters import FilterConfig, TrigramSketch
 from rejoinder.data.pairs import RawPair
 from rejoinder.data.readers import source_kind
-from rejoinder.data.records import SPLITS, RawDialogue
-from rejoinder.data.reddit import check_reddit_source, link_of, read_reddit_file
+from rejoinder.data.records import SPLITS, RawDialogue, dialogue_table
+from rejoinder.data.reddit import SUB, check_reddit_source
 from rejoinder.data.report import Report
 from rejoinder.data.stages import (
     ClassifierPass,
@@ -58,7 +61,22 @@ from rejoinder.data.stages import (
     split_of,
     thread_groups,
 )
-from rejoinder.progress import Progress, amount
+from rejoinder.errors import RejoinderError
+from rejoinder.progress import Progress
+
+WORKERS_VARIABLE = "REJOINDER_WORKERS"
+
+
+def worker_count() -> int:
+    """How many processes a build uses: $REJOINDER_WORKERS, else one a core. The
+    dataset's rows are the same with any number; their order and how they are cut into
+    part files depend on it."""
+    given = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if not given:
+        return os.cpu_count() or 1
+    if not given.isdigit() or int(given) < 1:
+        raise RejoinderError(f"{WORKERS_VARIABLE}={given}: give a number of processes, 1 or more")
+    return int(given)
 
 
 def run(
@@ -71,7 +89,7 @@ def run(
     """Builds the dataset's splits into `data_dir`; buckets and spools go in `work_dir`."""
     if config.makes_pairs:
         return run_pairs(config, data_dir, work_dir, report, classifier)
-    workers = os.cpu_count() or 1
+    workers = worker_count()
     sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
     spools: list[Path] = []
@@ -92,9 +110,10 @@ def run(
     # The second pass, split over the workers: each writes its own part files.
     fconf = bland or FilterConfig()
     shares = [spools[i::workers] for i in range(min(workers, len(spools)))]
-    tasks = [(share, part, data_dir, config, fconf, sketch) for part, share in enumerate(shares)]
+    tasks = [(share, part, data_dir, config, fconf) for part, share in enumerate(shares)]
     counts: Counter[str] = Counter(dict.fromkeys(SPLITS, 0))
-    for part_counts, part_report in in_parallel(_finish, tasks, workers, "filtering and writing"):
+    finished = in_parallel(_finish, tasks, workers, "filtering and writing", sketch=sketch)
+    for part_counts, part_report in finished:
         report.merge(part_report)
         counts.update(part_counts)
     ensure_every_split(data_dir)
@@ -110,7 +129,7 @@ def run_pairs(
 ) -> dict[str, int]:
     """Builds a pairs dataset: sibling groups spooled by thread walks, then the bland
     pass and the pairing, then `human_vs_rand` pairing bucket by bucket."""
-    workers = os.cpu_count() or 1
+    workers = worker_count()
     sources, bland = plan(config)
     sketch = TrigramSketch() if bland else None
     spools: list[tuple[Path, str, tuple[str, ...]]] = []  # (spool, source kind, pair kinds)
@@ -141,12 +160,13 @@ def run_pairs(
     buckets = rand_buckets(report.counts["replies in: reddit"]) if wants_rand else 0
     shares = [spools[i::workers] for i in range(min(workers, len(spools)))]
     tasks = [
-        (share, part, data_dir, work_dir, config, fconf, sketch, buckets)
+        (share, part, data_dir, work_dir, config, fconf, buckets)
         for part, share in enumerate(shares)
     ]
     counts: Counter[str] = Counter()
     rand_files: list[list[Path]] = [[] for _ in range(buckets)]
-    for part_counts, part_report, files in in_parallel(_finish_pairs, tasks, workers, "pairing"):
+    paired = in_parallel(_finish_pairs, tasks, workers, "pairing", sketch=sketch)
+    for part_counts, part_report, files in paired:
         report.merge(part_report)
         counts.update(part_counts)
         for b, path in enumerate(files):
@@ -176,20 +196,38 @@ def reddit_spools(
     (`pairs`)."""
     comments, submissions = check_reddit_source(source.args)
     files = [("submissions", p) for p in submissions] + [("comments", p) for p in comments]
-    buckets = Buckets(work_dir, bucket_count(comments + submissions))
-    try:
-        read_dumps(files, report, buckets.put)
-    finally:
-        buckets.close()
-    workers = max(1, min(workers or os.cpu_count() or 1, len(buckets.paths)))
-    shares = [(buckets.paths[i::workers], work_dir / f"spool-reddit-{i}") for i in range(workers)]
-    tasks = [(b, sp, config, source.kind, sketch is not None, pairs) for b, sp in shares]
+    workers = workers or worker_count()
+    buckets = read_dumps(files, report, work_dir, bucket_count(comments + submissions), workers)
+    workers = max(1, min(workers, len(buckets)))
+    # Part i holds what buckets i, i + workers, ... make, thread by thread in the order
+    # of their link ids. The last buckets, fewer than the workers, would leave some idle:
+    # each worker walks a run of their threads instead, long enough to even out the work
+    # (`_cuts`), and the runs go back in order into their parts' spools (and reports), so
+    # the parts are what they would have been.
+    whole = len(buckets) - len(buckets) % workers
+    split = buckets[whole:]
+    cuts = _cuts(buckets, whole, workers)
+    counting = sketch is not None
+    tasks = [
+        (buckets[i:whole:workers], split, cuts, i, work_dir, config, source.kind, counting, pairs)
+        for i in range(workers)
+    ]
     results = in_parallel(_walk_buckets, tasks, workers, "walking threads")
-    for _, part, part_sketch in results:
-        report.merge(part)
+    for part, (spool, part_report, _, part_sketch) in enumerate(results):
+        report.merge(part_report)
+        if part < len(split):
+            with open(spool, "ab") as out:
+                for _, _, runs, _ in results:
+                    run_spool, run_report = runs[part]
+                    report.merge(run_report)
+                    with open(run_spool, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
+                    run_spool.unlink()
         if sketch is not None:
             sketch.merge(part_sketch)
-    return [path for path, _, _ in results]
+    for path in itertools.chain.from_iterable(split):
+        path.unlink(missing_ok=True)
+    return [spool for spool, _, _, _ in results]
 
 
 def classified(
@@ -220,54 +258,88 @@ def classified(
     return kept_paths
 
 
-def read_dumps(files: list[tuple[str, str]], report: Report, put) -> None:
-    """Reads (kind, path) dumps in order, `put(link_id, record)` for each record, showing
-    the compressed bytes read of the total on a terminal."""
-    total = sum(os.path.getsize(p) for _, p in files)
-    done = {"bytes": 0, "lines": 0}  # of the files before this one
-    with Progress("reading dumps", total=total, unit="B") as progress:
-        for kind, path in files:
-            seen = [0]
-
-            def shown(lines: int, position: int, kind=kind, seen=seen) -> None:
-                seen[0] = lines
-                rate = (done["lines"] + lines) / max(time.monotonic() - progress.started, 1e-9)
-                progress.update(done["bytes"] + position, f"{amount(rate)} lines/s ({kind})")
-
-            for link_id, record in read_reddit_file(path, kind, report, shown):
-                put(link_id, record)
-            done["lines"] += seen[0]
-            done["bytes"] += os.path.getsize(path)
-            progress.update(done["bytes"])
+def _cuts(buckets: list[list[Path]], whole: int, workers: int) -> list[int]:
+    """Where the split buckets, one after the other (in bytes of their files), are cut
+    into the workers' runs: each worker gets about as much to walk in all."""
+    size = [sum(p.stat().st_size for p in files if p.exists()) for files in buckets]
+    own = [sum(size[i:whole:workers]) for i in range(workers)]
+    total = sum(size[whole:])
+    level = (sum(own) + total) / workers
+    wants = [max(0.0, level - o) for o in own]
+    scale = total / sum(wants) if sum(wants) else 0.0
+    ends = itertools.accumulate(int(w * scale) for w in wants[:-1])
+    return [0, *(min(e, total) for e in ends), total]
 
 
 def _walk_buckets(
-    buckets: list[Path],
-    spool_path: Path,
+    buckets: list[list[Path]],
+    split: list[list[Path]],
+    cuts: list[int],
+    part: int,
+    work_dir: Path,
     config: BuildConfig,
     kind: str,
     use_sketch: bool,
-    pairs: bool = False,
-) -> tuple[Path, Report, TrigramSketch | None]:
-    """A worker's share of the threads: buckets in, filtered dialogues (or sibling groups)
-    spooled out."""
-    report = Report(explain=config.explain)
+    pairs: bool,
+) -> tuple[Path, Report, list[tuple[Path, Report]], TrigramSketch | None]:
+    """A worker's share of the threads: its part's buckets in, filtered dialogues (or
+    sibling groups) spooled out, then its run of each split bucket's threads (those
+    between `cuts[part]` and `cuts[part + 1]`), each spooled and reported on its own."""
+    with collector_paused():
+        return _walk(buckets, split, cuts, part, work_dir, config, kind, use_sketch, pairs)
+
+
+def _walk(buckets, split, cuts, part, work_dir, config, kind, use_sketch, pairs):
     sketch = TrigramSketch() if use_sketch else None
     filters = filters_for(config, kind)
     walk = thread_groups if pairs else process_thread
-    spool = Spool(spool_path)
-    for path in buckets:
-        threads: dict[str, list] = {}
-        for chunk in marshalled_chunks(path):
-            for r in chunk:
-                threads.setdefault(link_of(r), []).append(r)
-        path.unlink()
-        for link_id in sorted(threads):
-            records = threads.pop(link_id)
-            for item in walk(link_id, records, config.reddit, filters, report, sketch):
+
+    def walked(threads: dict[str, list], link_ids: list[str], spool: Spool, report: Report):
+        for link_id in link_ids:
+            for item in walk(link_id, threads.pop(link_id), config.reddit, filters, report, sketch):
                 spool.put(item if pairs else item.astuple(), use_sketch)
+
+    report = Report(explain=config.explain)
+    spool = Spool(work_dir / f"spool-reddit-{part}")
+    for files in buckets:
+        threads = _threads(bucket_records(files))
+        walked(threads, sorted(threads), spool, report)
     spool.close()
-    return spool_path, report, sketch
+    runs = []
+    start = 0  # where this bucket starts among the split buckets' bytes
+    for b, files in enumerate(split):
+        size = sum(p.stat().st_size for p in files if p.exists())
+        threads = _threads(bucket_records(files, keep=True))
+        link_ids = sorted(threads)
+        # A thread goes to the run its first record falls in, the bucket's bytes spread
+        # evenly over its records.
+        before = itertools.accumulate((len(threads[i]) for i in link_ids), initial=0)
+        total = sum(len(r) for r in threads.values())
+        low, high = cuts[part], cuts[part + 1]
+        mine = [
+            i
+            for i, n in zip(link_ids, before, strict=False)
+            if low <= start + n * size // total < high
+        ]
+        start += size
+        run_report = Report(explain=config.explain)
+        run_spool = Spool(work_dir / f"spool-reddit-{part}-split-{b}")
+        walked(threads, mine, run_spool, run_report)
+        run_spool.close()
+        runs.append((run_spool.path, run_report))
+    return spool.path, report, runs, sketch
+
+
+def _threads(records) -> dict[str, list]:
+    """Records by thread (`link_of`, inlined: a bucket has a hundred thousand records)."""
+    threads: dict[str, list] = {}
+    for r in records:
+        link_id = r[1] if r[0] == SUB else r[2]
+        if link_id in threads:
+            threads[link_id].append(r)
+        else:
+            threads[link_id] = [r]
+    return threads
 
 
 def _finish(
@@ -280,11 +352,12 @@ def _finish(
 ) -> tuple[dict[str, int], Report]:
     """A worker's share of the second pass: the bland filter, the split, parquet."""
     report = Report(explain=config.explain)
-    writer = SplitWriter(out, part)
+    writer = SplitWriter(out, part, table=dialogue_table)
     spooled = itertools.chain.from_iterable(read_spool(p, RawDialogue) for p in spools)
-    for raw in bland_pass(spooled, sketch, fconf, report):
-        writer.add(split_of(raw.group, config.valid, config.test), raw.to_row())
-    writer.close()
+    with collector_paused():
+        for raw in bland_pass(spooled, sketch, fconf, report):
+            writer.add(split_of(raw.group, config.valid, config.test), raw)
+        writer.close()
     return writer.counts, report
 
 
@@ -295,8 +368,8 @@ def _finish_pairs(
     work_dir: Path,
     config: BuildConfig,
     fconf: FilterConfig,
-    sketch: TrigramSketch | None,
     buckets: int,
+    sketch: TrigramSketch | None,
 ) -> tuple[Counter[str], Report, list[Path]]:
     """A worker's share of the pairing: the bland filter, pairs of siblings (or given
     pairs) written, and `human_vs_rand` candidates spread over bucket files."""
