@@ -296,3 +296,24 @@ def test_the_rows_of_one_request_count_as_one_against_the_cap(make_checkpoint):
     while decoder.busy:
         decoder.step()
     assert all(len(row.new) == 5 for rows in asked for row in rows)
+
+
+def test_rows_of_several_warp_groups_each_get_their_own_token():
+    """Rows of different temperatures (warp groups) drawn in one pass: each row's token
+    comes from its own logits (row i can only draw token i)."""
+    import torch
+
+    from rejoinder.generation.continuous.rows import Row
+    from rejoinder.generation.continuous.sampling import choose, warp_key
+
+    temperatures = [0.7, 1.0, 0.7, 1.3, 1.0, 0.7]
+    rows = []
+    for t in temperatures:
+        config = decoding_config(None, do_sample=True, temperature=t, top_p=0.9)
+        rows.append(Row(key=t, prefix_key=None, prompt=[1], prompt_types=None, config=config,
+                        stops=None, bad_ids=[], group=warp_key(config)))  # fmt: skip
+    logits = torch.full((len(rows), 10), -50.0)
+    logits[range(len(rows)), range(len(rows))] = 50.0
+    chosen, failed = choose(rows, logits)
+    assert not failed
+    assert sorted((rows.index(r), token) for r, token in chosen) == [(i, i) for i in range(6)]

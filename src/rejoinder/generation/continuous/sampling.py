@@ -191,10 +191,11 @@ def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]]
     chosen: list[tuple[Row, int]] = []
     # Unseeded rows under temperature, top-k and top-p at most: one draw for all of
     # them, whatever their values (`draw_nucleus`); the others by warp group.
-    fast = [i for i in (i for index in groups.values() for i in index) if _fast(rows[i])]
+    fast = sorted(i for index in groups.values() for i in index if _fast(rows[i]))
     if fast:
         try:
-            tokens = draw_nucleus(scores[fast], [rows[i].config for i in fast])
+            mine = scores if len(fast) == len(scores) else scores[fast]  # all: no copy
+            tokens = draw_nucleus(mine, [rows[i].config for i in fast])
             chosen += zip([rows[i] for i in fast], tokens, strict=True)
         except Exception as e:
             failed += [(rows[i], e) for i in fast]
@@ -245,12 +246,13 @@ def draw_nucleus(scores: torch.Tensor, configs: list[DecodingConfig]) -> list[in
     probs = torch.softmax(logits, dim=-1)
     cdf = probs.cumsum(-1)
 
-    def pick(rows: torch.Tensor) -> torch.Tensor:
-        u = torch.rand((len(rows), 1), device=device) * cdf[rows, -1:]
-        return torch.searchsorted(cdf[rows], u, right=True)[:, 0].clamp_(max=vocab - 1)
+    def pick(rows: torch.Tensor | None) -> torch.Tensor:
+        some = cdf if rows is None else cdf[rows]  # None: every row, without a copy
+        u = torch.rand((len(some), 1), device=device) * some[:, -1:]
+        return torch.searchsorted(some, u, right=True)[:, 0].clamp_(max=vocab - 1)
 
     todo = torch.arange(len(probs), device=device)
-    tokens = pick(todo)
+    tokens = pick(None)
     # TopPLogitsWarper only runs below 1; a row without it keeps any draw
     top_p = torch.tensor(
         [c.top_p if c.top_p is not None and c.top_p < 1.0 else float("inf") for c in configs],
