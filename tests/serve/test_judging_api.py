@@ -65,7 +65,7 @@ def db(tmp_path):
     return f"sqlite:///{tmp_path / 'sessions.db'}"
 
 
-def test_a_judge_goes_through_a_run_and_every_refusal_is_a_clear_4xx(start, db):
+def test_a_judge_goes_through_a_run_and_every_refusal_is_a_clear_4xx(start, db, monkeypatch):
     make_run(db, "r1", items=3, per_item=1, onboarding=0)
     server = start(db=db)
     url = server.url
@@ -98,15 +98,21 @@ def test_a_judge_goes_through_a_run_and_every_refusal_is_a_clear_4xx(start, db):
     assert post().status_code == 201
     assert post().status_code == 409  # never counted twice
     assert "already judged" in post().json()["error"]["message"]
+    from rejoinder.evaluation import human
+
+    summaries = []
+    real = human.summarize
+    monkeypatch.setattr(human, "summarize", lambda *a: summaries.append(1) or real(*a))
     early = httpx.get(f"{url}/v1/judge/r1/results").json()
-    assert early == httpx.get(f"{url}/v1/judge/r1/results").json()  # nothing new: the same
+    # nothing new: the same answer, not summarized (and bootstrapped) again
+    assert early == httpx.get(f"{url}/v1/judge/r1/results").json() and len(summaries) == 1
     assert early["comparisons"]["relevance"][0]["votes"] == 1
     seen = judge_all(url, "r1", "ann", lambda: True)
     assert len(seen) == 2  # the rest: two real items
     assert httpx.get(f"{url}/v1/judge/r1/next", params={"judge": "ann"}).status_code == 204
     results = httpx.get(f"{url}/v1/judge/r1/results").json()
     (row,) = results["comparisons"]["relevance"]
-    assert row["votes"] == 3 and results["counts"]["judges_kept"] == 1
+    assert row["votes"] == 3 and results["counts"]["judges_kept"] == 1 and len(summaries) == 2
     schema = httpx.get(f"{url}/openapi.json").json()["paths"]
     assert {"/v1/judge/{run}/next", "/v1/judge/{run}/judgments", "/v1/judge/{run}/results"} <= set(
         schema
