@@ -122,7 +122,7 @@ class ContinuousBatcher(Worker):
             for row, token in events:
                 self._deliver(row, token)
             # (reranking and the safety pass run other models: not the step's host time)
-            clock.stop(started, clock.steps[-1][2] if clock.steps else 0, clock.iterations)
+            clock.stop_iteration(started)
             if self.ranking:
                 self._rerank()
             if self.checking:

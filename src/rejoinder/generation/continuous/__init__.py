@@ -140,7 +140,9 @@ class StepDecoder:
         if config.do_sample and seed is not None:
             row.generator = torch.Generator(device=self.lm.device).manual_seed(seed)
         pad = self.tokenizer.pad_token_id
-        row.processors, row.warpers = sampling.processors(self.lm, row, self.stop_ids, pad)
+        row.processors, row.shared, row.warpers = sampling.processors(
+            self.lm, row, self.stop_ids, pad
+        )
         row.group = sampling.warp_key(config)
         if prefix_key is not None and row.prompt_types is None:
             self.reused_tokens += self.prefixes.start(row, self.lm.config)

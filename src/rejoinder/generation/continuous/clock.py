@@ -55,11 +55,17 @@ class StepClock:
     def start(self) -> tuple[float, float]:
         return time.perf_counter(), self.forward
 
-    def stop(self, started: tuple[float, float], rows: int, into: deque | None = None) -> None:
-        """Records the time since `started` (a `start()`), of which the model's share,
-        for a step (or, with `into=self.iterations`, a serving iteration) of `rows` rows."""
-        wall, forward = time.perf_counter() - started[0], self.forward - started[1]
-        (self.steps if into is None else into).append((wall, forward, rows))
+    def stop(self, started: tuple[float, float], rows: int) -> None:
+        """Records a step of `rows` rows: the time since `started` (a `start()`), and
+        the model's share of it."""
+        self.steps.append(self._since(started, rows))
+
+    def stop_iteration(self, started: tuple[float, float]) -> None:
+        """Records a serving iteration (its step and the scheduler's work around it)."""
+        self.iterations.append(self._since(started, self.steps[-1][2] if self.steps else 0))
+
+    def _since(self, started: tuple[float, float], rows: int) -> tuple[float, float, int]:
+        return time.perf_counter() - started[0], self.forward - started[1], rows
 
     def summary(self) -> dict[str, Any]:
         """Medians over the recent steps, in milliseconds: `forward_ms`, `host_ms` (the

@@ -40,13 +40,12 @@ def warp_key(config: DecodingConfig) -> tuple:
     return (True, *(getattr(config, name) for name in WARPED_BY))
 
 
-def processors(lm, row: Row, stop_ids, pad_id) -> tuple[Any, Any]:
+def processors(lm, row: Row, stop_ids, pad_id) -> tuple[Any, dict[str, Any], Any]:
     """transformers' own logits processors for this row's options: (the processors that
-    read its ids and must run on the row alone, the warpers after them); those that can
-    run on all rows at once go to `row.shared` (`batchable`)."""
+    read its ids and must run on the row alone, what runs on all rows at once
+    (`batchable`), the warpers after them)."""
     alone, warpers = split(built_processors(lm, row, stop_ids, pad_id))
-    row.processors, row.shared = batchable(alone)
-    return row.processors, warpers
+    return (*batchable(alone), warpers)
 
 
 def built_processors(lm, row: Row, stop_ids, pad_id):
@@ -166,6 +165,7 @@ def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]]
     scores = logits.float().clone()
     groups: dict[tuple, list[int]] = {}
     failed: list[tuple[Row, Exception]] = []
+    failing: set[int] = set()
     try:
         apply_shared(rows, scores)
     except Exception as e:  # then each row alone, so that only the failing ones fail
@@ -176,9 +176,9 @@ def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]]
                 apply_shared([row], scores[i : i + 1])
             except Exception as e:
                 failed.append((row, e))
-    failing = {id(row) for row, _ in failed}
+                failing.add(i)
     for i, row in enumerate(rows):
-        if id(row) in failing:
+        if i in failing:
             continue
         try:
             if row.processors:
