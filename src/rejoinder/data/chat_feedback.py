@@ -65,19 +65,15 @@ def flagged_pairs(rows, report: Report) -> Iterator[RawPair]:
     context. A canned reply (finish "content_filter") makes no pair (a model tuned
     towards one fixed sentence learns nothing good), nor does a flagged user message;
     both are counted in `report.not_made`."""
-    for row in rows:
-        if row["who"] != "reply":
-            report.not_made("flagged", "a user's message, not a reply")
-            continue
+    for row, group, row_id in _flagged_replies(rows, report):
         if row["answer_finish"] == "content_filter":
             report.not_made("flagged", "the reply sent instead was a canned one")
             continue
         if row["answer"].strip() == row["text"].strip():
             report.not_made("flagged", "the flagged and the sent reply are the same text")
             continue
-        group = row["session_id"] or f"flag-{row['id']}"
         yield RawPair(
-            id=f"{group}-{row['seq']}-flag{row['id']}", kind="flagged", group=group,
+            id=row_id, kind="flagged", group=group,
             context=[t for t in row["context"] if t.strip()], chosen=row["answer"].strip(),
             rejected=row["text"].strip(), chosen_feedback=None,
             rejected_feedback=-float(row["score"]), source="feedback", subreddit=None,
@@ -160,13 +156,20 @@ def flagged_rows(rows, report: Report) -> Iterator[RawUnpaired]:
     """Replies the safety policy flagged, as undesirable rows (kind `flagged`), from the
     rows `FlagStore.rows` gives; a flagged user message is no reply, and is counted in
     `report.not_made`."""
+    for row, group, row_id in _flagged_replies(rows, report):
+        yield RawUnpaired(
+            id=row_id, kind="flagged", group=group,
+            context=[t for t in row["context"] if t.strip()], reply=row["text"].strip(),
+            desirable=False, source="feedback",
+        )  # fmt: skip
+
+
+def _flagged_replies(rows, report: Report) -> Iterator[tuple[dict, str, str]]:
+    """The flagged replies of `FlagStore.rows` with their group (the session, else the
+    flag) and row id; a flagged user message is no reply, counted in `report.not_made`."""
     for row in rows:
         if row["who"] != "reply":
             report.not_made("flagged", "a user's message, not a reply")
             continue
         group = row["session_id"] or f"flag-{row['id']}"
-        yield RawUnpaired(
-            id=f"{group}-{row['seq']}-flag{row['id']}", kind="flagged", group=group,
-            context=[t for t in row["context"] if t.strip()], reply=row["text"].strip(),
-            desirable=False, source="feedback",
-        )  # fmt: skip
+        yield row, group, f"{group}-{row['seq']}-flag{row['id']}"
