@@ -163,6 +163,36 @@ def test_clear_differences_are_decided_with_holm_over_pairs():
     assert [t["p_holm"] for t in tests] == holm([t["p"] for t in tests])
 
 
+def test_rates_whose_interval_ends_at_them_are_plotted(tmp_path):
+    """6 of 6 liked (and 0 of 11): Wilson's bound lands a rounding error inside the
+    rate, which the plot must not turn into a negative error bar."""
+    from rejoinder.evaluation.ab import write_ab_report
+    from rejoinder.evaluation.stats import wilson
+
+    assert wilson(6, 6)[1] < 1.0 and wilson(0, 11)[0] > 0.0  # the rounding in question
+    rows = {"sessions": [], "replies": []}
+    for arm, n, rating in (("a", 6, "up"), ("b", 11, "down")):
+        rows["sessions"].append({"session": arm, "arm": arm, "created": 0, "turns": n,
+                                 "replies": n})  # fmt: skip
+        rows["replies"] += [{"session": arm, "arm": arm, "seq": i, "rating": rating,
+                             "regenerations": 0, "rewritten": False} for i in range(n)]  # fmt: skip
+    write_ab_report(summarize(rows), tmp_path / "r")
+    assert (tmp_path / "r" / "rates.png").stat().st_size > 0
+    # the judging report's win-rate panel too: 6 wins of 6
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rejoinder.evaluation.human_report import win_rate_panel
+
+    low, high = wilson(6, 6)
+    fig, ax = plt.subplots()
+    win_rate_panel(ax, "relevance", [{"first": "a", "second": "b", "win_rate": 1.0, "low": low,
+                              "high": high}])  # fmt: skip
+    plt.close(fig)
+
+
 def test_z_test_edges():
     assert z_test(0, 0, 3, 5) == (None, 1.0)
     assert z_test(5, 5, 5, 5) == (None, 1.0)

@@ -282,11 +282,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
         rates = [result["arms"][arm]["rates"][m] for m in measures]
         ys = [j + i * height for j in range(len(measures))]
         xs = [r["rate"] or 0.0 for r in rates]
+        # max(0, ...): an interval that ends at the rate (6 of 6, 0 of 11) can miss it by
+        # a rounding error, and matplotlib refuses a negative error bar
         err = [
-            [x - r["low"] for x, r in zip(xs, rates, strict=True)],
-            [r["high"] - x for x, r in zip(xs, rates, strict=True)],
+            [max(0.0, x - r["low"]) for x, r in zip(xs, rates, strict=True)],
+            [max(0.0, r["high"] - x) for x, r in zip(xs, rates, strict=True)],
         ]
-        ax.barh(ys, xs, height, xerr=[[max(0, e) for e in err[0]], err[1]], label=arm, capsize=3)
+        ax.barh(ys, xs, height, xerr=err, label=arm, capsize=3)
     ax.set_yticks([j + height * (len(arms) - 1) / 2 for j in range(len(measures))])
     ax.set_yticklabels([MEASURES[m][0] for m in measures])
     ax.invert_yaxis()

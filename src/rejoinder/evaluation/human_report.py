@@ -280,7 +280,7 @@ def plot_winrates(results: dict, out: Path) -> Path:
         height_ratios=heights, squeeze=False,
     )  # fmt: skip
     for ax, criterion in zip(axes[:, 0], criteria, strict=True):
-        _panel(ax, criterion, results["comparisons"][criterion])
+        win_rate_panel(ax, criterion, results["comparisons"][criterion])
     fig.tight_layout()
     path = out / "winrate.png"
     fig.savefig(path, dpi=100)
@@ -288,7 +288,7 @@ def plot_winrates(results: dict, out: Path) -> Path:
     return path
 
 
-def _panel(ax, criterion: str, rows: list[dict]) -> None:
+def win_rate_panel(ax, criterion: str, rows: list[dict]) -> None:
     y = list(range(len(rows)))
     rates, below, above = [], [], []
     for i, r in enumerate(rows):
@@ -296,8 +296,9 @@ def _panel(ax, criterion: str, rows: list[dict]) -> None:
         if rate is None:  # no decisive vote: say so rather than draw a zero
             ax.text(0.01, i, "n/a", va="center")
         rates.append(rate or 0.0)
-        below.append(0.0 if rate is None else rate - r["low"])
-        above.append(0.0 if rate is None else r["high"] - rate)
+        # max(0, ...): an interval ending at the rate can miss it by a rounding error
+        below.append(0.0 if rate is None else max(0.0, rate - r["low"]))
+        above.append(0.0 if rate is None else max(0.0, r["high"] - rate))
     ax.barh(y, rates, xerr=[below, above], capsize=4, color="C0")
     ax.axvline(0.5, color="C7", linestyle="--")
     ax.set_yticks(y, [f"{r['first']} vs {r['second']}" for r in rows])
