@@ -26,10 +26,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 from rejoinder.generation.config import DecodingConfig
+from rejoinder.generation.heap import hold_freed_memory
 from rejoinder.generation.replies import Finish, Reply
 from rejoinder.generation.screening import Screen
 from rejoinder.safety import Flag
@@ -97,10 +99,41 @@ class Job:
         self._hand(self.pieces.put_nowait, piece)
 
     def _hand(self, fn, *args) -> None:
+        pending = getattr(_handoffs, "pending", None)
+        if pending is not None:  # inside `handed_together`: sent with the others
+            pending.setdefault(self.loop, []).append((self, fn, args))
+            return
         try:
             self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop has closed: nobody waits for this any more
             self.cancelled = True
+
+
+_handoffs = threading.local()
+
+
+@contextmanager
+def handed_together() -> Iterator[None]:
+    """What jobs hand to the event loop in this block (each row's token of a step, the
+    replies it ended) goes in one call per loop when the block ends, in order: one
+    wake-up of the loop's thread a step instead of one a token, each of which would
+    take the interpreter from the worker in the middle of the step."""
+    _handoffs.pending = pending = {}
+    try:
+        yield
+    finally:
+        _handoffs.pending = None
+        for loop, calls in pending.items():
+            try:
+                loop.call_soon_threadsafe(_run_all, calls)
+            except RuntimeError:  # the loop has closed: nobody waits for these any more
+                for job, _, _ in calls:
+                    job.cancelled = True
+
+
+def _run_all(calls: list) -> None:
+    for _, fn, args in calls:
+        fn(*args)
 
 
 def _frozen(value):
@@ -140,6 +173,7 @@ class Worker:
     def start(self) -> None:
         """Starts the worker (the first request does, if nobody did before)."""
         if self.thread is None:
+            hold_freed_memory()  # each step's large tensors reuse pages (generation/heap.py)
             self.thread = threading.Thread(target=self._work, name="rejoinder-batcher", daemon=True)
             self.thread.start()
 
