@@ -28,7 +28,7 @@ from rejoinder.generation.replies import STOP, Finish, Reply
 from rejoinder.generation.screening import Screen, redraw_config, refusals
 from rejoinder.generation.streaming import RowText
 from rejoinder.safety import SafetyError
-from rejoinder.serve.batching import STOP_WORKER, Job, Worker, run_whole
+from rejoinder.serve.batching import STOP_WORKER, Job, Worker, handed_together, run_whole
 
 log = logging.getLogger("rejoinder.serve")
 
@@ -119,14 +119,16 @@ class ContinuousBatcher(Worker):
                 continue
             self.batches = self.decoder.steps
             self.batched_jobs = self.decoder.row_steps
-            for row, token in events:
-                self._deliver(row, token)
+            with handed_together():
+                for row, token in events:
+                    self._deliver(row, token)
             # (reranking and the safety pass run other models: not the step's host time)
             clock.stop_iteration(started)
-            if self.ranking:
-                self._rerank()
-            if self.checking:
-                self._check()
+            with handed_together():
+                if self.ranking:
+                    self._rerank()
+                if self.checking:
+                    self._check()
 
     def _take_all(self, jobs: list[Job]) -> None:
         """Jobs into the decoder; with the safety policy, the user messages of those that
