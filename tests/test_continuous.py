@@ -214,7 +214,8 @@ def test_unseeded_draws_have_the_warped_distribution(options, monkeypatch):
     """draw_nucleus never leaves the nucleus transformers' warpers keep, and draws each
     token of it as often as the warped distribution says (within 4 standard deviations),
     with rows of another config (another temperature, top-k and top-p) drawn in the same
-    call; so does its fallback, the warper itself, for rows that miss too often."""
+    call, whatever the size of the blocks it draws through; so does its fallback, the
+    warper itself, for rows that miss too often."""
     import torch
 
     from rejoinder.generation.continuous import sampling
@@ -225,8 +226,10 @@ def test_unseeded_draws_have_the_warped_distribution(options, monkeypatch):
                decoding_config(None, do_sample=True, top_k=5, top_p=0.6, temperature=1.3),
                decoding_config(None, do_sample=True)]  # fmt: skip
     draws = 3000
-    for redraws in (sampling.REDRAWS, 0):
+    # Blocks of 5 over 12 tokens: two whole blocks and a short one, some all cut away.
+    for redraws, block in ((sampling.REDRAWS, sampling.BLOCK), (sampling.REDRAWS, 5), (0, 5)):
         monkeypatch.setattr(sampling, "REDRAWS", redraws)
+        monkeypatch.setattr(sampling, "BLOCK", block)
         # every distribution under every config, each row `draws` times, all in one call
         rows = logits.repeat(len(configs), 1).repeat_interleave(draws, 0)
         per_row = [c for c in configs for _ in range(3 * draws)]

@@ -10,7 +10,8 @@ the others' in one call.
 Unseeded rows whose warpers are temperature, top-k and top-p only (every preset but
 typical and min-p) are drawn without transformers' top-p warper, which sorts the whole
 vocabulary for every row (most of a small model's step on CPU): a token is drawn from
-the whole distribution by its cumulative sum, and kept if it lies in the nucleus (the
+the whole distribution (a block of tokens by the blocks' masses, then a token within
+it: no cumulative sum over the vocabulary), and kept if it lies in the nucleus (the
 mass of the tokens more likely than it is below top_p), else drawn again. That is
 rejection sampling, so what is drawn has exactly the nucleus's distribution; seeded
 rows keep the warper, so their draws stay those of `generate` with their seed.
@@ -162,7 +163,10 @@ def apply_shared(rows: list[Row], scores: torch.Tensor) -> None:
 def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]], list]:
     """Every row's next token from its next-token `logits` (rows, vocab): (row, token)
     pairs, and (row, error) for the rows whose processing failed, each failing alone."""
-    scores = logits.float().clone()
+    # Processors write the scores in place; without any, the logits themselves serve
+    # (nothing below writes them), and a copy of rows x vocabulary is saved.
+    writes = any(row.processors or row.shared for row in rows)
+    scores = logits.float().clone() if writes else logits.float()
     groups: dict[tuple, list[int]] = {}
     failed: list[tuple[Row, Exception]] = []
     failing: set[int] = set()
@@ -226,6 +230,10 @@ REDRAWS = 16
 """Draws a row gets before its nucleus is found by sorting (each draw lands in the
 nucleus with probability >= top_p: 16 misses in a row at 0.9 come once in 10^16)."""
 
+BLOCK = 128
+"""Tokens per block of the two-level draw: a block is picked by the blocks' masses, then
+a token within it, so no row needs the cumulative sum of its whole vocabulary."""
+
 
 def draw_nucleus(scores: torch.Tensor, configs: list[DecodingConfig]) -> list[int]:
     """A token for each row of `scores` (processed, not warped), distributed as
@@ -244,15 +252,8 @@ def draw_nucleus(scores: torch.Tensor, configs: list[DecodingConfig]) -> list[in
         logits = logits.clone() if logits is scores else logits
         logits[rows] = logits[rows].masked_fill(logits[rows] < kth, -float("inf"))
     probs = torch.softmax(logits, dim=-1)
-    cdf = probs.cumsum(-1)
-
-    def pick(rows: torch.Tensor | None) -> torch.Tensor:
-        some = cdf if rows is None else cdf[rows]  # None: every row, without a copy
-        u = torch.rand((len(some), 1), device=device) * some[:, -1:]
-        return torch.searchsorted(some, u, right=True)[:, 0].clamp_(max=vocab - 1)
-
-    todo = torch.arange(len(probs), device=device)
-    tokens = pick(None)
+    masses = block_masses(probs)
+    tokens = pick(probs, masses)
     # TopPLogitsWarper only runs below 1; a row without it keeps any draw
     top_p = torch.tensor(
         [c.top_p if c.top_p is not None and c.top_p < 1.0 else float("inf") for c in configs],
@@ -261,7 +262,7 @@ def draw_nucleus(scores: torch.Tensor, configs: list[DecodingConfig]) -> list[in
     if torch.isinf(top_p).all():
         return tokens.tolist()
     whole = bool(torch.isfinite(top_p).all())
-    todo = todo[torch.isfinite(top_p)]
+    todo = torch.arange(len(probs), device=device)[torch.isfinite(top_p)]
     for attempt in range(REDRAWS):
         # TopPLogitsWarper drops a token when the mass below it, itself included, is
         # <= 1 - top_p: when the mass of the tokens more likely than it is >= top_p.
@@ -272,13 +273,46 @@ def draw_nucleus(scores: torch.Tensor, configs: list[DecodingConfig]) -> list[in
         todo = todo[above >= top_p[todo]]
         if not len(todo):
             return tokens.tolist()
-        tokens[todo] = pick(todo)
+        tokens[todo] = pick(probs[todo], masses[todo])
     from transformers.generation import TopPLogitsWarper
 
     for j in todo.tolist():  # all but never: each row from its own warper
         warped = TopPLogitsWarper(configs[j].top_p)(None, logits[j : j + 1])
         tokens[j] = torch.multinomial(torch.softmax(warped, -1), 1)[0, 0]
     return tokens.tolist()
+
+
+def block_masses(probs: torch.Tensor) -> torch.Tensor:
+    """Each row's probability mass in each block of BLOCK tokens (the last block may be
+    shorter): (rows, blocks), read from `probs` without copying it."""
+    rows, vocab = probs.shape
+    whole = vocab // BLOCK * BLOCK
+    parts = [probs[:, :whole].reshape(rows, -1, BLOCK).sum(-1)] if whole else []
+    if whole < vocab:
+        parts.append(probs[:, whole:].sum(-1, keepdim=True))
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+
+def pick(probs: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """A token for each row drawn from `probs` (rows, vocab) by inverse transform in two
+    levels: a block by the cumulative sum of the blocks' `masses`, then a token by the
+    cumulative sum within that block. Never a token of probability zero: the first
+    cumulative sum above the draw is past a token of positive mass, and a draw that
+    rounding carries past the end is held to the last such token."""
+    device, (rows, vocab) = probs.device, probs.shape
+    cum = masses.cumsum(-1)
+    u = torch.rand((rows, 1), device=device, dtype=cum.dtype) * cum[:, -1:]
+    lasts = torch.arange(masses.shape[1], device=device).expand_as(masses)
+    last_block = torch.where(masses > 0, lasts, 0).amax(-1, keepdim=True)
+    block = torch.minimum(torch.searchsorted(cum, u, right=True), last_block)
+    before = torch.where(block > 0, cum.gather(1, (block - 1).clamp(min=0)), 0)
+    index = block * BLOCK + torch.arange(BLOCK, device=device)
+    inside = probs.gather(1, index.clamp(max=vocab - 1))
+    inside = torch.where(index < vocab, inside, 0)
+    offsets = torch.arange(BLOCK, device=device).expand_as(inside)
+    last_token = torch.where(inside > 0, offsets, 0).amax(-1, keepdim=True)
+    at = torch.searchsorted(inside.cumsum(-1), (u - before).clamp(min=0), right=True)
+    return (block * BLOCK + torch.minimum(at, last_token))[:, 0]
 
 
 def draw(rows: list[Row], warped: torch.Tensor) -> list[int]:
