@@ -149,3 +149,35 @@ def test_dpo_loss_and_gradients_equal_the_formula_on_full_logits(arch):
     torch.testing.assert_close(sequence_logprobs(model, batch), logps.detach())
     for n, p in model.named_parameters():
         torch.testing.assert_close(got[n], p.grad, msg=n)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_labelled_logprobs_are_the_full_logits_log_softmax_where_labelled(arch, monkeypatch):
+    """Scoring runs the output layer on labelled positions only: each row's values are
+    log_softmax(the model's logits) at its labelled tokens, in order, rows of different
+    lengths and a row with no label included; so are those of a model whose logits are
+    more than its output layer (soft-capped), made from its whole logits."""
+    from rejoinder.modeling.loss import labelled_logprobs
+
+    model = tiny(arch).double().eval()
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 97, (4, 9), generator=g)
+    labels = ids.clone()
+    labels[:, :4] = IGNORE  # the context
+    labels[1, 6:] = IGNORE  # a shorter row, right-padded
+    labels[2] = IGNORE  # nothing to score
+    mask = (labels != IGNORE) | (torch.arange(9) < 4)
+    batch = {"input_ids": ids, "attention_mask": mask.long(), "labels": labels}
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask.long()).logits, -1)
+    want = [
+        [logp[r, t - 1, labels[r, t]].item() for t in range(1, 9) if labels[r, t] != IGNORE]
+        for r in range(4)
+    ]
+    assert [len(w) for w in want] == [5, 2, 0, 5]
+    for capped in (False, True):
+        if capped:
+            monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
+        got = labelled_logprobs(model, batch)
+        for row, expected in zip(got, want, strict=True):
+            assert row == pytest.approx(expected, rel=1e-9, abs=1e-9)

@@ -31,7 +31,9 @@ def test_loglikelihood_is_what_the_logits_say(parrot):
     manual = sum(
         logp[i - 1, t].item() for i, t in enumerate(enc.input_ids) if enc.labels[i] != -100
     )
-    assert math.isclose(score.total, manual, rel_tol=1e-5)
+    # Within float32's rounding of logits near 20 (a few 1e-6 each): scoring runs the
+    # output layer on the labelled positions only, a product of other shapes.
+    assert math.isclose(score.total, manual, rel_tol=1e-5, abs_tol=1e-4)
 
 
 def test_batched_scores_equal_one_at_a_time(pair):

@@ -130,14 +130,46 @@ def causal_lm_loss(
 def mean_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """A `transformers` causal LM's loss on a batch with labels (the mean over labelled
     tokens, as `model(**batch).loss`), without the whole batch's logits."""
-    config = model.config
-    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+    if not plain_head(model):
         return model(**batch).loss  # its logits are more than the output layer's: plain loss
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     hidden = model.base_model(**inputs).last_hidden_state  # (B, T, C)
     layer = model.get_output_embeddings()
     total, count = causal_lm_loss(hidden, layer.weight, layer.bias, batch["labels"])
     return total / count.clamp(min=1)
+
+
+def plain_head(model) -> bool:
+    """Whether the model's logits are its output layer's alone (no soft-capping, scaling
+    or adapter on that layer), so that the layer can run on chosen positions only."""
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return False
+    if getattr(config, "logits_scaling", 1) not in (1, None):
+        return False
+    return type(model.get_output_embeddings()) is torch.nn.Linear
+
+
+@torch.no_grad()
+def labelled_logprobs(model, batch: dict[str, torch.Tensor]) -> list[list[float]]:
+    """Each row's log-probability of each of its labelled tokens, in order (position t
+    predicting labels[t + 1]). The output layer runs on those positions only, a chunk at
+    a time: scoring a reply after a long context no longer makes the context's logits,
+    nor the whole batch's log-softmax."""
+    labels = batch["labels"]
+    keep = labels[:, 1:] != IGNORE
+    if plain_head(model):
+        hidden, targets, _ = _labelled(model, batch)
+        layer = model.get_output_embeddings()
+        logprobs = -token_losses(hidden, layer.weight, layer.bias, targets)
+    else:  # its logits are more than the output layer's: the model's own, where labelled
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits[:, :-1][keep]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        targets = labels[:, 1:][keep]
+        logprobs = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+    values = iter(logprobs.tolist())
+    return [[next(values) for _ in range(n)] for n in keep.sum(1).tolist()]
 
 
 def _labelled(model, batch):

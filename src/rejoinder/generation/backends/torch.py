@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import torch
 
 from rejoinder.errors import RejoinderError
-from rejoinder.formats import IGNORE, Encoding
+from rejoinder.formats import Encoding
 from rejoinder.generation.backends import Job
 from rejoinder.generation.replies import LENGTH, STOP, Finish
 from rejoinder.generation.streaming import StopStrings
+from rejoinder.modeling.loss import labelled_logprobs
 from rejoinder.padding import pad_batch
 
 
@@ -174,13 +175,8 @@ class TorchBackend:
         for start in range(0, len(encodings), batch_size):
             chunk = encodings[start : start + batch_size]
             batch = pad_batch(chunk, self.tokenizer.pad_token_id, labels=True, device=self.device)
-            labels = batch.pop("labels")
             with torch.inference_mode():
-                logits = self.model(**batch).logits[:, :-1].float()  # (B, T-1, V)
-            target = labels[:, 1:]
-            picked = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])
-            keep = target != IGNORE
-            out += [picked[row, :, 0][keep[row]].tolist() for row in range(len(chunk))]
+                out += labelled_logprobs(self.model, batch)
         return out
 
     def inspect(self, ids: list[int], steps: int, top: int) -> list[dict]:
