@@ -67,6 +67,32 @@ def test_every_row_decodes_as_generate_decodes_it_alone(make_checkpoint, fmt, ch
     assert decoder.largest_group <= chunk
 
 
+@pytest.mark.parametrize("fmt", ["dialogpt", "sep"])
+def test_rows_of_one_prompt_are_prefilled_once_and_decode_as_alone(make_checkpoint, fmt):
+    """A request's candidates share a prompt: the prefill runs it once (with the other
+    prompts waiting beside it) and each row, seeded apart, decodes as generate alone."""
+    model = ConversationModel.from_pretrained(make_checkpoint(fmt))
+    decoder = StepDecoder(model, max_rows=8, prefill_chunk=512)
+    prefilled = []
+    lm = decoder.admission.lm
+
+    class Counting:
+        def __call__(self, **kwargs):
+            prefilled.append(kwargs["input_ids"].shape[0])
+            return lm(**kwargs)
+
+        def __getattr__(self, name):
+            return getattr(lm, name)
+
+    decoder.admission.lm = Counting()
+    wanted = {("a", k): (CONTEXTS[0], decoding_config("nucleus", seed=k, max_new_tokens=9))
+              for k in range(5)}  # fmt: skip
+    wanted[("b", 0)] = (CONTEXTS[1], CONFIGS[0])
+    got, _ = run(decoder, model, wanted, per_step=len(wanted))
+    assert prefilled == [2]  # two prompts, six rows
+    assert got == {key: model.generate(c, cfg) for key, (c, cfg) in wanted.items()}
+
+
 def test_llama_rows_decode_as_alone(tmp_path):
     from rejoinder.modeling import init_checkpoint
 

@@ -2,7 +2,8 @@
 
 Each step spends a budget of prompt tokens (`prefill_chunk`), padding counted. Fresh
 prompts that fit go through the model together, left-padded (one forward for many
-prompts is about twice as fast as one each on a CPU); a long prompt, or one that starts
+prompts is about twice as fast as one each on a CPU), and rows of one prompt (a request's
+reranking candidates, its n replies) are prefilled once; a long prompt, or one that starts
 from a session's kept prefix, goes alone, a chunk per step, so a long prompt never
 stalls the running rows for more than one chunk. Rows join in the order they came.
 """
@@ -81,7 +82,7 @@ class Admission:
         not cancelled, their padded prompts within `budget`, `room` left in the batch. At
         least two, else empty (one goes through `prefill`)."""
         group: list[Row] = []
-        longest, used = 0, 0.0
+        longest, used, distinct = 0, 0.0, set()
         for row in self.waiting:
             if row.done or row.alone or row.cache is not None:
                 break
@@ -89,10 +90,11 @@ class Admission:
             if used > room + EPSILON:
                 break
             width = max(longest, len(row.prompt))
-            if width * (len(group) + 1) > budget:
+            if width * len(distinct | {same_prompt(row)}) > budget:
                 break
             group.append(row)
             longest = width
+            distinct.add(same_prompt(row))
         return group if len(group) > 1 else []
 
     def prefill_group(self, group: list[Row], batch: Batch) -> int:
@@ -101,9 +103,14 @@ class Admission:
         from transformers import DynamicCache
 
         device = self.lm.device
-        width = max(len(row.prompt) for row in group)
-        pads = [width - len(row.prompt) for row in group]
-        ids = torch.tensor([[0] * p + r.prompt for r, p in zip(group, pads, strict=True)])
+        # Rows of one prompt (a request's reranking candidates, its n replies) are
+        # prefilled once, and their keys and values copied to each.
+        first: dict[tuple, int] = {}
+        which = [first.setdefault(same_prompt(row), len(first)) for row in group]
+        unique = [group[which.index(k)] for k in range(len(first))]
+        width = max(len(row.prompt) for row in unique)
+        pads = [width - len(row.prompt) for row in unique]
+        ids = torch.tensor([[0] * p + r.prompt for r, p in zip(unique, pads, strict=True)])
         mask = torch.tensor([[0] * p + [1] * (width - p) for p in pads])
         ids, mask = ids.to(device), mask.to(device)
         kwargs = {
@@ -112,18 +119,24 @@ class Admission:
             # Positions count real tokens only, as `generate` numbers a left-padded batch.
             "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
         }
-        if group[0].prompt_types is not None:
+        if unique[0].prompt_types is not None:
             kwargs["token_type_ids"] = torch.tensor(
-                [[0] * p + r.prompt_types for r, p in zip(group, pads, strict=True)], device=device
+                [[0] * p + r.prompt_types for r, p in zip(unique, pads, strict=True)],
+                device=device,
             )
         cache = DynamicCache(config=self.lm.config)
         out = self.lm(**kwargs, cache=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :]
+        if len(unique) < len(group):
+            index = torch.tensor(which, device=device)
+            cache.reorder_cache(index)
+            mask, logits = mask.index_select(0, index), logits.index_select(0, index)
         for row in group:
             row.prefilled = len(row.prompt)
-        batch.join(group, cache, mask, out.logits[:, -1, :])
+        batch.join(group, cache, mask, logits)
         self.grouped_prompts += len(group)
-        self.largest_group = max(self.largest_group, width * len(group))
-        return width * len(group)
+        self.largest_group = max(self.largest_group, width * len(unique))
+        return width * len(unique)
 
     def prefill(self, row: Row, budget: int) -> int:
         """Runs up to `budget` more of the row's prompt through the model, alone."""
@@ -150,3 +163,8 @@ class Admission:
         if end == len(row.prompt):
             row.logits = out.logits[:, -1, :]
         return end - start
+
+
+def same_prompt(row: Row) -> tuple:
+    """What rows prefilled once together must share: their prompt and its token types."""
+    return tuple(row.prompt), tuple(row.prompt_types or ())
