@@ -274,7 +274,8 @@ def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint
     """The minimum lengths and repetition penalties `choose` applies to all rows at once,
     then each row's other processors, give the scores that row's whole list of
     transformers processors gives it alone: rows of different lengths, some still too
-    short, penalties above and below 1, n-gram blocking and bad words beside them."""
+    short, penalties above and below 1, n-gram blocking of 1, 2 and 3 tokens with
+    n-grams that repeat, and bad words beside them."""
     import torch
 
     from rejoinder.generation.continuous import sampling
@@ -287,13 +288,19 @@ def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint
         decoding_config("greedy", min_new_tokens=2, no_repeat_ngram_size=2),
         decoding_config("greedy", repetition_penalty=2.0, bad_words=["there"]),
         decoding_config("greedy"),
+        decoding_config("greedy", no_repeat_ngram_size=1),
+        decoding_config("greedy", no_repeat_ngram_size=3, repetition_penalty=1.1),
     ]
     rng = random.Random(0)
     rows = []
     for k, config in enumerate(configs):
         row = decoder.submit(k, model.encode([CONTEXTS[k % len(CONTEXTS)][0]]), config)
-        row.new = [rng.randrange(50) for _ in range(k)]  # 0..4 tokens made so far
+        row.new = [rng.randrange(50) for _ in range(k % 5)]  # 0..4 tokens made so far
         rows.append(row)
+    # n-grams that repeat: the bigram row ends with a token it had, the trigram row with
+    # a pair it had (each then bans what followed them)
+    rows[2].new += rows[2].new[:1]
+    rows[6].new = [7, 8, 9, 7, 8, 4, 7, 8]
     torch.manual_seed(0)
     logits = torch.randn(len(rows), model.model.config.vocab_size) * 3
     scores = logits.clone()
@@ -307,6 +314,9 @@ def test_processors_run_on_all_rows_at_once_as_on_each_row_alone(make_checkpoint
         expected = alone(ids, logits[i : i + 1].clone())
         assert torch.equal(scores[i : i + 1], expected), i
     assert rows[0].shared["min_new"][1] == 4 and rows[3].shared["penalty"] == 2.0
+    assert rows[6].shared["ngram"] == 3 and not rows[6].processors  # all of it shared
+    assert sorted(sampling.repeated_ngram_ends(rows[6].ids, 3)) == [4, 9]
+    assert torch.isinf(scores[6, [4, 9]]).all()
     assert not torch.equal(scores, logits)  # there was something to do
 
 

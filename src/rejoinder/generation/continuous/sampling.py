@@ -104,10 +104,10 @@ def split(built) -> tuple[Any, Any]:
 
 def batchable(built) -> tuple[Any, dict[str, Any]]:
     """A row's processors as (those it must run alone, what `choose` applies to all rows
-    at once): the minimum length (its end ids while it is too short) and the repetition
-    penalty. Each of those either sets scores to -inf or scales the scores of given
-    tokens, as every other processor a row has does too, so the order they run in
-    changes nothing."""
+    at once): the minimum length (its end ids while it is too short), n-gram blocking
+    and the repetition penalty. Each of those either sets scores to -inf or scales the
+    scores of given tokens, as every other processor a row has does too, so the order
+    they run in changes nothing."""
     from transformers.generation import LogitsProcessorList
     from transformers.generation import logits_process as lp
 
@@ -116,6 +116,8 @@ def batchable(built) -> tuple[Any, dict[str, Any]]:
         if type(p) is lp.MinNewTokensLengthLogitsProcessor and "min_new" not in shared:
             ends = p.eos_token_id.reshape(-1).tolist()
             shared["min_new"] = (p.prompt_length_to_skip, p.min_new_tokens, ends)
+        elif type(p) is lp.NoRepeatNGramLogitsProcessor and "ngram" not in shared:
+            shared["ngram"] = p.ngram_size
         elif (
             type(p) is lp.RepetitionPenaltyLogitsProcessor
             and p.prompt_ignore_length is None
@@ -128,16 +130,22 @@ def batchable(built) -> tuple[Any, dict[str, Any]]:
 
 
 def apply_shared(rows: list[Row], scores: torch.Tensor) -> None:
-    """The minimum lengths and repetition penalties of all rows, in place, in a few
-    tensor operations instead of a call per row."""
-    short = [
+    """The minimum lengths, n-gram blocks and repetition penalties of all rows, in place,
+    in a few tensor operations instead of a call per row."""
+    banned = [
         (i, end)
         for i, row in enumerate(rows)
         if (m := row.shared.get("min_new")) and len(row.prompt) + len(row.new) - m[0] < m[1]
         for end in m[2]
     ]
-    if short:
-        at = torch.tensor(short, device=scores.device)
+    banned += [
+        (i, token)
+        for i, row in enumerate(rows)
+        if "ngram" in row.shared
+        for token in repeated_ngram_ends(row.ids, row.shared["ngram"])
+    ]
+    if banned:
+        at = torch.tensor(banned, device=scores.device)
         scores[at[:, 0], at[:, 1]] = -float("inf")
     penalized = [i for i, row in enumerate(rows) if "penalty" in row.shared]
     if not penalized:
@@ -158,6 +166,15 @@ def apply_shared(rows: list[Row], scores: torch.Tensor) -> None:
     picked = some.gather(1, padded)
     picked = torch.where(picked < 0, picked * penalty, picked / penalty)
     scores[index] = some.scatter(1, padded, picked)[:, :vocab]
+
+
+def repeated_ngram_ends(ids: list[int], n: int) -> list[int]:
+    """The tokens that would repeat an n-gram of `ids` (NoRepeatNGramLogitsProcessor's
+    bans): each token that followed an earlier occurrence of the last n - 1 ids."""
+    if len(ids) + 1 < n:
+        return []
+    prefix = ids[len(ids) - n + 1 :] if n > 1 else []
+    return [ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i : i + n - 1] == prefix]
 
 
 def choose(rows: list[Row], logits: torch.Tensor) -> tuple[list[tuple[Row, int]], list]:
