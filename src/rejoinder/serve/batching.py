@@ -234,7 +234,7 @@ def run_whole(model, group: list[Job]) -> None:
     try:
         if group[0].stream:
             limits = [job.config.max_new_tokens for job in group]
-            if len(set(limits)) > 1:  # rows of their own lengths (`GatherBatcher.key`)
+            if len(set(limits)) > 1:  # rows of their own lengths (`Batcher.key`)
                 config = replace(config, max_new_tokens=max(limits))
             else:
                 limits = None
