@@ -6,6 +6,7 @@ Everything here is built from what packages ship; nothing downloads.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -79,15 +80,34 @@ def make_checkpoint(tmp_path_factory):
     return make
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """A directory every xdist worker of this run sees (the run's base directory); the
+    session's own when there are no workers. A fixture trained there under a lock is
+    trained once a run, not once a worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def parrot_dir(tmp_path_factory, make_checkpoint):
     """A tiny dialogpt checkpoint trained until it answers PARROT's lines word for word
-    (on the CPU, whatever the machine has: its tensors are made there)."""
+    (on the CPU, whatever the machine has: its tensors are made there); trained once a
+    run, whichever worker asks first."""
+    from filelock import FileLock
+
+    out = shared_dir(tmp_path_factory) / "shared-parrot" / "parrot"
+    with FileLock(str(out.parent) + ".lock"):
+        if not (out / "rejoinder.json").exists():
+            train_parrot(make_checkpoint("dialogpt"), out)
+    return out
+
+
+def train_parrot(start: Path, out: Path) -> None:
     import torch
 
     from rejoinder.generation import ConversationModel
 
-    bot = ConversationModel.from_pretrained(make_checkpoint("dialogpt"), device="cpu")
+    bot = ConversationModel.from_pretrained(start, device="cpu")
     model = bot.model
     model.train()
     torch.manual_seed(0)
@@ -104,9 +124,7 @@ def parrot_dir(tmp_path_factory, make_checkpoint):
             loss.backward()
             opt.step()
     model.eval()
-    out = tmp_path_factory.mktemp("parrot") / "parrot"
     bot.save_pretrained(out)
-    return out
 
 
 REPEATED = " dog"
