@@ -262,37 +262,40 @@ def start_server(
 STEP_FIGURES = ("rows", "forward_ms", "host_ms", "serving_host_ms")
 
 
+def median_run(repeats: int, loop) -> dict:
+    """The run of `loop()` (a closed loop's coroutine) with the median throughput, of
+    `repeats`: it stands for the level (the machine is noisy)."""
+    runs = sorted((asyncio.run(loop()) for _ in range(repeats)), key=lambda r: r["replies_s"])
+    return runs[len(runs) // 2]
+
+
 def measure(url: str, args, counter) -> list[dict]:
     asyncio.run(closed(url, 2, 4, args.tokens, counter))  # warm-up
     rows = []
     for c, n, mixed in ((1, 12, False), (8, 48, False), (32, 96, False), (32, 96, True)):
         name = f"{'mixed' if mixed else 'closed'} {c}"
-        # The run with the median throughput stands for the level (the machine is noisy).
-        runs = sorted(
-            (
-                asyncio.run(closed(url, c, n, args.tokens, counter, name=name, mixed=mixed))
-                for _ in range(args.repeats)
+        run = median_run(
+            args.repeats,
+            lambda c=c, n=n, name=name, mixed=mixed: closed(
+                url, c, n, args.tokens, counter, name=name, mixed=mixed
             ),
-            key=lambda r: r["replies_s"],
         )
         # The continuous scheduler's own clock over its last steps (those of this level's
         # last run): time in the model's forward passes and outside them, rows per step.
         step = httpx.get(url + "/health", timeout=10).json().get("step") or {}
-        rows.append({**runs[len(runs) // 2], **{k: step.get(k) for k in STEP_FIGURES}})
+        rows.append({**run, **{k: step.get(k) for k in STEP_FIGURES}})
     for rate in args.rates:
         rows.append(asyncio.run(open_loop(url, rate, args.open_requests, args.tokens, counter)))
     if args.mmi:
         # Reranked replies under load: each request samples --mmi-candidates with the
         # forward model and scores them with the reverse one.
         extra = {"mmi": True, "mmi_candidates": args.mmi_candidates}
-        runs = sorted(
-            (
-                asyncio.run(closed(url, 8, args.mmi, args.tokens, counter, extra, "mmi closed 8"))
-                for _ in range(args.repeats)
-            ),
-            key=lambda r: r["replies_s"],
+        rows.append(
+            median_run(
+                args.repeats,
+                lambda: closed(url, 8, args.mmi, args.tokens, counter, extra, "mmi closed 8"),
+            )
         )
-        rows.append(runs[len(runs) // 2])  # the median run, as for the closed loops
     return rows
 
 
