@@ -90,11 +90,12 @@ class Admission:
             if used > room + EPSILON:
                 break
             width = max(longest, len(row.prompt))
-            if width * len(distinct | {same_prompt(row)}) > budget:
+            key = same_prompt(row)  # a prompt already in the group costs no more
+            if width * (len(distinct) + (key not in distinct)) > budget:
                 break
             group.append(row)
             longest = width
-            distinct.add(same_prompt(row))
+            distinct.add(key)
         return group if len(group) > 1 else []
 
     def prefill_group(self, group: list[Row], batch: Batch) -> int:
