@@ -175,9 +175,12 @@ def test_labelled_logprobs_are_the_full_logits_log_softmax_where_labelled(arch, 
         for r in range(4)
     ]
     assert [len(w) for w in want] == [5, 2, 0, 5]
+    whole = []  # calls of the output layer over every position (the model's own logits)
+    model.get_output_embeddings().register_forward_hook(lambda *a: whole.append(1))
     for capped in (False, True):
         if capped:
             monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
         got = labelled_logprobs(model, batch)
         for row, expected in zip(got, want, strict=True):
             assert row == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert len(whole) == capped  # the plain head never makes every position's logits
