@@ -337,6 +337,19 @@ def targets(results: dict[str, list[dict]]) -> None:
         (f"continuous host time a step at 32 ({c32['rows']} rows a step), ms",
          c32["host_ms"] or float("nan"), 5.0, "le"),
     ]  # fmt: skip
+    if "mmi closed 8" in cont and "mmi closed 8" in gath:
+        checks.append(
+            ("MMI under load >= 1.2x gather at 8",
+             cont["mmi closed 8"]["replies_s"] / gath["mmi closed 8"]["replies_s"], 1.2, "ge")
+        )  # fmt: skip
+    ct2 = {r["load"]: r for r in results.get("ct2", [])}
+    if "mixed 32" in ct2:
+        checks += [
+            ("ct2 mixed >= 0.8x its identical traffic at 32",
+             ct2["mixed 32"]["replies_s"] / ct2["closed 32"]["replies_s"], 0.8, "ge"),
+            ("ct2 mixed p99 <= 2x p50 at 32", ct2["mixed 32"]["p99"] / ct2["mixed 32"]["p50"],
+             2.0, "le"),
+        ]  # fmt: skip
     print()
     for name, value, bound, how in checks:
         met = value <= bound if how == "le" else value >= bound

@@ -118,6 +118,8 @@ def test_rejoinder_options_and_mmi(start, parrot_dir, reverse_dir, scheduler):
     else:  # candidates of several requests in one step: more rows a step than one has
         rows = after["row_steps"] - before["row_steps"]
         assert rows / (after["steps"] - before["steps"]) > 3
+        # and scored from what decoding them computed: each prompt at least ran once only
+        assert after["rescored_tokens"] - before["rescored_tokens"] >= len(many)
     beams = chat(server.url, [user("Hello")], rejoinder={"preset": "beam"})
     assert beams.json()["choices"][0]["message"]["content"] == PARROT["Hello"]
     unknown = chat(server.url, [user("Hello")], rejoinder={"options": {"top_z": 3}})

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rejoinder.dialogue import as_context
 from rejoinder.errors import RejoinderError
-from rejoinder.generation import replies
+from rejoinder.formats import Encoding
+from rejoinder.generation import replies, scoring
 from rejoinder.generation.config import DecodingConfig
 from rejoinder.generation.replies import STOP, Reply
 from rejoinder.generation.scoring import NOTHING, Score
@@ -166,17 +167,36 @@ def rerank_batch(model, contexts: Sequence[Any], config: DecodingConfig) -> list
 
 
 def rerank_drawn(
-    model, contexts: Sequence[Any], drawn: Sequence[Sequence[Reply]], config: DecodingConfig
+    model,
+    contexts: Sequence[Any],
+    drawn: Sequence[Sequence[Reply]],
+    config: DecodingConfig,
+    forward_of: Callable[[list[Encoding], list[tuple[int, int]]], list[list[float]]] | None = None,
 ) -> list[MMIResult]:
     """Reranks candidates already drawn (`drawn[i]` for `contexts[i]`), scored in shared
     batches: the second half of `rerank_batch`, for callers that sample the candidates
-    their own way (the server's continuous batching samples them in shared steps)."""
+    their own way (the server's continuous batching samples them in shared steps).
+
+    `forward_of(encodings, drawn_at)`, when given, makes the forward model's scores: the
+    labelled log-probabilities of each candidate's encoding, `drawn_at` saying which draw
+    (i, j), `drawn[i][j]`, each is the text of (the continuous decoder scores from what
+    decoding computed, `StepDecoder.loglikelihood`); else `model.loglikelihood`."""
     histories = [as_context(c) for c in contexts]
-    # One candidate per distinct text, with the tokens of its first draw.
-    made = [{r.text: r for r in reversed(rs) if r.text.strip()} for rs in drawn]
-    texts = [list(dict.fromkeys(r.text for r in rs if r.text.strip())) for rs in drawn]
+    # One candidate per distinct text, with the tokens of its first draw: `firsts[i]`
+    # maps each text to that draw's index.
+    firsts: list[dict[str, int]] = [{} for _ in drawn]
+    for first, rs in zip(firsts, drawn, strict=True):
+        for j, r in enumerate(rs):
+            if r.text.strip():
+                first.setdefault(r.text, j)
+    texts = [list(first) for first in firsts]
     pairs = [(h, t) for h, ts in zip(histories, texts, strict=True) for t in ts]
-    forward = iter(model.loglikelihood(pairs))
+    encodings = scoring.response_encodings(model.format, pairs, model.context_budget)
+    if forward_of is None:
+        forward = iter(model.score_encodings(encodings))
+    else:
+        at = [(i, j) for i, first in enumerate(firsts) for j in first.values()]
+        forward = iter(scoring.scores_of(model.tokenizer, encodings, forward_of(encodings, at)))
     has_reverse = uses_reverse(model, config)
     backward = iter(
         source_scores(model.reverse, histories, texts, config.mmi_source)
@@ -189,7 +209,7 @@ def rerank_drawn(
     flagged = iter(safety.check(pairs) if safety is not None else [None] * len(pairs))
     rng = random.Random(None if config.seed is None else config.seed + 1)
     results = []
-    for history, ts, by_text, rs in zip(histories, texts, made, drawn, strict=True):
+    for history, ts, first, rs in zip(histories, texts, firsts, drawn, strict=True):
         if not ts:
             empty = rs[0] if rs else Reply("", 0, STOP)
             results.append(MMIResult("", [Candidate("", 0.0, 0.0, 0.0, {}, empty.tokens)]))
@@ -200,7 +220,7 @@ def rerank_drawn(
             f, b = next(forward), next(backward)
             c = Candidate(t, f.mean, b.mean, 0.0, {k: next(v) for k, v in ranked.items()})
             c.score = combine(c, config, has_reverse)
-            c.tokens, c.finish_reason = by_text[t].tokens, by_text[t].finish_reason
+            c.tokens, c.finish_reason = rs[first[t]].tokens, rs[first[t]].finish_reason
             c.repeats = replies.overlap(t, earlier) if earlier else 0.0
             c.flag = next(flagged)
             candidates.append(c)

@@ -53,8 +53,13 @@ def score_encodings(backend, tokenizer, encodings: list[Encoding], batch_size: i
     """The log-probability of each encoding's labelled tokens (its labels != IGNORE)."""
     if not encodings:
         return []
+    return scores_of(tokenizer, encodings, backend.score(encodings, batch_size))
+
+
+def scores_of(tokenizer, encodings: list[Encoding], logprobs: list[list[float]]) -> list[Score]:
+    """Each encoding's `Score` from the log-probabilities of its labelled tokens."""
     out = []
-    for e, logprobs in zip(encodings, backend.score(encodings, batch_size), strict=True):
+    for e, lps in zip(encodings, logprobs, strict=True):
         ids = [t for i, t in enumerate(e.labels) if t != IGNORE and i > 0]
-        out.append(Score(sum(logprobs), logprobs, [tokenizer.decode([t]) for t in ids]))
+        out.append(Score(sum(lps), lps, [tokenizer.decode([t]) for t in ids]))
     return out

@@ -175,9 +175,9 @@ def labelled_logprobs(model, batch: dict[str, torch.Tensor]) -> list[list[float]
 def _labelled(model, batch):
     """The trunk's hidden states at the positions that predict a label, those labels, and
     the row each comes from."""
-    inputs = {
-        k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-    }
+    # (position_ids and a cache: the rest of sequences whose beginnings already ran)
+    taken = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "cache")
+    inputs = {k: v for k, v in batch.items() if k in taken}
     hidden = model.base_model(**inputs).last_hidden_state  # (B, T, C)
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE

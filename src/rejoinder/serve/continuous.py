@@ -7,12 +7,14 @@ so no reply depends on the traffic. What cannot decode in steps (beams, extra he
 seeded requests of several sequences) runs whole between two steps (`run_whole`).
 Reranked requests draw their candidates as rows in the shared steps, and the candidates
 of the requests whose rows finished in one step are scored together
-(`mmi.rerank_drawn`). Where the repetition guard checks a reply (`max_self_overlap`,
-the bot having spoken before), a refused reply is drawn again as new rows, and a
-streamed one is sent whole once it passes. With the safety policy on (`model.safety`),
-the user messages of the requests taken together are checked in one pass, so are the
-replies of the requests whose rows finished in one step; flagged replies are drawn again
-as new rows (`generation.screening`), and every reply is sent whole once checked.
+(`mmi.rerank_drawn`), the forward model's scores mostly from what decoding them
+computed (`generation.continuous.rescoring`). Where the repetition guard checks a reply
+(`max_self_overlap`, the bot having spoken before), a refused reply is drawn again as
+new rows, and a streamed one is sent whole once it passes. With the safety policy on
+(`model.safety`), the user messages of the requests taken together are checked in one
+pass, so are the replies of the requests whose rows finished in one step; flagged
+replies are drawn again as new rows (`generation.screening`), and every reply is sent
+whole once checked.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ class ContinuousBatcher(Worker):
         self.open: dict[Job, list] = {}
         """Each job in the decoder: its rows."""
         self.texts: dict[Job, RowText] = {}
-        self.ranking: list[tuple[Job, list[str]]] = []
-        """Reranked jobs whose candidates are all drawn, waiting to be scored."""
+        self.ranking: list[tuple[Job, list[Reply], list]] = []
+        """Reranked jobs whose candidates are all drawn (their replies and rows), waiting
+        to be scored."""
         self.checking: list[tuple[Job, list[Reply]]] = []
         """Jobs whose replies (or redraws) are drawn, waiting for the safety policy."""
 
@@ -71,6 +74,8 @@ class ContinuousBatcher(Worker):
                 "mb": round(d.prefixes.bytes / (1 << 20), 2),
                 "reused_tokens": d.reused_tokens,
             },
+            # reranked candidates' tokens scored from what decoding them computed
+            "rescored_tokens": d.rescored_tokens,
         }
 
     def _work(self) -> None:
@@ -187,6 +192,11 @@ class ContinuousBatcher(Worker):
 
     def _submit(self, job: Job, config: DecodingConfig, which: list[int], reuse=None) -> bool:
         """Rows for sequences `which` of a job (each seeded apart when it is seeded)."""
+        from rejoinder.generation.continuous.rescoring import KeptPrompt
+
+        # Candidates to rerank keep what decoding computed: the forward model's scores
+        # of their replies come mostly from it (`StepDecoder.loglikelihood`).
+        keep = KeptPrompt() if job.config.uses_mmi and job.screen is None else None
         try:
             prompt = self.model.encode(job.context, config.max_new_tokens)
             self.open[job] = [
@@ -198,6 +208,7 @@ class ContinuousBatcher(Worker):
                     prefix_key=reuse,
                     # a request's rows (candidates, n replies) count as one request
                     share=job.config.mmi_candidates or job.config.num_return_sequences,
+                    keep=keep,
                 )  # fmt: skip
                 for i in which
             ]
@@ -224,11 +235,13 @@ class ContinuousBatcher(Worker):
         rows = self.open[job]
         if token is None and all(r.done for r in rows):
             self._close(job)
+            if job.cancelled:  # its client left: nothing to score, check or send
+                return
             got = [self.model.reply_of(r.new, r.config) for r in rows]
             if job.screen is not None:  # the safety policy's redraws
                 self.checking.append((job, got))
             elif job.config.uses_mmi:
-                self.ranking.append((job, got))
+                self.ranking.append((job, got, rows))
             elif not self._redraw(job, got):
                 self._final(job)
 
@@ -263,17 +276,26 @@ class ContinuousBatcher(Worker):
         """Scores the drawn candidates of every waiting job, a batch per decoding config."""
         from rejoinder.generation import mmi
 
-        groups: dict[tuple, list[tuple[Job, list[Reply]]]] = {}
-        for job, drawn in self.ranking:
+        groups: dict[tuple, list[tuple[Job, list[Reply], list]]] = {}
+        for job, drawn, rows in self.ranking:
             groups.setdefault(job.key() if job.config.seed is None else (id(job),), []).append(
-                (job, drawn)
+                (job, drawn, rows)
             )
         self.ranking = []
         for group in groups.values():
-            jobs = [job for job, _ in group]
+            jobs = [job for job, _, _ in group]
+
+            def forward_of(encodings, at, group=group):
+                rows = [group[i][2][j] for i, j in at]
+                return self.decoder.loglikelihood(rows, encodings)
+
             try:
                 results = mmi.rerank_drawn(
-                    self.model, [j.context for j in jobs], [d for _, d in group], jobs[0].config
+                    self.model,
+                    [j.context for j in jobs],
+                    [d for _, d, _ in group],
+                    jobs[0].config,
+                    forward_of,
                 )
             except Exception as e:
                 log.exception("reranking failed")

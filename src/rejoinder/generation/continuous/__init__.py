@@ -32,7 +32,7 @@ from rejoinder.errors import RejoinderError
 from rejoinder.formats import Encoding
 from rejoinder.generation.backends import Job
 from rejoinder.generation.config import DecodingConfig
-from rejoinder.generation.continuous import sampling
+from rejoinder.generation.continuous import rescoring, sampling
 from rejoinder.generation.continuous.admission import Admission
 from rejoinder.generation.continuous.batch import Batch
 from rejoinder.generation.continuous.clock import StepClock
@@ -65,6 +65,9 @@ class StepDecoder:
         self.steps = 0
         self.reused_tokens = 0
         """Prompt tokens not run again, thanks to kept prefixes."""
+        self.rescored_tokens = 0
+        """Tokens of scored replies' encodings not run again (`loglikelihood`)."""
+        self.pad_id = model.tokenizer.pad_token_id
         self.row_steps = 0
         """Rows decoded over all steps: row_steps / steps is the mean batch."""
 
@@ -116,12 +119,15 @@ class StepDecoder:
         seed: int | None = None,
         prefix_key: Any = None,
         share: int = 1,
+        keep: rescoring.KeptPrompt | None = None,
     ) -> Row:
         """Queues one sequence for `prompt`; returns its Row. `seed` seeds this row alone
         (default: the config's). With `prefix_key` (a session), the keys and values kept
         from that key's last row are reused for the prompt's shared beginning, and this
         row's are kept in their place when it ends. `share`: how many rows the request
-        has; together they count as one against `max_rows`."""
+        has; together they count as one against `max_rows`. With `keep` (shared by a
+        request's rows), what decoding computes is kept to score the row's reply
+        (`loglikelihood`)."""
         if not supports(config):
             raise RejoinderError("beam search, extra heads and reranking do not decode in steps")
         job = Job.of(self.cm.format, [prompt], config)
@@ -135,6 +141,7 @@ class StepDecoder:
             stops=StopStrings(self.tokenizer, job.stops) if job.stops else None,
             bad_ids=job.bad_ids,
             weight=1 / max(1, share),
+            kept=None if keep is None else rescoring.Kept(keep),
         )
         seed = config.seed if seed is None else seed
         if config.do_sample and seed is not None:
@@ -148,6 +155,14 @@ class StepDecoder:
             self.reused_tokens += self.prefixes.start(row, self.lm.config)
         self.admission.waiting.append(row)
         return row
+
+    def loglikelihood(self, rows: list[Row], encodings: list[Encoding]) -> list[list[float]]:
+        """The labelled log-probabilities of each encoding (as `model.loglikelihood`
+        scores, in the model's own pass), the encoding of the reply of its row: ended,
+        and submitted with `keep`, else scored whole (`rescoring`)."""
+        out, reused = rescoring.loglikelihood(self.cm.model, rows, encodings, self.pad_id)
+        self.rescored_tokens += reused
+        return out
 
     def reset(self) -> None:
         """Forgets every row (after a failed step, whose batch state is unknown)."""
@@ -178,6 +193,7 @@ class StepDecoder:
         if not self.rows:
             return events
         chosen, failed = sampling.choose(self.rows, self.batch.logits)
+        rescoring.record(self.rows, self.batch.logits, chosen)
         for row, error in failed:
             log.exception("a row failed", exc_info=error)
             row.failed, row.done = error, True
@@ -214,5 +230,7 @@ class StepDecoder:
             events.append((row, None))
             if row.prefix_key is not None and row.failed is None:
                 self.prefixes.put(row.prefix_key, *self.batch.kept(i))
+            if row.kept is not None and row.failed is None:
+                rescoring.keep(row, self.batch, i)
         if len(keep) < len(self.rows):
             self.batch.keep(keep)

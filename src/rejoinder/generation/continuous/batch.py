@@ -47,17 +47,17 @@ class Batch:
             self.logits = torch.cat([self.logits, logits])
         self.rows.extend(rows)
 
-    def kept(self, i: int) -> tuple[list[int], list]:
-        """Row `i`'s real ids and its keys and values (copies), to keep for its session."""
+    def kept(self, i: int, start: int = 0) -> tuple[list[int], list]:
+        """Row `i`'s real ids and its keys and values (copies), from its token `start` on:
+        to keep for its session, or to score its reply (`rescoring`)."""
         length = int(self.mask[i].sum())
+        end = self.mask.shape[1]
+        begin = end - length + min(start, length)
         layers = [
-            (
-                layer.keys[i : i + 1, :, -length:].clone(),
-                layer.values[i : i + 1, :, -length:].clone(),
-            )
+            (layer.keys[i : i + 1, :, begin:].clone(), layer.values[i : i + 1, :, begin:].clone())
             for layer in self.cache.layers
         ]
-        return self.rows[i].ids[:length], layers
+        return self.rows[i].ids[begin - (end - length) : length], layers
 
     def keep(self, keep: list[int]) -> None:
         """Keeps the rows at indices `keep`, cutting the others out, and the columns no

@@ -49,6 +49,8 @@ class Row:
     finish_reason: str | None = None
     """Why it ended: "stop" (an end id, a stop string) or "length"; None if cancelled."""
     failed: BaseException | None = None
+    kept: Any = None
+    """A `rescoring.Kept` when the caller scores the reply (MMI): what decoding computed."""
     # Prefill state, while the row waits to join the batch.
     alone: bool = False
     """Prefilled alone: prefilling it with others failed."""
