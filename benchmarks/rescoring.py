@@ -71,7 +71,9 @@ def main() -> int:
         for row, s in zip(kept_rows, starts, strict=True)
     )
     whole_positions = sum(len(e.input_ids) for e in encodings)
-    kept_positions = sum(len(e.input_ids) - (s or 0) for e, s in zip(encodings, starts, strict=True))
+    kept_positions = sum(
+        len(e.input_ids) - (s or 0) for e, s in zip(encodings, starts, strict=True)
+    )
 
     times = {"whole": [], "kept": []}
     values = {}
