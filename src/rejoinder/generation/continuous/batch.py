@@ -51,13 +51,13 @@ class Batch:
         """Row `i`'s real ids and its keys and values (copies), from its token `start` on:
         to keep for its session, or to score its reply (`rescoring`)."""
         length = int(self.mask[i].sum())
-        end = self.mask.shape[1]
-        begin = end - length + min(start, length)
+        skip = min(start, length)
+        begin = self.mask.shape[1] - length + skip  # its real columns are the last
         layers = [
             (layer.keys[i : i + 1, :, begin:].clone(), layer.values[i : i + 1, :, begin:].clone())
             for layer in self.cache.layers
         ]
-        return self.rows[i].ids[begin - (end - length) : length], layers
+        return self.rows[i].ids[skip:length], layers
 
     def keep(self, keep: list[int]) -> None:
         """Keeps the rows at indices `keep`, cutting the others out, and the columns no

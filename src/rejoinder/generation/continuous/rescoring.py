@@ -26,6 +26,8 @@ import torch
 
 from rejoinder.formats import IGNORE, Encoding
 from rejoinder.generation.continuous.batch import left_pad
+from rejoinder.modeling.loss import labelled_logprobs
+from rejoinder.padding import pad_batch
 
 ROWS = 32
 """Candidates scored in one forward pass."""
@@ -113,9 +115,6 @@ def loglikelihood(
     """Each encoding's labelled log-probabilities (as `loglikelihood`), the encoding of
     its row's reply: from the row's kept state where it serves, else a full pass; and
     how many of the encodings' tokens did not run through the model again."""
-    from rejoinder.modeling.loss import labelled_logprobs
-    from rejoinder.padding import pad_batch
-
     out: list[list[float] | None] = [None] * len(encodings)
     starts = [shared(row, e) for row, e in zip(rows, encodings, strict=True)]
     for k, s in enumerate(starts):
@@ -151,8 +150,6 @@ def _over_kept(lm, rows: list, encodings: list[Encoding], starts: list[int], pad
     row's: known ones from decoding, the rest from one forward pass of the remainders
     over the rows' kept keys and values (left-padded together)."""
     from transformers import DynamicCache
-
-    from rejoinder.modeling.loss import labelled_logprobs
 
     device = lm.device
     known, caches = [], []
